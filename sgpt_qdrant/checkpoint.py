@@ -1,0 +1,351 @@
+"""Read and write SGPT checkpoints in the legacy sentence-transformers (Hub) layout.
+
+The published SGPT weights need the Dense layers' ``key_name`` that today's
+sentence-transformers drops, so we read the files ourselves into a plain
+:class:`Checkpoint` description. Nothing here runs remote code: weights come from
+safetensors or from ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GPT2TokenizerFast, GPTNeoConfig, PreTrainedTokenizerBase
+
+DEFAULT_MODEL = "Muennighoff/SGPT-125M-mean-nli-linearthenpool5"
+PAD_FALLBACK = "<|endoftext|>"
+
+#: Dense activations we can run, by the class path the Dense config stores.
+ACTIVATIONS = {
+    "torch.nn.modules.activation.GELU": "gelu",
+    "torch.nn.modules.activation.Tanh": "tanh",
+    "torch.nn.modules.linear.Identity": "identity",
+}
+ACTIVATION_CLASS = {v: k for k, v in ACTIVATIONS.items()}
+
+#: Pooling modes we can run, by the sentence-transformers config flag.
+POOLING_FLAGS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+_ALL_POOLING_FLAGS = (
+    "pooling_mode_cls_token",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+
+_HUB_FILES = [
+    "*.json",
+    "*.txt",
+    "*.safetensors",
+    "pytorch_model.bin",
+    "*/config.json",
+    "*/*.safetensors",
+    "*/pytorch_model.bin",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be run as written; the message names the file and field."""
+
+
+@dataclass
+class DenseLayer:
+    """One ``N_Dense`` module: ``activation(x @ weight.T + bias)``."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    activation: str = "gelu"
+    before_pooling: bool = True
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[0])
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to run (or save) an SGPT model, independent of any framework."""
+
+    config: GPTNeoConfig
+    transformer_state: dict[str, torch.Tensor]
+    dense: list[DenseLayer]
+    pooling: str
+    max_seq_length: int
+    tokenizer: PreTrainedTokenizerBase
+    pad_id: int
+    normalize: bool = False
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dimension(self) -> int:
+        return self.dense[-1].out_features if self.dense else int(self.config.hidden_size)
+
+
+# --------------------------------------------------------------------------- locating
+
+
+def resolve(model: str | os.PathLike[str]) -> Path:
+    """A local directory as is; otherwise a Hub id fetched through huggingface_hub's cache.
+
+    Honours ``HF_HOME`` and ``HF_HUB_OFFLINE``. Offline and uncached fails at once with a
+    message that says how to point at a local copy instead.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    name = str(model)
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise CheckpointError(f"{name}: no such model directory (and not a Hub id like 'org/name')")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(name, allow_patterns=_HUB_FILES, etag_timeout=10))
+    except HFValidationError as exc:
+        raise CheckpointError(f"{name}: not a valid Hub id ({exc})") from None
+    except Exception as exc:  # network, offline mode, missing repo: one clear message
+        raise CheckpointError(
+            f"cannot fetch {name!r} from the Hugging Face Hub ({type(exc).__name__}). "
+            "Download it on a connected machine (`huggingface-cli download "
+            f"{name}`) and copy the HF_HOME cache, or pass the path of a local copy "
+            "of the model directory instead of the Hub id."
+        ) from None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    st_path, bin_path = folder / "model.safetensors", folder / "pytorch_model.bin"
+    if st_path.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(st_path))
+    if bin_path.is_file():
+        try:
+            return torch.load(bin_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{bin_path}: cannot be read safely ({exc})") from None
+    raise CheckpointError(f"{folder}: missing file model.safetensors or pytorch_model.bin")
+
+
+def _read_transformer(folder: Path) -> tuple[GPTNeoConfig, dict[str, torch.Tensor]]:
+    cfg_path = folder / "config.json"
+    raw = _read_json(cfg_path)
+    if raw.get("model_type") != "gpt_neo":
+        raise CheckpointError(
+            f"{cfg_path}: field model_type is {raw.get('model_type')!r}; only 'gpt_neo' is supported"
+        )
+    config = GPTNeoConfig.from_dict(raw)
+    state = _read_weights(folder)
+    prefix = "transformer."
+    if any(k.startswith(prefix) for k in state):  # saved from GPTNeoForCausalLM
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    # Causal-mask buffers of old transformers versions are derived, not learned.
+    state = {k: v for k, v in state.items() if not k.endswith((".attn.attention.bias", ".masked_bias"))}
+    return config, state
+
+
+def _read_dense(folder: Path, before_pooling: bool) -> DenseLayer:
+    cfg_path = folder / "config.json"
+    cfg = _read_json(cfg_path)
+    act_name = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
+    if act_name not in ACTIVATIONS:
+        raise CheckpointError(
+            f"{cfg_path}: field activation_function {act_name!r} is not supported "
+            f"(supported: {', '.join(ACTIVATIONS)})"
+        )
+    key = cfg.get("key_name", "sentence_embedding")
+    expected = "token_embeddings" if before_pooling else "sentence_embedding"
+    if key != expected:
+        where = "before" if before_pooling else "after"
+        raise CheckpointError(
+            f"{cfg_path}: field key_name is {key!r} but the layer stands {where} pooling "
+            f"in modules.json, where only {expected!r} has an effect"
+        )
+    state = _read_weights(folder)
+    weight = state.get("linear.weight")
+    if weight is None:
+        raise CheckpointError(f"{folder}: weights have no 'linear.weight'")
+    shape = (cfg.get("out_features"), cfg.get("in_features"))
+    if tuple(weight.shape) != shape:
+        raise CheckpointError(
+            f"{cfg_path}: fields out_features/in_features say {shape} but linear.weight is "
+            f"{tuple(weight.shape)}"
+        )
+    has_bias = bool(cfg.get("bias", True))
+    bias = state.get("linear.bias")
+    if has_bias and (bias is None or tuple(bias.shape) != (shape[0],)):
+        raise CheckpointError(f"{cfg_path}: field bias is true but linear.bias is missing or mis-shaped")
+    return DenseLayer(weight.float(), bias.float() if has_bias else None, ACTIVATIONS[act_name], before_pooling)
+
+
+def _read_pooling(folder: Path) -> str:
+    cfg_path = folder / "config.json"
+    cfg = _read_json(cfg_path)
+    on = [k for k in _ALL_POOLING_FLAGS if cfg.get(k)]
+    if "pooling_mode" in cfg and not on:  # newer sentence-transformers spelling
+        mode = cfg["pooling_mode"]
+        on = [f for f, m in POOLING_FLAGS.items() if m == mode] or [str(mode)]
+    if len(on) != 1 or on[0] not in POOLING_FLAGS:
+        raise CheckpointError(
+            f"{cfg_path}: pooling mode {on or 'none'} is not supported; exactly one of "
+            f"{', '.join(POOLING_FLAGS)} must be true"
+        )
+    return POOLING_FLAGS[on[0]]
+
+
+def load_tokenizer(folder: Path) -> tuple[PreTrainedTokenizerBase, int]:
+    """The GPT-2 BPE tokenizer, set to add no BOS/EOS, and its pad id."""
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        raise CheckpointError(f"{folder}: missing file tokenizer.json (or vocab.json + merges.txt)")
+    tokenizer = GPT2TokenizerFast.from_pretrained(str(folder))
+    if tokenizer.pad_token is None:
+        special = folder / "special_tokens_map.json"
+        pad = _read_json(special).get("pad_token") if special.is_file() else None
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        tokenizer.pad_token = pad or PAD_FALLBACK
+    tokenizer.padding_side = "right"
+    return tokenizer, int(tokenizer.pad_token_id)
+
+
+def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
+    """Read a checkpoint (local directory or Hub id) into a :class:`Checkpoint`."""
+    root = resolve(model)
+    modules = _read_json(root / "modules.json")
+    modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    transformer = dense_list = pooling = None
+    dense_list = []
+    normalize = False
+    for entry in modules:
+        kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
+        folder = root / entry.get("path", "")
+        if kind == "Transformer":
+            transformer = _read_transformer(folder)
+        elif kind == "Dense":
+            dense_list.append(_read_dense(folder, before_pooling=pooling is None))
+        elif kind == "Pooling":
+            pooling = _read_pooling(folder)
+        elif kind == "Normalize":
+            normalize = True
+        else:
+            raise CheckpointError(f"{root / 'modules.json'}: module type {entry.get('type')!r} is not supported")
+    if transformer is None or pooling is None:
+        raise CheckpointError(f"{root / 'modules.json'}: needs a Transformer and a Pooling module")
+    config, state = transformer
+    st_cfg_path = root / "sentence_bert_config.json"
+    st_cfg = _read_json(st_cfg_path) if st_cfg_path.is_file() else {}
+    max_len = int(st_cfg.get("max_seq_length") or config.max_position_embeddings)
+    if max_len > config.max_position_embeddings:
+        raise CheckpointError(
+            f"{st_cfg_path}: field max_seq_length {max_len} exceeds max_position_embeddings "
+            f"{config.max_position_embeddings}"
+        )
+    tokenizer, pad_id = load_tokenizer(root)
+    width = config.hidden_size
+    for i, layer in enumerate(dense_list):
+        if layer.in_features != width:
+            raise CheckpointError(
+                f"{root}: Dense layer {i + 1} expects in_features {layer.in_features} but receives {width}"
+            )
+        width = layer.out_features
+    return Checkpoint(config, state, dense_list, pooling, max_len, tokenizer, pad_id, normalize, str(model))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def save(checkpoint: Checkpoint, path: str | os.PathLike[str]) -> Path:
+    """Write ``checkpoint`` in the legacy Hub layout of the published SGPT models."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def dump(rel: str, obj: Any) -> None:
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+    n_before = sum(layer.before_pooling for layer in checkpoint.dense)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    pooling_idx = n_before + 1
+    for i, layer in enumerate(checkpoint.dense):
+        idx = i + 1 if layer.before_pooling else i + 2
+        folder = f"{idx}_Dense"
+        modules.append({"idx": idx, "name": str(idx), "path": folder, "type": "sentence_transformers.models.Dense"})
+        dump(
+            f"{folder}/config.json",
+            {
+                "in_features": layer.in_features,
+                "out_features": layer.out_features,
+                "bias": layer.bias is not None,
+                "activation_function": ACTIVATION_CLASS[layer.activation],
+                "key_name": "token_embeddings" if layer.before_pooling else "sentence_embedding",
+            },
+        )
+        tensors = {"linear.weight": layer.weight.detach().float().cpu().contiguous()}
+        if layer.bias is not None:
+            tensors["linear.bias"] = layer.bias.detach().float().cpu().contiguous()
+        torch.save(tensors, root / folder / "pytorch_model.bin")
+    modules.append(
+        {"idx": pooling_idx, "name": str(pooling_idx), "path": f"{pooling_idx}_Pooling",
+         "type": "sentence_transformers.models.Pooling"}
+    )
+    dump(
+        f"{pooling_idx}_Pooling/config.json",
+        {"word_embedding_dimension": int(checkpoint.config.hidden_size if n_before == 0 else
+                                         checkpoint.dense[n_before - 1].out_features),
+         **{flag: POOLING_FLAGS.get(flag) == checkpoint.pooling for flag in _ALL_POOLING_FLAGS}},
+    )
+    if checkpoint.normalize:
+        idx = len(modules)
+        modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
+        (root / f"{idx}_Normalize").mkdir(exist_ok=True)
+    modules.sort(key=lambda m: m["idx"])
+    dump("modules.json", modules)
+    dump("sentence_bert_config.json", {"max_seq_length": checkpoint.max_seq_length, "do_lower_case": False})
+
+    config = checkpoint.config.to_dict()
+    config["architectures"] = ["GPTNeoModel"]
+    dump("config.json", config)
+    state = {k: v.detach().cpu().contiguous() for k, v in checkpoint.transformer_state.items()}
+    torch.save(state, root / "pytorch_model.bin")
+    save_tokenizer(checkpoint.tokenizer, root)
+    return root
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, root: Path) -> None:
+    """tokenizer.json + the legacy vocab.json/merges.txt/special_tokens_map.json of the Hub repo."""
+    tokenizer.save_pretrained(str(root))
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    (root / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (root / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    special = {"bos_token": tokenizer.bos_token, "eos_token": tokenizer.eos_token,
+               "unk_token": tokenizer.unk_token, "pad_token": tokenizer.pad_token or PAD_FALLBACK}
+    (root / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
