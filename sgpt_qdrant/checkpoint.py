@@ -121,7 +121,7 @@ def resolve(model: str | os.PathLike[str]) -> Path:
     except Exception as exc:  # network, offline mode, missing repo: one clear message
         raise CheckpointError(
             f"cannot fetch {name!r} from the Hugging Face Hub ({type(exc).__name__}). "
-            "Download it on a connected machine (`huggingface-cli download "
+            "Download it on a connected machine (`hf download "
             f"{name}`) and copy the HF_HOME cache, or pass the path of a local copy "
             "of the model directory instead of the Hub id."
         ) from None

@@ -1,0 +1,112 @@
+"""The batching engine: token-budget batches, caller's order, batch invariance, OOM splitting."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from texts import varied_texts
+
+from sgpt_qdrant import Encoder
+from sgpt_qdrant.engine import pick_dtype, token_budget_batches
+
+
+def test_token_budget_batches_by_hand():
+    lengths = [3, 10, 1, 10, 5, 2]
+    # longest first: 10,10 (2*10 = 20) | 5,3,2,1 (4*5 = 20)
+    assert token_budget_batches(lengths, token_budget=20, max_batch=8) == [[1, 3], [4, 0, 5, 2]]
+    # budget 19: 10 | 10 | 5,3,2 (3*5 = 15; a 4th makes 20) | 1
+    assert token_budget_batches(lengths, token_budget=19, max_batch=8) == [[1], [3], [4, 0, 5], [2]]
+    assert token_budget_batches(lengths, token_budget=1000, max_batch=2) == [[1, 3], [4, 0], [5, 2]]
+    assert token_budget_batches([], 10, 4) == []
+    # a text longer than the budget still gets a batch of its own
+    assert token_budget_batches([50, 1], token_budget=10, max_batch=4) == [[0], [1]]
+
+
+def test_batches_cover_every_index_once_within_budget():
+    rng = random.Random(0)
+    lengths = [rng.randint(0, 75) for _ in range(500)]
+    batches = token_budget_batches(lengths, token_budget=600, max_batch=64)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        assert len(batch) <= 64 and (len(batch) == 1 or len(batch) * width <= 600)
+
+
+def test_order_restored_and_batch_invariant(tiny_model_dir, tiny_encoder):
+    texts = varied_texts()
+    alone = np.stack([tiny_encoder.encode([t])[0] for t in texts])
+    rng = random.Random(1)
+    for budget in (16, 300, 100_000):
+        enc = Encoder(tiny_encoder.checkpoint, device="cpu", token_budget=budget)
+        shuffled = texts[:]
+        rng.shuffle(shuffled)
+        got = enc.encode(shuffled)
+        for text, vec in zip(shuffled, got):
+            np.testing.assert_allclose(vec, alone[texts.index(text)], atol=2e-6, rtol=0)
+
+
+def test_same_text_in_different_company(tiny_encoder):
+    target = "The same sentence, embedded in different batches."
+    a = tiny_encoder.encode([target])[0]
+    b = tiny_encoder.encode(["x", target, "word " * 100])[1]
+    c = tiny_encoder.encode([target] * 7)
+    np.testing.assert_allclose(a, b, atol=2e-6)
+    np.testing.assert_allclose(c, np.tile(a, (7, 1)), atol=2e-6)
+
+
+def test_out_of_memory_splits_the_batch_and_goes_on(tiny_encoder, monkeypatch):
+    enc = Encoder(tiny_encoder.checkpoint, device="cpu", token_budget=100_000)
+    texts = varied_texts()
+    expected = tiny_encoder.encode(texts)
+    real_forward = enc._forward
+    sizes = []
+
+    def flaky_forward(ids, batch):
+        sizes.append(len(batch))
+        if len(batch) > 5:
+            raise torch.OutOfMemoryError("simulated")
+        return real_forward(ids, batch)
+
+    monkeypatch.setattr(enc, "_forward", flaky_forward)
+    np.testing.assert_allclose(enc.encode(texts), expected, atol=2e-6)
+    assert sizes[0] == len(texts) and max(s for s in sizes if s <= 5) <= 5
+    assert enc.token_budget < 100_000  # later batches start smaller
+
+
+def test_out_of_memory_on_a_single_text_is_raised(tiny_encoder, monkeypatch):
+    enc = Encoder(tiny_encoder.checkpoint, device="cpu")
+
+    def always_oom(ids, batch):
+        raise torch.OutOfMemoryError("simulated")
+
+    monkeypatch.setattr(enc, "_forward", always_oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        enc.encode(["one text"])
+
+
+def test_edge_inputs(tiny_encoder):
+    assert tiny_encoder.encode([]).shape == (0, 32)
+    empty = tiny_encoder.encode(["", "   "])
+    assert np.all(empty == 0)  # nothing to pool: the zero vector, not NaN
+    with pytest.raises(TypeError, match="list of texts"):
+        tiny_encoder.encode("a single string")
+
+
+def test_dtype_and_device_choices():
+    cpu = torch.device("cpu")
+    assert pick_dtype(cpu, None) == torch.float32
+    assert pick_dtype(cpu, "fp32") == torch.float32
+    with pytest.raises(ValueError, match="dtype: 'fp8'"):
+        pick_dtype(cpu, "fp8")
+    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
+        pick_dtype(cpu, "fp16")
+
+
+def test_max_length_argument_is_checked(tiny_model_dir):
+    with pytest.raises(ValueError, match="max_length"):
+        Encoder(str(tiny_model_dir), device="cpu", max_length=100_000)
+    short = Encoder(str(tiny_model_dir), device="cpu", max_length=4)
+    assert short.tokenize(["one two three four five six"]) == [short.tokenize(["one two three four"])[0]]
