@@ -170,6 +170,14 @@ def _read_transformer(folder: Path) -> tuple[GPTNeoConfig, dict[str, torch.Tenso
     return config, state
 
 
+def read_gpt_neo(folder: str | os.PathLike[str]) -> tuple[GPTNeoConfig, dict[str, torch.Tensor]]:
+    """A plain Hugging Face GPT-Neo directory (no modules.json): config and transformer weights.
+
+    A ``transformer.`` prefix (GPTNeoForCausalLM) is stripped and ``lm_head`` dropped.
+    """
+    return _read_transformer(Path(folder))
+
+
 def _read_dense(folder: Path, before_pooling: bool) -> DenseLayer:
     cfg_path = folder / "config.json"
     cfg = _read_json(cfg_path)

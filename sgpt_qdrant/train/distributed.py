@@ -1,0 +1,87 @@
+"""The few torch.distributed pieces the trainer needs; all are no-ops in a single process.
+
+Launch with ``torchrun --nproc_per_node N -m sgpt_qdrant.train.cli ...`` (or the ``sgpt-train``
+script): every rank draws its own batches, positives/negatives are gathered across ranks for the
+loss, gradients are averaged before clipping (what DDP does), and rank 0 alone evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+
+
+def is_enabled() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_enabled() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_enabled() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_env(device: torch.device | None) -> torch.device | None:
+    """Join the process group torchrun describes; on CUDA each rank takes ``cuda:LOCAL_RANK``."""
+    if not launched_by_torchrun() or is_enabled():
+        return device
+    use_cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
+    if use_cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return device
+
+
+def shutdown() -> None:
+    if is_enabled():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_enabled():
+        dist.barrier()
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenation of ``tensor`` from all ranks; the backward sums every rank's gradient for
+    each slice and hands it to the rank that owns it."""
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Mean of the gradients over ranks, in one flat all-reduce."""
+    if world_size() < 2:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world_size()
+    for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+        grad.copy_(synced)
+
+
+def broadcast_object(obj):
+    """Rank 0's value of a small picklable object on every rank."""
+    if not is_enabled():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
