@@ -3,6 +3,10 @@
 Texts are tokenised once, sorted by length and cut into batches by a token budget (batch size ×
 padded length), so each batch is padded only to its own longest text and short texts travel in
 large batches. Results come back in the caller's order.
+
+The forward pass itself runs on the fastest path for the device and precision mode (see
+:mod:`sgpt_qdrant.runtime`): oneDNN packed linear layers or ONNX Runtime on CPUs, eager
+SDPA on GPUs with one model copy and one persistent worker per GPU.
 """
 
 from __future__ import annotations
@@ -12,12 +16,13 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import runtime
 from .model import SGPTModel
 
 log = logging.getLogger(__name__)
@@ -25,8 +30,12 @@ log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 #: Padded tokens per batch. Large on GPUs (throughput grows with batch), modest on CPUs
-#: (throughput is flat past a few thousand tokens, memory is not).
+#: (throughput is flat past a few thousand tokens, memory is not). CUDA sizes it to free memory.
 DEFAULT_TOKEN_BUDGET = {"cuda": 64 * 1024, "mps": 16 * 1024, "cpu": 4 * 1024}
+#: Texts per batch at most: GPUs want wide batches of short texts, CPUs gain nothing past ~1k.
+DEFAULT_MAX_BATCH = {"cuda": 4096, "mps": 1024, "cpu": 1024}
+#: On GPUs, texts are tokenised in chunks of this many on a helper thread while the GPU works.
+TOKENIZE_CHUNK = 16384
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -48,6 +57,33 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def pick_devices(device: str | Sequence[str] | None = None) -> list[torch.device]:
+    """Devices to run on: a bare ``"cuda"`` means every visible GPU, a list means those."""
+    if device is not None and not isinstance(device, (str, torch.device)):
+        devices = [torch.device(d) for d in device]
+        if not devices or len({d.type for d in devices}) != 1:
+            raise ValueError(f"device: {list(device)!r} must be a non-empty list of one device type")
+        return devices
+    first = pick_device(str(device) if device is not None else None)
+    if first.type == "cuda" and first.index is None:
+        count = torch.cuda.device_count()
+        return [torch.device("cuda", i) for i in range(count)] if count > 1 else [torch.device("cuda", 0)]
+    return [first]
+
+
+def pick_mode(device: torch.device, dtype: str | torch.dtype | None = None) -> str:
+    """Precision mode name: ``None``/"auto" is bf16 on GPUs that support it, fp32 elsewhere."""
+    mode = runtime.mode_name(dtype)
+    if mode == "int8":
+        if device.type != "cpu":
+            raise ValueError("dtype: int8 is a CPU mode (ONNX Runtime); use bf16 or fp16 on GPUs")
+        return mode
+    if mode is None:
+        return "bf16" if pick_dtype(device, None) == torch.bfloat16 else "fp32"
+    pick_dtype(device, DTYPES[mode])  # the device checks and the emulated-bf16 warning
+    return mode
+
+
 def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
     """``None``/"auto": bf16 on GPUs that support it, fp32 elsewhere (exact to the reference)."""
     if isinstance(dtype, torch.dtype):
@@ -64,6 +100,34 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
     if device.type == "cpu" and chosen == torch.bfloat16 and not cpu_has_native_bf16():
         warnings.warn("dtype bf16: this CPU has no native bf16, so it is emulated and slow", stacklevel=3)
     return chosen
+
+
+def cuda_token_budget(device: torch.device, hidden: int, inner: int, dtype: torch.dtype) -> int:
+    """Padded tokens per batch that fit in a third of the card's free memory, within 8k..128k.
+
+    Peak activations per token are about 8 hidden-wide and 2 inner-wide vectors (residual,
+    LayerNorm, q/k/v, attention output; the MLP's inner layer and its GELU); flash attention
+    keeps no length² matrix. Past ~128k tokens a batch gains nothing but latency.
+    """
+    free, _total = torch.cuda.mem_get_info(device)
+    per_token = (8 * hidden + 2 * inner) * torch.tensor([], dtype=dtype).element_size()
+    return int(min(max(free // 3 // per_token, 8 * 1024), 128 * 1024))
+
+
+def pad_batch(ids: Sequence[Sequence[int]], batch: Sequence[int], pad_id: int,
+              pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``(input_ids, attention_mask)`` for ``batch``, built in one numpy pass."""
+    lengths = np.fromiter((len(ids[i]) for i in batch), dtype=np.int64, count=len(batch))
+    width = max(1, int(lengths.max(initial=0)))
+    input_ids = torch.empty((len(batch), width), dtype=torch.long, pin_memory=pin)
+    mask = torch.empty((len(batch), width), dtype=torch.long, pin_memory=pin)
+    keep = np.arange(width)[None, :] < lengths[:, None]
+    ids_np, mask_np = input_ids.numpy(), mask.numpy()
+    ids_np.fill(pad_id)
+    if lengths.sum():
+        ids_np[keep] = np.fromiter((t for i in batch for t in ids[i]), dtype=np.int64, count=int(lengths.sum()))
+    mask_np[:] = keep
+    return input_ids, mask
 
 
 def token_budget_batches(lengths: Sequence[int], token_budget: int, max_batch: int) -> list[list[int]]:
@@ -86,32 +150,59 @@ class Encoder:
     """An SGPT model loaded once, ready to embed many texts fast.
 
     ``model`` is a Hub id, a local directory in the Hub layout or a loaded
-    :class:`~sgpt_qdrant.checkpoint.Checkpoint`.
+    :class:`~sgpt_qdrant.checkpoint.Checkpoint`. ``dtype`` is the precision mode: ``fp32``
+    (default on CPUs; equal to the reference), ``bf16`` (default on GPUs that have it; on CPUs
+    only sensible with native bf16), ``fp16`` (GPUs) or ``int8`` (CPUs, needs onnxruntime).
+    ``device`` is a torch device, ``"cuda"`` for every visible GPU, or a list of devices.
+    ``backend`` forces an execution path (see :mod:`sgpt_qdrant.runtime`); ``"auto"`` picks
+    the fastest that works here and falls back to eager, with a warning, when it cannot.
     """
 
     def __init__(
         self,
         model: str | os.PathLike[str] | ckpt.Checkpoint = ckpt.DEFAULT_MODEL,
-        device: str | None = None,
+        device: str | Sequence[str] | None = None,
         dtype: str | torch.dtype | None = None,
         max_length: int | None = None,
         token_budget: int | None = None,
-        max_batch_size: int = 1024,
+        max_batch_size: int | None = None,
+        backend: str = "auto",
     ) -> None:
         self.checkpoint = model if isinstance(model, ckpt.Checkpoint) else ckpt.load(model)
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(self.device, dtype)
+        self.devices = pick_devices(device)
+        self.device = self.devices[0]
+        self.mode = pick_mode(self.device, dtype)
+        self.dtype = runtime.MODE_DTYPES[self.mode]
         limit = self.checkpoint.max_seq_length
-        if max_length is not None and not 0 < max_length <= self.checkpoint.config.max_position_embeddings:
-            raise ValueError(f"max_length: {max_length} must be in 1..{self.checkpoint.config.max_position_embeddings}")
+        config = self.checkpoint.config
+        if max_length is not None and not 0 < max_length <= config.max_position_embeddings:
+            raise ValueError(f"max_length: {max_length} must be in 1..{config.max_position_embeddings}")
         self.max_length = int(max_length or limit)
-        self.token_budget = int(token_budget or DEFAULT_TOKEN_BUDGET.get(self.device.type, 4096))
-        self.max_batch_size = max_batch_size
+        self.max_batch_size = int(max_batch_size or DEFAULT_MAX_BATCH.get(self.device.type, 1024))
         self.tokenizer = self.checkpoint.tokenizer
         self.model = SGPTModel(self.checkpoint).to(self.device, self.dtype).eval()
         self.model.requires_grad_(False)
+        if token_budget:
+            self.token_budget = int(token_budget)
+        elif self.device.type == "cuda":
+            inner = config.intermediate_size or 4 * config.hidden_size
+            self.token_budget = min(cuda_token_budget(d, config.hidden_size, inner, self.dtype) for d in self.devices)
+        else:
+            self.token_budget = DEFAULT_TOKEN_BUDGET.get(self.device.type, 4096)
         self.truncated = 0  # texts cut to max_length so far, as the reference cuts them
         self._lock = threading.Lock()
+        window_ok = "local" not in config.attention_layers or self.max_length <= int(config.window_size)
+        runner = runtime.build(self.model, self.mode, self.device, backend, usable_length=window_ok)
+        self._runner = runner.forward
+        self.backend = runner.backend
+        self._pool = None
+        if self.device.type == "cuda":
+            from .runtime.cuda import DevicePool
+
+            self._pool = DevicePool(self.model, self.devices, on_oom=self._shrink_budget)
+        self.warmup_seconds = runner.warmup_seconds
+        log.info("encoder ready: %s on %s, %s backend, warm-up %.2fs", self.mode,
+                 ",".join(map(str, self.devices)), self.backend, self.warmup_seconds)
 
     @property
     def dimension(self) -> int:
@@ -136,27 +227,26 @@ class Encoder:
         """Embed ``texts``; returns float32 of shape ``(len(texts), dimension)`` in input order."""
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
+        if self._pool is not None and len(texts) > TOKENIZE_CHUNK:
+            return self._encode_gpu_streaming(texts, show_progress)
         return self.encode_ids(self.tokenize(texts), show_progress=show_progress)
 
     def encode_ids(self, ids: Sequence[Sequence[int]], show_progress: bool = False) -> np.ndarray:
         out = torch.empty((len(ids), self.dimension), dtype=torch.float32)
         if not ids:
             return out.numpy()
+        if self._pool is not None:
+            return self._encode_gpu([(ids, 0)], out, show_progress)
         batches = token_budget_batches([len(x) for x in ids], self.token_budget, self.max_batch_size)
-        pending: list[tuple[list[int], torch.Tensor]] = []
         with self._lock, torch.inference_mode():
             for batch, vectors in self._run(ids, batches, show_progress):
-                pending.append((batch, vectors))
-            for batch, vectors in pending:  # one device→host sync per call, not per batch
-                out[batch] = vectors.float().cpu()
+                out[batch] = vectors.float()
         return out.numpy()
 
-    def _run(self, ids, batches, show_progress) -> Iterator[tuple[list[int], torch.Tensor]]:
-        bar = None
-        if show_progress:
-            from tqdm.auto import tqdm
+    # -- CPU (and single-device non-CUDA): one batch after another --------------------------
 
-            bar = tqdm(total=len(ids), unit="text", desc="embedding")
+    def _run(self, ids, batches, show_progress) -> Iterator[tuple[list[int], torch.Tensor]]:
+        bar = _progress(len(ids), show_progress)
         try:
             for batch in batches:
                 yield from self._forward_splitting(ids, batch)
@@ -173,25 +263,66 @@ class Encoder:
         except torch.OutOfMemoryError:
             if len(batch) == 1:
                 raise
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
             half = len(batch) // 2
-            self.token_budget = max(self.token_budget // 2, 256)
+            self._shrink_budget()
             log.warning("out of memory on a batch of %d; splitting (token budget now %d)", len(batch), self.token_budget)
             yield from self._forward_splitting(ids, batch[:half])
             yield from self._forward_splitting(ids, batch[half:])
 
+    def _shrink_budget(self) -> None:
+        self.token_budget = max(self.token_budget // 2, 256)
+
     def _forward(self, ids, batch: list[int]) -> torch.Tensor:
-        width = max(1, max(len(ids[i]) for i in batch))
-        input_ids = torch.full((len(batch), width), self.checkpoint.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            n = len(ids[i])
-            input_ids[row, :n] = torch.as_tensor(ids[i], dtype=torch.long)
-            mask[row, :n] = 1
-        if self.device.type == "cuda":
-            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
-            mask = mask.pin_memory().to(self.device, non_blocking=True)
-        elif self.device.type != "cpu":
+        input_ids, mask = pad_batch(ids, batch, self.checkpoint.pad_id)
+        if self.device.type != "cpu":
             input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        return self.model(input_ids, mask)
+        return self._runner(input_ids, mask).cpu()
+
+    # -- CUDA: batches queued to one persistent worker per GPU -----------------------------
+
+    def _encode_gpu(self, chunks, out: torch.Tensor, show_progress: bool) -> np.ndarray:
+        """``chunks`` yields ``(ids, offset)``; every batch is queued before anything waits."""
+        from .runtime.cuda import Job
+
+        job = Job()
+        bar = _progress(len(out), show_progress)
+        with self._lock:
+            try:
+                for ids, offset in chunks:
+                    lengths = [len(x) for x in ids]
+                    for batch in token_budget_batches(lengths, self.token_budget, self.max_batch_size):
+                        input_ids, mask = pad_batch(ids, batch, self.checkpoint.pad_id, pin=True)
+                        self._pool.submit(job, [offset + i for i in batch], input_ids, mask)
+                for batch, vectors in job.wait():
+                    out[batch] = vectors.float()
+                    if bar is not None:
+                        bar.update(len(batch))
+            finally:
+                if bar is not None:
+                    bar.close()
+        return out.numpy()
+
+    def _encode_gpu_streaming(self, texts: Sequence[str], show_progress: bool) -> np.ndarray:
+        """Tokenise chunk k+1 on a helper thread while chunk k is packed and queued."""
+        out = torch.empty((len(texts), self.dimension), dtype=torch.float32)
+        starts = range(0, len(texts), TOKENIZE_CHUNK)
+
+        def chunks():
+            with ThreadPoolExecutor(1, thread_name_prefix="sgpt-tokenize") as pool:
+                future = pool.submit(self.tokenize, texts[0:TOKENIZE_CHUNK])
+                for start in starts:
+                    ids = future.result()
+                    nxt = start + TOKENIZE_CHUNK
+                    if nxt < len(texts):
+                        future = pool.submit(self.tokenize, texts[nxt:nxt + TOKENIZE_CHUNK])
+                    yield ids, start
+
+        return self._encode_gpu(chunks(), out, show_progress)
+
+
+def _progress(total: int, show: bool):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="text", desc="embedding")

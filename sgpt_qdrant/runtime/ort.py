@@ -1,0 +1,121 @@
+"""ONNX Runtime on the CPU: the model exported once to ONNX, optionally int8-quantised.
+
+fp32 runs the exported graph as is (exact to float rounding). int8 applies ONNX Runtime's
+dynamic quantisation to every MatMul with a constant weight (weights int8 per output channel,
+activations int8 per tensor, scale computed per batch at run time); embeddings, LayerNorm,
+attention scores and pooling stay fp32.
+
+Export plus quantisation take seconds, so the files are cached by a hash of the weights, the
+mode and the library versions (see :mod:`.cache`) and written atomically (temp dir + rename),
+so a crash never leaves a half file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cache import cache_root, weights_key
+
+log = logging.getLogger(__name__)
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _versions() -> str:
+    import onnxruntime
+
+    try:
+        import onnx
+
+        onnx_version = onnx.__version__
+    except ImportError:
+        onnx_version = "-"
+    return f"torch={torch.__version__};ort={onnxruntime.__version__};onnx={onnx_version};v1"
+
+
+def export(model: nn.Module, path: Path) -> None:
+    """TorchScript-based export with dynamic batch and length (the graph is shape-generic)."""
+    model = copy.deepcopy(model).float().cpu().eval()
+    ids = torch.full((2, 5), 0, dtype=torch.long)
+    mask = torch.ones((2, 5), dtype=torch.long)
+    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+            "embeddings": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["embeddings"], dynamic_axes=axes, opset_version=17, dynamo=False)
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it logs a "consider pre-processing" notice on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+    finally:
+        root.setLevel(level)
+
+
+def model_file(model: nn.Module, mode: str) -> Path:
+    """The cached ONNX file for ``model`` in ``mode`` ("fp32" or "int8"), built if missing."""
+    key = weights_key(model, mode, _versions())
+    final = cache_root() / "onnx" / key
+    target = final / "model.onnx"
+    if target.exists():
+        log.info("using cached ONNX model %s", target)
+        return target
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        export(model, tmp / "fp32.onnx")
+        if mode == "int8":
+            quantize_int8(tmp / "fp32.onnx", tmp / "model.onnx")
+            (tmp / "fp32.onnx").unlink()
+        else:
+            (tmp / "fp32.onnx").rename(tmp / "model.onnx")
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process got there first: theirs is as good as ours
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported ONNX model (%s) to %s", mode, target)
+    return target
+
+
+class OrtRunner:
+    """Callable like the torch model: ``(input_ids, mask) -> (batch, dim)`` float32 tensor."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        feed = {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()}
+        return torch.from_numpy(np.ascontiguousarray(self.session.run(None, feed)[0]))
