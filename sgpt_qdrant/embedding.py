@@ -23,7 +23,8 @@ class SGPTEmbedding(BaseEmbedding):
 
     model_name: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the checkpoint.")
     device: str | None = Field(default=None, description="torch device; None picks cuda > mps > cpu.")
-    dtype: str | None = Field(default=None, description="fp32, bf16 or fp16; None: bf16 on capable GPUs, else fp32.")
+    dtype: str | None = Field(default=None, description="Precision mode: fp32, bf16, fp16 (GPU) or int8 "
+                              "(CPU, needs onnxruntime); None: bf16 on capable GPUs, else fp32.")
     max_length: int | None = Field(default=None, description="Token limit; None uses the model's (75).")
     normalize: bool = Field(default=False, description="L2-normalise vectors (the reference returns raw ones).")
     token_budget: int | None = Field(default=None, description="Padded tokens per forward batch; None: by device.")

@@ -1,0 +1,242 @@
+"""Precision modes and execution paths: each one against an independent reference.
+
+fp32 (every backend) must equal transformers' own GPTNeoModel plus the Dense stack and mean
+pooling written by hand, to 1e-5. bf16 and int8 must keep cosine >= 0.999 to that reference.
+Every mode must be batch invariant, to a tolerance set by its arithmetic (see BATCH_TOL).
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from texts import varied_texts
+
+from sgpt_qdrant import Encoder, load_checkpoint
+from sgpt_qdrant.engine import pad_batch, pick_devices, pick_mode
+from sgpt_qdrant.runtime import onednn, ort
+
+HAS_ORT = ort.available()
+NATIVE_BF16 = onednn.available(torch.bfloat16)
+
+# (mode, backend) pairs runnable on this CPU.
+PATHS = [
+    ("fp32", "eager"),
+    ("fp32", "onednn"),
+    pytest.param("fp32", "onnx", marks=pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")),
+    pytest.param("bf16", "eager", marks=pytest.mark.skipif(not NATIVE_BF16, reason="no native bf16 on this CPU")),
+    pytest.param("bf16", "onednn", marks=pytest.mark.skipif(not NATIVE_BF16, reason="no native bf16 on this CPU")),
+    pytest.param("int8", "onnx", marks=pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")),
+]
+
+# Batch invariance, max |alone - in a batch| relative to the vector's largest entry.
+# fp32: float rounding only (other matmul blockings for other shapes); seen 3e-7.
+# bf16: the vectors themselves are bf16 (8 significant bits: one ulp is up to 2^-7 of the
+#   largest entry), and another batch shape may pick another oneDNN kernel that rounds its
+#   accumulators elsewhere: allow two output ulps, 2 * 2^-7; seen 0.007.
+# int8: ONNX Runtime scales activations per batch tensor (max |x| / 127), so batch mates move
+#   the rounding grid by up to one step of 1/127 of the range; allow 2e-2; seen 0.006.
+BATCH_TOL = {"fp32": 2e-6, "bf16": 2 * 2**-7, "int8": 2e-2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache_dir(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SGPT_CACHE_DIR", str(tmp_path_factory.mktemp("sgpt-cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    """transformers' GPTNeoModel (eager attention) + Dense/GELU + mean pooling by hand, one text at a time."""
+    from transformers import GPTNeoModel
+
+    ckpt = load_checkpoint(str(tiny_model_dir))
+    gpt = GPTNeoModel(ckpt.config).eval()
+    gpt.load_state_dict(ckpt.transformer_state, strict=False)
+    texts = varied_texts()
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            ids = ckpt.tokenizer(text.strip(), add_special_tokens=False)["input_ids"][:75]
+            if not ids:
+                out.append(np.zeros(32, dtype=np.float32))
+                continue
+            h = gpt(input_ids=torch.tensor([ids])).last_hidden_state[0]
+            for layer in ckpt.dense:
+                h = F.gelu(h @ layer.weight.T + layer.bias)
+            out.append(h.mean(0).numpy())
+    return texts, np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def encoders(tiny_model_dir):
+    ckpt = load_checkpoint(str(tiny_model_dir))
+    cache: dict = {}
+
+    def get(mode, backend):
+        if (mode, backend) not in cache:
+            cache[mode, backend] = Encoder(ckpt, device="cpu", dtype=mode, backend=backend)
+        return cache[mode, backend]
+
+    return get
+
+
+def _cosines(a, b):
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    keep = (na > 0) & (nb > 0)
+    assert np.array_equal(na > 0, nb > 0)  # empty texts: zero vectors on both sides
+    return (a[keep] * b[keep]).sum(1) / (na[keep] * nb[keep])
+
+
+@pytest.mark.parametrize("mode,backend", PATHS)
+def test_mode_against_reference(encoders, reference, mode, backend):
+    texts, ref = reference
+    enc = encoders(mode, backend)
+    assert (enc.mode, enc.backend) == (mode, backend)
+    got = enc.encode(texts)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    if mode == "fp32":
+        np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+    else:
+        assert _cosines(got, ref).min() >= 0.999
+
+
+@pytest.mark.parametrize("mode,backend", PATHS)
+def test_mode_is_batch_invariant(encoders, reference, mode, backend):
+    texts = reference[0]
+    enc = encoders(mode, backend)
+    alone = np.stack([enc.encode([t])[0] for t in texts])
+    rng = random.Random(2)
+    for budget, max_batch in ((64, 3), (100_000, 1024)):
+        enc.token_budget, enc.max_batch_size = budget, max_batch
+        order = list(range(len(texts)))
+        rng.shuffle(order)
+        got = enc.encode([texts[i] for i in order])
+        scale = np.abs(alone).max(axis=1, keepdims=True) + 1e-12
+        worst = (np.abs(got - alone[order]) / scale[order]).max()
+        assert worst <= BATCH_TOL[mode], f"{mode}/{backend}: {worst:.2e} at budget {budget}"
+    enc.token_budget, enc.max_batch_size = 4096, 1024
+
+
+def test_auto_picks_the_fast_paths(encoders):
+    assert encoders("fp32", "auto").backend == ("onednn" if onednn.available(torch.float32) else "eager")
+    if HAS_ORT:
+        assert encoders("int8", "auto").backend == "onnx"
+    assert encoders("fp32", "auto").warmup_seconds >= 0
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
+def test_onnx_export_is_cached_and_keyed_by_weights(tiny_model_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("SGPT_CACHE_DIR", str(tmp_path))
+    ckpt = load_checkpoint(str(tiny_model_dir))
+    first = Encoder(ckpt, device="cpu", dtype="int8")
+    files = list(tmp_path.rglob("model.onnx"))
+    assert len(files) == 1 and not list(tmp_path.rglob(".tmp-*"))
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again despite a cached file")
+
+    monkeypatch.setattr(ort, "export", no_export)
+    again = Encoder(ckpt, device="cpu", dtype="int8")
+    texts = varied_texts()[:8]
+    np.testing.assert_array_equal(again.encode(texts), first.encode(texts))
+    ckpt.dense[0].weight.mul_(2)  # other weights: a new key, so a new export
+    monkeypatch.undo()
+    monkeypatch.setenv("SGPT_CACHE_DIR", str(tmp_path))
+    Encoder(ckpt, device="cpu", dtype="int8")
+    assert len(list(tmp_path.rglob("model.onnx"))) == 2
+
+
+def test_int8_without_onnxruntime_falls_back_to_exact_fp32(tiny_model_dir, reference, monkeypatch):
+    monkeypatch.setattr(ort, "available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="onnxruntime is not installed"):
+        enc = Encoder(str(tiny_model_dir), device="cpu", dtype="int8")
+    assert enc.backend == "eager"
+    texts, ref = reference
+    np.testing.assert_allclose(enc.encode(texts), ref, atol=1e-5, rtol=0)
+
+
+def test_missing_onednn_falls_back_to_eager(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(onednn, "_probe", lambda dtype: False)
+    with pytest.warns(RuntimeWarning, match="oneDNN fp32"):
+        enc = Encoder(str(tiny_model_dir), device="cpu")
+    assert enc.backend == "eager"
+
+
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
+def test_a_fast_path_that_disagrees_is_never_used(tiny_model_dir, reference, monkeypatch):
+    real_call = ort.OrtRunner.__call__
+    monkeypatch.setattr(ort.OrtRunner, "__call__", lambda self, ids, mask: real_call(self, ids, mask) * 1.01)
+    with pytest.warns(RuntimeWarning, match="disagrees with eager"):
+        enc = Encoder(str(tiny_model_dir), device="cpu", backend="onnx")
+    assert enc.backend == "eager"
+    np.testing.assert_allclose(enc.encode(reference[0]), reference[1], atol=1e-5, rtol=0)
+
+
+def test_failed_export_falls_back(tiny_model_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("SGPT_CACHE_DIR", str(tmp_path))
+
+    def broken(model, path):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(ort, "export", broken)
+    with pytest.warns(RuntimeWarning, match="exporter exploded"):
+        enc = Encoder(str(tiny_model_dir), device="cpu", backend="onnx")
+    assert enc.backend == "eager" and not list(tmp_path.rglob("*.onnx"))
+
+
+def test_mode_names_and_errors():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert pick_mode(cpu, None) == pick_mode(cpu, "float32") == pick_mode(cpu, torch.float32) == "fp32"
+    assert pick_mode(cpu, "INT8") == "int8"
+    with pytest.raises(ValueError, match="int8 is a CPU mode"):
+        pick_mode(cuda, "int8")
+    with pytest.raises(ValueError, match="dtype: 'fp4'"):
+        pick_mode(cpu, "fp4")
+    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
+        pick_mode(cpu, "fp16")
+    assert pick_devices(["cpu"]) == [cpu]
+    with pytest.raises(ValueError, match="device"):
+        pick_devices(["cpu", "cuda:0"])
+
+
+def test_backend_errors(tiny_encoder):
+    with pytest.raises(ValueError, match="backend: 'tensorrt'"):
+        Encoder(tiny_encoder.checkpoint, device="cpu", backend="tensorrt")
+    with pytest.raises(ValueError, match="onnx runs fp32 or int8"):
+        Encoder(tiny_encoder.checkpoint, device="cpu", dtype="bf16", backend="onnx")
+    with pytest.raises(ValueError, match="eager has no int8"):
+        Encoder(tiny_encoder.checkpoint, device="cpu", dtype="int8", backend="eager")
+
+
+def test_pad_batch_by_hand():
+    ids = [[5, 6, 7], [], [8]]
+    input_ids, mask = pad_batch(ids, [0, 2, 1], pad_id=99)
+    assert input_ids.tolist() == [[5, 6, 7], [8, 99, 99], [99, 99, 99]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert input_ids.dtype == mask.dtype == torch.long
+
+
+def test_embedding_accepts_mode_names(tiny_model_dir):
+    from sgpt_qdrant import SGPTEmbedding
+
+    emb = SGPTEmbedding(str(tiny_model_dir), device="cpu", dtype="int8" if HAS_ORT else "fp32")
+    assert emb.encoder.mode == ("int8" if HAS_ORT else "fp32")
+    assert len(emb.get_text_embedding("hello")) == 32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["fp32", "bf16"])
+def test_cuda_pool_matches_cpu(tiny_model_dir, reference, mode):
+    texts, ref = reference
+    enc = Encoder(str(tiny_model_dir), device="cuda", dtype=mode, token_budget=256)
+    assert enc._pool is not None and len(enc._pool.devices) == torch.cuda.device_count()
+    got = enc.encode(texts * 3)
+    assert _cosines(got, np.tile(ref, (3, 1))).min() >= (0.99999 if mode == "fp32" else 0.999)
+    np.testing.assert_allclose(got[: len(texts)], got[len(texts): 2 * len(texts)], atol=BATCH_TOL[mode])
