@@ -3,7 +3,9 @@
 fp32 runs the exported graph as is (exact to float rounding). int8 applies ONNX Runtime's
 dynamic quantisation to every MatMul with a constant weight (weights int8 per output channel,
 activations int8 per tensor, scale computed per batch at run time); embeddings, LayerNorm,
-attention scores and pooling stay fp32.
+attention scores and pooling stay fp32. Both then get ONNX Runtime's transformer fusions that
+are plain math rewrites (LayerNorm + residual add, GELU + bias; attention fusion stays off: it
+assumes GPT-2's 1/sqrt(d) scale), worth about 8% on a 2-core CPU.
 
 Export plus quantisation take seconds, so the files are cached by a hash of the weights, the
 mode and the library versions (see :mod:`.cache`) and written atomically (temp dir + rename),
@@ -46,7 +48,7 @@ def _versions() -> str:
         onnx_version = onnx.__version__
     except ImportError:
         onnx_version = "-"
-    return f"torch={torch.__version__};ort={onnxruntime.__version__};onnx={onnx_version};v1"
+    return f"torch={torch.__version__};ort={onnxruntime.__version__};onnx={onnx_version};v2"
 
 
 def export(model: nn.Module, path: Path) -> None:
@@ -88,10 +90,11 @@ def model_file(model: nn.Module, mode: str) -> Path:
     try:
         export(model, tmp / "fp32.onnx")
         if mode == "int8":
-            quantize_int8(tmp / "fp32.onnx", tmp / "model.onnx")
+            quantize_int8(tmp / "fp32.onnx", tmp / "plain.onnx")
             (tmp / "fp32.onnx").unlink()
         else:
-            (tmp / "fp32.onnx").rename(tmp / "model.onnx")
+            (tmp / "fp32.onnx").rename(tmp / "plain.onnx")
+        fuse(tmp / "plain.onnx", tmp / "model.onnx", model)
         try:
             os.replace(tmp, final)
         except OSError:  # another process got there first: theirs is as good as ours
@@ -101,6 +104,26 @@ def model_file(model: nn.Module, mode: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported ONNX model (%s) to %s", mode, target)
     return target
+
+
+def fuse(src: Path, dst: Path, model: nn.Module) -> None:
+    """LayerNorm/residual and GELU/bias fusions; on any failure the plain graph is used."""
+    try:
+        from onnxruntime.transformers.fusion_options import FusionOptions
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        config = model.transformer.config
+        options = FusionOptions("gpt2")
+        options.enable_attention = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fused = optimize_model(str(src), model_type="gpt2", num_heads=config.num_heads,
+                                   hidden_size=config.hidden_size, optimization_options=options, opt_level=0)
+        fused.save_model_to_file(str(dst))
+        src.unlink()
+    except Exception as exc:  # the fusions are an optimisation, never a requirement
+        log.info("ONNX Runtime fusions skipped (%s: %s)", type(exc).__name__, exc)
+        src.rename(dst)
 
 
 class OrtRunner:
