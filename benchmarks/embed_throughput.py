@@ -3,8 +3,9 @@
 
 The model is the full SGPT-125M shape with random weights (same cost as the real weights),
 written once under the cache directory. Texts are real sentences from STS Benchmark when
-``/work/shared/data/stsbenchmark`` (or --sts-dir) is there, joined 1-5 at a time so lengths
-spread up to and past the 75-token limit; generated sentences otherwise.
+``/work/shared/data/stsbenchmark`` (or --sts-dir) is there, generated sentences otherwise.
+``--mix sentences`` (default) takes them one per text, as they come (1-71 tokens, mean ~13);
+``--mix joined`` joins 1-5 per text, so lengths spread evenly up to the 75-token limit (mean ~38).
 
 Each measurement runs in its own subprocess so that peak memory is its own; all of them share
 this run's texts and machine state, so the ratios printed are like for like. sentence-transformers
@@ -55,14 +56,17 @@ def generated_sentences(n: int, rng: random.Random) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 18))).capitalize() + "." for _ in range(n)]
 
 
-def make_texts(n: int, sts_dir: Path, seed: int = 0) -> tuple[list[str], str]:
-    """``n`` texts: 1-5 sentences joined, so token counts spread from ~4 to past 75."""
+def make_texts(n: int, sts_dir: Path, mix: str = "sentences", seed: int = 0) -> tuple[list[str], str]:
+    """``n`` texts: single sentences, or 1-5 sentences joined (token counts ~4 to past 75)."""
     rng = random.Random(seed)
     pool = sts_sentences(sts_dir) if sts_dir.exists() else []
     source = f"STS Benchmark sentences ({sts_dir})"
     if len(pool) < 100:
         pool, source = generated_sentences(5000, rng), "generated sentences"
-    return [" ".join(rng.choice(pool) for _ in range(rng.randint(1, 5))) for _ in range(n)], source
+    if mix == "sentences":
+        texts = rng.sample(pool, n) if n <= len(pool) else [rng.choice(pool) for _ in range(n)]
+        return texts, source + ", one per text"
+    return [" ".join(rng.choice(pool) for _ in range(rng.randint(1, 5))) for _ in range(n)], source + ", 1-5 joined"
 
 
 # -- one measurement (child process) ------------------------------------------------------------
@@ -140,6 +144,8 @@ def main() -> None:
     parser.add_argument("--st-batch-size", type=int, default=None, help="ST encode batch size (cpu 32, cuda 256)")
     parser.add_argument("--model-dir", type=Path, default=None, help="random 125M checkpoint (written if missing)")
     parser.add_argument("--sts-dir", type=Path, default=DEFAULT_STS)
+    parser.add_argument("--mix", choices=("sentences", "joined"), default="sentences",
+                        help="one sentence per text (default) or 1-5 joined (longer texts)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
@@ -167,7 +173,7 @@ def main() -> None:
         print("skipping int8: onnxruntime is not installed (pip install 'sgpt-qdrant[fast]')")
         modes = [m for m in modes if not m.startswith("int8")]
     model_dir = ensure_model(args.model_dir or cache.cache_root() / "bench" / "random-125m")
-    texts, source = make_texts(args.n, args.sts_dir)
+    texts, source = make_texts(args.n, args.sts_dir, args.mix)
     st_batch = args.st_batch_size or (256 if cuda else 32)
 
     from sgpt_qdrant.checkpoint import load
@@ -226,7 +232,7 @@ def main() -> None:
           f"{'our fp32' if ours_fp32 else 'ST fp32'} vectors.")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"n": len(texts), "source": source, "device": args.device, "mean_tokens": float(np.mean(lengths)),
+        meta = {"n": len(texts), "source": source, "mix": args.mix, "device": args.device, "mean_tokens": float(np.mean(lengths)),
                 "torch": torch.__version__, "st_batch_size": st_batch}
         args.json.write_text(json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n", encoding="utf-8")
 

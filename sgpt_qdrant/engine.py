@@ -130,14 +130,27 @@ def pad_batch(ids: Sequence[Sequence[int]], batch: Sequence[int], pad_id: int,
     return input_ids, mask
 
 
-def token_budget_batches(lengths: Sequence[int], token_budget: int, max_batch: int) -> list[list[int]]:
-    """Indices grouped longest first so that ``len(batch) * longest <= token_budget``."""
+#: A batch holding at least ``token_budget * EARLY_CLOSE_SHARE`` padded tokens already runs its
+#: matmuls at full speed, so it is closed before a text this much shorter than its longest.
+EARLY_CLOSE_SHARE, EARLY_CLOSE_RATIO = 0.125, 0.8
+
+
+def token_budget_batches(lengths: Sequence[int], token_budget: int, max_batch: int,
+                         min_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped longest first so that ``len(batch) * longest <= token_budget``.
+
+    With ``min_tokens``, a batch that already holds that many padded tokens is also closed
+    before a text shorter than ``EARLY_CLOSE_RATIO`` of its longest: on sentence-length text the
+    budget alone would pad a 10-token sentence to the 70 tokens of the longest one in its batch.
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         width = max(lengths[current[0]] if current else lengths[i], 1)
-        if current and ((len(current) + 1) * width > token_budget or len(current) >= max_batch):
+        wasteful = (min_tokens is not None and len(current) * width >= min_tokens
+                    and lengths[i] < EARLY_CLOSE_RATIO * width)
+        if current and ((len(current) + 1) * width > token_budget or len(current) >= max_batch or wasteful):
             batches.append(current)
             current = []
         current.append(i)
@@ -237,11 +250,15 @@ class Encoder:
             return out.numpy()
         if self._pool is not None:
             return self._encode_gpu([(ids, 0)], out, show_progress)
-        batches = token_budget_batches([len(x) for x in ids], self.token_budget, self.max_batch_size)
+        batches = self._batches([len(x) for x in ids])
         with self._lock, torch.inference_mode():
             for batch, vectors in self._run(ids, batches, show_progress):
                 out[batch] = vectors.float()
         return out.numpy()
+
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        return token_budget_batches(lengths, self.token_budget, self.max_batch_size,
+                                    min_tokens=int(self.token_budget * EARLY_CLOSE_SHARE))
 
     # -- CPU (and single-device non-CUDA): one batch after another --------------------------
 
@@ -290,7 +307,7 @@ class Encoder:
             try:
                 for ids, offset in chunks:
                     lengths = [len(x) for x in ids]
-                    for batch in token_budget_batches(lengths, self.token_budget, self.max_batch_size):
+                    for batch in self._batches(lengths):
                         input_ids, mask = pad_batch(ids, batch, self.checkpoint.pad_id, pin=True)
                         self._pool.submit(job, [offset + i for i in batch], input_ids, mask)
                 for batch, vectors in job.wait():

@@ -240,3 +240,17 @@ def test_cuda_pool_matches_cpu(tiny_model_dir, reference, mode):
     got = enc.encode(texts * 3)
     assert _cosines(got, np.tile(ref, (3, 1))).min() >= (0.99999 if mode == "fp32" else 0.999)
     np.testing.assert_allclose(got[: len(texts)], got[len(texts): 2 * len(texts)], atol=BATCH_TOL[mode])
+
+
+def test_batches_close_early_instead_of_padding_short_texts():
+    from sgpt_qdrant.engine import token_budget_batches
+
+    lengths = [70, 69, 60, 12, 11, 10]
+    # budget only: everything fits 6 * 70 <= 1000, so 10-token texts are padded to 70
+    assert token_budget_batches(lengths, token_budget=1000, max_batch=8) == [[0, 1, 2, 3, 4, 5]]
+    # min_tokens 100: [70, 69] holds 140 >= 100 padded tokens; 60 >= 0.8 * 70 = 56 still joins;
+    # 12 < 56 closes it; then 12, 11, 10 (all >= 0.8 * 12 = 9.6) stay together
+    assert token_budget_batches(lengths, 1000, 8, min_tokens=100) == [[0, 1, 2], [3, 4, 5]]
+    # below min_tokens nothing closes early: [70] holds 70 < 100 tokens, so 12 joins; then
+    # [70, 12] holds 140 and 11 < 56 starts a new batch
+    assert token_budget_batches([70, 12, 11], 1000, 8, min_tokens=100) == [[0, 1], [2]]
