@@ -308,7 +308,8 @@ class Encoder:
                 for ids, offset in chunks:
                     lengths = [len(x) for x in ids]
                     for batch in self._batches(lengths):
-                        input_ids, mask = pad_batch(ids, batch, self.checkpoint.pad_id, pin=True)
+                        pin = self.device.type == "cuda"
+                        input_ids, mask = pad_batch(ids, batch, self.checkpoint.pad_id, pin=pin)
                         self._pool.submit(job, [offset + i for i in batch], input_ids, mask)
                 for batch, vectors in job.wait():
                     out[batch] = vectors.float()

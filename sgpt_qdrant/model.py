@@ -30,18 +30,26 @@ class _Attention(nn.Module):
         self.out_proj = nn.Linear(dim, dim, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
+        return self.attend(self.q_proj(x), self.k_proj(x), self.v_proj(x))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention and output projection from projected ``(batch, length, dim)`` q, k, v.
+
+        Separate from :meth:`forward` so a fast path can project q, k, v in one matmul.
+        """
+        b, n, d = q.shape
+        dtype, device = q.dtype, q.device
         split = lambda t: t.view(b, n, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
-        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
-        if x.dtype == torch.float16:  # unscaled scores overflow fp16: score them in fp32
+        q, k, v = split(q), split(k), split(v)
+        if dtype == torch.float16:  # unscaled scores overflow fp16: score them in fp32
             q, k, v = q.float(), k.float(), v.float()
         if self.window is not None and n > self.window:
-            i = torch.arange(n, device=x.device)
+            i = torch.arange(n, device=device)
             allowed = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < self.window)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0)
         else:  # within the window, local attention is plain causal attention
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
-        out = out.to(x.dtype).transpose(1, 2).reshape(b, n, d)
+        out = out.to(dtype).transpose(1, 2).reshape(b, n, d)
         return self.out_proj(out)
 
 

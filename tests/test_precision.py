@@ -254,3 +254,30 @@ def test_batches_close_early_instead_of_padding_short_texts():
     # below min_tokens nothing closes early: [70] holds 70 < 100 tokens, so 12 joins; then
     # [70, 12] holds 140 and 11 < 56 starts a new batch
     assert token_budget_batches([70, 12, 11], 1000, 8, min_tokens=100) == [[0, 1], [2]]
+
+
+def test_device_pool_logic_on_cpu_workers(tiny_model_dir, reference, monkeypatch):
+    """The GPU path's queue, workers, streaming tokeniser and OOM splitting, run with CPU workers."""
+    from sgpt_qdrant import engine
+    from sgpt_qdrant.runtime.cuda import DevicePool
+
+    texts, ref = reference
+    enc = Encoder(str(tiny_model_dir), device="cpu", token_budget=1000)
+    enc._pool = DevicePool(enc.model, [torch.device("cpu"), torch.device("cpu")], on_oom=enc._shrink_budget)
+    real = enc.model.forward
+    calls = []
+
+    def flaky(input_ids, mask):  # the first wide batch runs out of memory once
+        calls.append(input_ids.shape[0])
+        if len(calls) == 1 and input_ids.shape[0] > 1:
+            raise torch.OutOfMemoryError("simulated")
+        return real(input_ids, mask)
+
+    monkeypatch.setattr(enc.model, "forward", flaky)
+    monkeypatch.setattr(engine, "TOKENIZE_CHUNK", 7)  # several chunks tokenised ahead
+    try:
+        got = enc.encode(texts * 2)
+    finally:
+        enc._pool.close()
+    np.testing.assert_allclose(got, np.concatenate([ref, ref]), atol=1e-5, rtol=0)
+    assert enc.token_budget < 1000 and len(calls) > 2

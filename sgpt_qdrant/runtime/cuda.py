@@ -10,6 +10,7 @@ the transfers and the compute overlap; there is one synchronisation per batch at
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -62,7 +63,8 @@ class Job:
             raise self.error
         out = []
         for batch, host, event, _inputs in self.results:
-            event.synchronize()
+            if event is not None:
+                event.synchronize()
             out.append((batch, host))
         self.results = []
         return out
@@ -94,15 +96,18 @@ class DevicePool:
             self._queue.put(None)
 
     def _work(self, device: torch.device, model: nn.Module) -> None:
-        torch.cuda.set_device(device)
-        stream = torch.cuda.Stream(device)
+        stream = None
+        if device.type == "cuda":  # other device types run the same logic (tests use the CPU)
+            torch.cuda.set_device(device)
+            stream = torch.cuda.Stream(device)
         while True:
             task = self._queue.get()
             if task is None:
                 return
             job, batch, input_ids, mask = task
             try:
-                with torch.cuda.stream(stream), torch.inference_mode():
+                in_stream = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+                with in_stream, torch.inference_mode():
                     for result in self._run(model, device, batch, input_ids, mask):
                         job._result(result)
                 job._finish()
@@ -115,6 +120,9 @@ class DevicePool:
             ids = input_ids.to(device, non_blocking=True)
             m = mask.to(device, non_blocking=True)
             vectors = model(ids, m)
+            if device.type != "cuda":
+                yield batch, vectors.cpu(), None, None
+                return
             host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
             host.copy_(vectors, non_blocking=True)
             event = torch.cuda.Event()
@@ -124,7 +132,8 @@ class DevicePool:
         except torch.OutOfMemoryError:
             if len(batch) == 1:
                 raise
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             if self._on_oom is not None:
                 self._on_oom()
             half = len(batch) // 2
@@ -139,5 +148,3 @@ def _replicate(model: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(model).to(device)
 
 
-def pinned(shape: tuple[int, int], dtype: torch.dtype = torch.long) -> torch.Tensor:
-    return torch.empty(shape, dtype=dtype, pin_memory=True)

@@ -60,7 +60,7 @@ def _gelu_kind(act: nn.Module) -> str | None:
 
 
 def pack(model: nn.Module, dtype: torch.dtype) -> nn.Module | None:
-    """Swap every Linear (+ a GELU after it) in an SGPT model for :class:`PackedLinear`, in place.
+    """Fuse q/k/v, then swap every Linear (+ a GELU after it) for :class:`PackedLinear`, in place.
 
     Returns ``None`` (model untouched) where oneDNN cannot run ``dtype`` natively or its result
     differs from ``F.linear`` beyond rounding on a probe, so callers fall back to eager.
@@ -68,8 +68,10 @@ def pack(model: nn.Module, dtype: torch.dtype) -> nn.Module | None:
     if not available(dtype) or not _probe(dtype):
         return None
     from ..model import Dense, _MLP
+    from .fuse import fuse_qkv
 
     with torch.inference_mode(False), torch.no_grad():
+        fuse_qkv(model)
         for module in list(model.modules()):
             if isinstance(module, _MLP) and _gelu_kind(module.act) is not None:
                 module.c_fc = PackedLinear(module.c_fc, _gelu_kind(module.act))

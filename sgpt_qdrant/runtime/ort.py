@@ -48,12 +48,14 @@ def _versions() -> str:
         onnx_version = onnx.__version__
     except ImportError:
         onnx_version = "-"
-    return f"torch={torch.__version__};ort={onnxruntime.__version__};onnx={onnx_version};v2"
+    return f"torch={torch.__version__};ort={onnxruntime.__version__};onnx={onnx_version};v3"
 
 
 def export(model: nn.Module, path: Path) -> None:
     """TorchScript-based export with dynamic batch and length (the graph is shape-generic)."""
-    model = copy.deepcopy(model).float().cpu().eval()
+    from .fuse import fuse_qkv
+
+    model = fuse_qkv(copy.deepcopy(model).float().cpu().eval())
     ids = torch.full((2, 5), 0, dtype=torch.long)
     mask = torch.ones((2, 5), dtype=torch.long)
     axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
