@@ -1,0 +1,341 @@
+"""Collection settings for a Qdrant server or cluster, the existing-collection check, bulk-load mode.
+
+Why: a corpus of tens of millions of chunks wants shards, replicas, vectors on disk, int8
+quantisation and a deferred HNSW build during the first load; a collection made by someone
+else must be used as it is (with a warning per difference that matters) unless its dimension
+or distance make it unusable.
+
+Bulk-load mode sets the collection's `indexing_threshold` to 0 (no HNSW build while loading, as
+Qdrant's bulk-upload guide recommends) and records the value to restore in the collection's own
+metadata *before* changing it, so the record lives where the data lives: a run killed mid-load
+leaves the marker, and the next run against that collection (any machine, any worker) restores
+the index settings and says so. Qdrant servers before 1.16 keep no collection metadata; there
+bulk-load mode refuses to start rather than risk a collection left without an index.
+
+The embedded store (qdrant-client local mode) accepts but ignores the server-only settings and
+always reports the same HNSW/optimizer values; there only the vector size, distance, on_disk and
+the metadata (the bulk-load marker) are observable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from ingest.upload import client_url, is_local
+
+__all__ = [
+    "DOC_ID_FIELD",
+    "BULK_LOAD_KEY",
+    "DEFAULT_INDEXING_THRESHOLD",
+    "LOCAL_POINTS_WARN",
+    "CollectionSettings",
+    "CollectionState",
+    "CollectionMismatchError",
+    "BulkLoadError",
+    "ensure_collection",
+    "begin_bulk_load",
+    "end_bulk_load",
+    "bulk_load_pending",
+    "bulk_load",
+    "warn_if_large_local",
+]
+
+log = logging.getLogger(__name__)
+
+DOC_ID_FIELD = "doc_id"  # what LlamaIndex's QdrantVectorStore filters and deletes by
+BULK_LOAD_KEY = "sgpt_bulk_load"  # collection metadata key of the bulk-load marker
+DEFAULT_INDEXING_THRESHOLD = 20000  # Qdrant's default (KB), restored when none was recorded
+LOCAL_POINTS_WARN = 20000  # qdrant-client's own "local mode is not recommended" threshold
+
+
+class CollectionMismatchError(ValueError):
+    """An existing collection whose vectors cannot hold this model's (dimension or distance)."""
+
+
+class BulkLoadError(RuntimeError):
+    """Bulk-load mode cannot be made crash-safe on this server."""
+
+
+@dataclass(frozen=True)
+class CollectionSettings:
+    """Creation settings; None means "the server's default" and is never reported as a difference."""
+
+    shards: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+    on_disk: bool | None = None  # vectors on disk (memmap) instead of RAM
+    quantization: bool = False  # int8 scalar quantisation, quantised vectors kept in RAM
+    hnsw_m: int | None = None
+    hnsw_ef_construct: int | None = None
+    on_disk_payload: bool | None = None
+    indexing_threshold: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("shards", "replication_factor", "write_consistency_factor", "hnsw_ef_construct"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("hnsw_m", "indexing_threshold"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {value}")
+
+    def vector_params(self, dim: int) -> models.VectorParams:
+        return models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=self.on_disk)
+
+    def create_kwargs(self, dim: int, vector_name: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for `QdrantClient.create_collection` (besides the name)."""
+        params = self.vector_params(dim)
+        kwargs: dict[str, Any] = {"vectors_config": params if vector_name is None else {vector_name: params}}
+        for key, value in (
+            ("shard_number", self.shards),
+            ("replication_factor", self.replication_factor),
+            ("write_consistency_factor", self.write_consistency_factor),
+            ("on_disk_payload", self.on_disk_payload),
+        ):
+            if value is not None:
+                kwargs[key] = value
+        if self.hnsw_m is not None or self.hnsw_ef_construct is not None:
+            kwargs["hnsw_config"] = models.HnswConfigDiff(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct)
+        if self.quantization:
+            kwargs["quantization_config"] = models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+            )
+        if self.indexing_threshold is not None:
+            kwargs["optimizers_config"] = models.OptimizersConfigDiff(indexing_threshold=self.indexing_threshold)
+        return kwargs
+
+    @property
+    def server_only(self) -> bool:
+        return any(
+            v not in (None, False)
+            for v in (
+                self.shards, self.replication_factor, self.write_consistency_factor, self.quantization,
+                self.hnsw_m, self.hnsw_ef_construct, self.on_disk_payload, self.indexing_threshold,
+            )
+        )
+
+
+@dataclass
+class CollectionState:
+    """What `ensure_collection` found and did, for the CLI's messages and summary."""
+
+    created: bool = False
+    differences: list[str] = field(default_factory=list)
+    restored_bulk_load: bool = False  # an interrupted bulk load's index settings were restored
+    bulk_load: bool = False  # bulk-load mode is on now: call end_bulk_load at the end
+    local: bool = False
+
+
+def _vector_params(info: models.CollectionInfo, vector_name: str | None) -> models.VectorParams | None:
+    vectors = info.config.params.vectors
+    if isinstance(vectors, models.VectorParams):
+        return vectors if vector_name in (None, "") else None
+    if isinstance(vectors, dict):
+        return vectors.get(vector_name or "")
+    return None
+
+
+def _check_vectors(name: str, where: str, info: models.CollectionInfo, dim: int, vector_name: str | None) -> models.VectorParams:
+    params = _vector_params(info, vector_name)
+    label = "unnamed vector" if not vector_name else f"vector {vector_name!r}"
+    if params is None:
+        vectors = info.config.params.vectors
+        have = sorted(vectors) if isinstance(vectors, dict) else ["(unnamed)"]
+        raise CollectionMismatchError(
+            f"collection {name!r} at {where} has no {label} (it has {', '.join(map(str, have)) or 'none'}): "
+            "use another --collection"
+        )
+    distance = getattr(params.distance, "value", params.distance)
+    if params.size != dim or params.distance != models.Distance.COSINE:
+        raise CollectionMismatchError(
+            f"collection {name!r} at {where} stores {params.size}-d {distance} vectors, this model makes "
+            f"{dim}-d Cosine vectors: use another --collection (or delete that one)"
+        )
+    return params
+
+
+def _differences(info: models.CollectionInfo, params: models.VectorParams, s: CollectionSettings) -> list[str]:
+    cfg = info.config
+    have_quant = params.quantization_config or cfg.quantization_config
+    hnsw = params.hnsw_config or cfg.hnsw_config
+    checks = [
+        ("shards", s.shards, cfg.params.shard_number),
+        ("replication factor", s.replication_factor, cfg.params.replication_factor),
+        ("write consistency factor", s.write_consistency_factor, cfg.params.write_consistency_factor),
+        ("vectors on disk", s.on_disk, bool(params.on_disk)),
+        ("payload on disk", s.on_disk_payload, cfg.params.on_disk_payload),
+        ("int8 quantisation", s.quantization or None, have_quant is not None),
+        ("HNSW m", s.hnsw_m, getattr(hnsw, "m", None)),
+        ("HNSW ef_construct", s.hnsw_ef_construct, getattr(hnsw, "ef_construct", None)),
+    ]
+    if s.indexing_threshold is not None and not _marker(info):
+        checks.append(("indexing threshold", s.indexing_threshold, cfg.optimizer_config.indexing_threshold))
+    return [f"{what}: asked {want}, the collection has {have}" for what, want, have in checks
+            if want is not None and want != have]
+
+
+def _marker(info: models.CollectionInfo) -> dict | None:
+    meta = info.config.metadata or {}
+    marker = meta.get(BULK_LOAD_KEY)
+    return marker if isinstance(marker, dict) and marker.get("active") else None
+
+
+def bulk_load_pending(client: QdrantClient, name: str) -> dict | None:
+    """The marker of a bulk load that has not been ended (running elsewhere, or killed), if any."""
+    return _marker(client.get_collection(name))
+
+
+def begin_bulk_load(client: QdrantClient, name: str) -> dict:
+    """Defer HNSW indexing (indexing_threshold 0), having first recorded what to restore.
+
+    A marker left by an interrupted run is kept as it is: its recorded values are the
+    configured ones (the current threshold is the deferred 0). Returns the marker.
+    """
+    info = client.get_collection(name)
+    marker = _marker(info)
+    where = client_url(client)
+    if marker is None:
+        current = info.config.optimizer_config.indexing_threshold
+        marker = {"active": True, "indexing_threshold": current, "started": time.time()}
+        client.update_collection(name, metadata={BULK_LOAD_KEY: marker})
+        if _marker(client.get_collection(name)) is None:
+            raise BulkLoadError(
+                f"Qdrant at {where} did not keep the bulk-load marker in the metadata of collection {name!r} "
+                "(collection metadata needs Qdrant 1.16 or newer), so a crash could leave the collection "
+                "without its index: run without --bulk-load"
+            )
+        log.warning(
+            "bulk-load mode on collection %r: HNSW indexing deferred until the end (indexing threshold %s -> 0)",
+            name, current if current is not None else "default",
+        )
+    else:
+        log.warning("bulk-load mode on collection %r continues an unfinished bulk load", name)
+    client.update_collection(name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=0))
+    return marker
+
+
+def end_bulk_load(client: QdrantClient, name: str, *, interrupted: bool = False) -> bool:
+    """Restore the recorded index settings and clear the marker; False when there was none."""
+    marker = _marker(client.get_collection(name))
+    if marker is None:
+        return False
+    threshold = marker.get("indexing_threshold")
+    if threshold is None:
+        threshold = DEFAULT_INDEXING_THRESHOLD
+    client.update_collection(name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=int(threshold)))
+    client.update_collection(name, metadata={BULK_LOAD_KEY: None})  # restored first, then unmarked
+    if interrupted:
+        log.warning(
+            "collection %r: restored the index settings of an interrupted bulk load (indexing threshold %s); "
+            "the server now builds the HNSW index",
+            name, threshold,
+        )
+    else:
+        log.warning(
+            "bulk-load mode on collection %r ended: indexing threshold restored to %s; "
+            "the server now builds the HNSW index in the background",
+            name, threshold,
+        )
+    return True
+
+
+class bulk_load:  # noqa: N801 - used like a function: `with bulk_load(client, name):`
+    """`begin_bulk_load` on entry, `end_bulk_load` on exit (also on an exception, best effort:
+    if the server cannot be reached the marker stays and the next run restores)."""
+
+    def __init__(self, client: QdrantClient, name: str) -> None:
+        self.client, self.name = client, name
+
+    def __enter__(self) -> dict:
+        return begin_bulk_load(self.client, self.name)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            end_bulk_load(self.client, self.name)
+        except Exception as error:
+            if exc_type is None:
+                raise
+            log.warning(
+                "collection %r: could not restore the index settings now (%s); the next run restores them",
+                self.name, error,
+            )
+
+
+def ensure_collection(
+    client: QdrantClient,
+    name: str,
+    dim: int,
+    settings: CollectionSettings | None = None,
+    *,
+    vector_name: str | None = None,
+    bulk_load: bool = False,
+    doc_id_field: str = DOC_ID_FIELD,
+) -> CollectionState:
+    """Create the collection (cosine, `dim`) or check an existing one; set up bulk-load mode.
+
+    An existing collection is used as it is: each difference from the explicitly given
+    settings is logged as a warning and returned; a different dimension or distance raises
+    CollectionMismatchError. A bulk-load marker left by a killed run is restored now unless
+    this run is a bulk load itself (then it continues with the recorded values).
+    On a server, a keyword payload index on `doc_id_field` is created when missing.
+    """
+    settings = settings or CollectionSettings()
+    state = CollectionState(local=is_local(client))
+    where = client_url(client)
+    if not client.collection_exists(name):
+        client.create_collection(name, **settings.create_kwargs(dim, vector_name))
+        state.created = True
+        info = client.get_collection(name)
+        _check_vectors(name, where, info, dim, vector_name)
+    else:
+        info = client.get_collection(name)
+        params = _check_vectors(name, where, info, dim, vector_name)
+        if not state.local:
+            state.differences = _differences(info, params, settings)
+            for difference in state.differences:
+                log.warning("collection %r at %s is used as it is; %s", name, where, difference)
+    if state.local and settings.server_only:
+        log.warning(
+            "the embedded store ignores server settings (shards, replication, quantisation, HNSW); "
+            "use --qdrant-url for them"
+        )
+    if not state.local and doc_id_field not in (info.payload_schema or {}):
+        client.create_payload_index(name, doc_id_field, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+    if _marker(info) is not None and not bulk_load:
+        state.restored_bulk_load = end_bulk_load(client, name, interrupted=True)
+    if bulk_load:
+        begin_bulk_load(client, name)
+        state.bulk_load = True
+    return state
+
+
+_warned_large: set[tuple[str, str]] = set()
+
+
+def warn_if_large_local(client: QdrantClient, name: str, threshold: int = LOCAL_POINTS_WARN) -> bool:
+    """Once per process and collection: say that a big embedded store should move to a server.
+
+    Returns True when it warned now. Servers are never large in this sense.
+    """
+    if not is_local(client):
+        return False
+    key = (client_url(client), name)
+    if key in _warned_large or not client.collection_exists(name):
+        return False
+    count = client.count(name, exact=True).count
+    if count <= threshold:
+        return False
+    _warned_large.add(key)
+    log.warning(
+        "collection %r in the embedded store holds %d points (over %d): the embedded store searches by brute "
+        "force, so queries slow down as it grows (see README, 'Scaling'); for a store this size run a Qdrant "
+        "server and pass --qdrant-url http://HOST:6333",
+        name, count, threshold,
+    )
+    return True

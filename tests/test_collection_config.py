@@ -1,0 +1,200 @@
+"""Collection settings, existing-collection checks and bulk-load mode (embedded store + stand-in server)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from qdrant_client import QdrantClient, models
+
+from ingest.collection_config import (
+    BULK_LOAD_KEY,
+    CollectionMismatchError,
+    CollectionSettings,
+    bulk_load,
+    bulk_load_pending,
+    end_bulk_load,
+    ensure_collection,
+    warn_if_large_local,
+)
+from test_upload_standin import StandIn, standin  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_create_kwargs_match_the_qdrant_models():
+    s = CollectionSettings(
+        shards=6, replication_factor=2, write_consistency_factor=2, on_disk=True, quantization=True,
+        hnsw_m=32, hnsw_ef_construct=256, on_disk_payload=True, indexing_threshold=50000,
+    )
+    assert s.create_kwargs(768) == {
+        "vectors_config": models.VectorParams(size=768, distance=models.Distance.COSINE, on_disk=True),
+        "shard_number": 6,
+        "replication_factor": 2,
+        "write_consistency_factor": 2,
+        "on_disk_payload": True,
+        "hnsw_config": models.HnswConfigDiff(m=32, ef_construct=256),
+        "quantization_config": models.ScalarQuantization(
+            scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True)
+        ),
+        "optimizers_config": models.OptimizersConfigDiff(indexing_threshold=50000),
+    }
+    assert CollectionSettings().create_kwargs(8, vector_name="text-dense") == {
+        "vectors_config": {"text-dense": models.VectorParams(size=8, distance=models.Distance.COSINE)}
+    }
+    with pytest.raises(ValueError, match="--shards must be at least 1"):
+        CollectionSettings(shards=0)
+
+
+def test_creates_cosine_collection_then_reuses_it(tmp_path):
+    with closing(QdrantClient(path=str(tmp_path / "store"))) as client:
+        state = ensure_collection(client, "docs", 16)
+        assert state.created and state.local and not state.differences
+        vectors = client.get_collection("docs").config.params.vectors
+        assert (vectors.size, vectors.distance) == (16, models.Distance.COSINE)
+        again = ensure_collection(client, "docs", 16)
+        assert not again.created and not again.differences
+
+
+@pytest.mark.parametrize("size, distance", [(32, models.Distance.COSINE), (16, models.Distance.DOT)])
+def test_wrong_dimension_or_distance_is_refused(tmp_path, size, distance):
+    with closing(QdrantClient(path=str(tmp_path / "store"))) as client:
+        client.create_collection("docs", vectors_config=models.VectorParams(size=size, distance=distance))
+        with pytest.raises(CollectionMismatchError, match=rf"'docs'.*stores {size}-d {distance.value}.*16-d Cosine"):
+            ensure_collection(client, "docs", 16)
+
+
+def test_named_vector_must_exist(tmp_path):
+    with closing(QdrantClient(path=str(tmp_path / "store"))) as client:
+        client.create_collection("docs", vectors_config={"other": models.VectorParams(size=16, distance="Cosine")})
+        with pytest.raises(CollectionMismatchError, match="no vector 'text-dense'.*other"):
+            ensure_collection(client, "docs", 16, vector_name="text-dense")
+        assert not ensure_collection(client, "docs", 16, vector_name="other").created
+
+
+def test_server_creation_sends_the_settings_and_a_doc_id_index(standin):
+    client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+    s = CollectionSettings(shards=3, replication_factor=2, on_disk=True, hnsw_m=32, quantization=True)
+    state = ensure_collection(client, "docs", 768, s)
+    assert state.created and not state.local
+    info = client.get_collection("docs")
+    assert info.config.params.shard_number == 3 and info.config.params.replication_factor == 2
+    assert info.config.params.vectors.on_disk is True and info.config.hnsw_config.m == 32
+    assert info.config.quantization_config.scalar.type == models.ScalarType.INT8
+    assert info.payload_schema["doc_id"].data_type == models.PayloadSchemaType.KEYWORD
+    client.close()
+
+
+def test_existing_server_collection_is_used_as_it_is_with_a_warning_per_difference(standin, caplog):
+    client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+    client.create_collection(
+        "docs", vectors_config=models.VectorParams(size=768, distance="Cosine"), shard_number=2,
+        hnsw_config=models.HnswConfigDiff(m=16),
+    )
+    patches = sum(1 for e in standin.log if e["method"] == "PATCH")
+    wanted = CollectionSettings(shards=4, replication_factor=1, hnsw_m=48, on_disk=True)
+    with caplog.at_level(logging.WARNING, logger="ingest.collection_config"):
+        state = ensure_collection(client, "docs", 768, wanted)
+    assert not state.created
+    assert sorted(d.split(":")[0] for d in state.differences) == ["HNSW m", "shards", "vectors on disk"]
+    assert "shards: asked 4, the collection has 2" in state.differences
+    assert sum("used as it is" in r.getMessage() for r in caplog.records) == 3
+    info = client.get_collection("docs")  # nothing changed
+    assert info.config.params.shard_number == 2 and info.config.hnsw_config.m == 16
+    assert sum(1 for e in standin.log if e["method"] == "PATCH") == patches
+    client.close()
+
+
+def test_bulk_load_defers_indexing_and_restores_it(standin):
+    client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+    state = ensure_collection(client, "docs", 8, CollectionSettings(indexing_threshold=15000), bulk_load=True)
+    assert state.bulk_load
+    info = client.get_collection("docs")
+    assert info.config.optimizer_config.indexing_threshold == 0
+    assert info.config.metadata[BULK_LOAD_KEY]["indexing_threshold"] == 15000
+    assert end_bulk_load(client, "docs")
+    info = client.get_collection("docs")
+    assert info.config.optimizer_config.indexing_threshold == 15000
+    assert not (info.config.metadata or {}).get(BULK_LOAD_KEY)
+    assert not end_bulk_load(client, "docs")  # nothing to end twice
+    client.close()
+
+
+def test_killed_bulk_load_is_restored_by_the_next_run_even_a_bulk_load(standin, caplog):
+    first = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+    ensure_collection(first, "docs", 8, CollectionSettings(indexing_threshold=12000), bulk_load=True)
+    first.close()  # killed: no end_bulk_load
+    # the re-run is a bulk load too: it must keep the recorded 12000, not record the deferred 0
+    second = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+    state = ensure_collection(second, "docs", 8, bulk_load=True)
+    assert state.bulk_load and not state.restored_bulk_load
+    assert second.get_collection("docs").config.optimizer_config.indexing_threshold == 0
+    second.close()  # killed again
+    third = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+    with caplog.at_level(logging.WARNING, logger="ingest.collection_config"):
+        state = ensure_collection(third, "docs", 8)  # a normal run
+    assert state.restored_bulk_load
+    assert any("interrupted bulk load" in r.getMessage() for r in caplog.records)
+    info = third.get_collection("docs")
+    assert info.config.optimizer_config.indexing_threshold == 12000
+    assert bulk_load_pending(third, "docs") is None
+    third.close()
+
+
+def test_bulk_load_context_restores_after_an_exception(standin):
+    client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+    ensure_collection(client, "docs", 8)
+    with pytest.raises(KeyboardInterrupt):
+        with bulk_load(client, "docs"):
+            assert client.get_collection("docs").config.optimizer_config.indexing_threshold == 0
+            raise KeyboardInterrupt
+    assert client.get_collection("docs").config.optimizer_config.indexing_threshold == 10000  # stand-in default
+    client.close()
+
+
+def test_embedded_store_bulk_load_survives_sigkill_and_is_restored(tmp_path, caplog):
+    store = tmp_path / "store"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from qdrant_client import QdrantClient
+        from ingest.collection_config import ensure_collection
+        client = QdrantClient(path={str(store)!r})
+        ensure_collection(client, "docs", 8, bulk_load=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with closing(QdrantClient(path=str(store))) as client:
+        marker = client.get_collection("docs").config.metadata[BULK_LOAD_KEY]
+        assert marker["active"] is True
+        with caplog.at_level(logging.WARNING, logger="ingest.collection_config"):
+            state = ensure_collection(client, "docs", 8)
+        assert state.restored_bulk_load
+        assert any("interrupted bulk load" in r.getMessage() for r in caplog.records)
+        assert not (client.get_collection("docs").config.metadata or {}).get(BULK_LOAD_KEY)
+    with closing(QdrantClient(path=str(store))) as client:  # and that is on disk
+        assert not (client.get_collection("docs").config.metadata or {}).get(BULK_LOAD_KEY)
+        assert not ensure_collection(client, "docs", 8).restored_bulk_load
+
+
+def test_large_embedded_store_warns_once(caplog):
+    client = QdrantClient(":memory:")
+    client.create_collection("docs", vectors_config=models.VectorParams(size=2, distance="Cosine"))
+    client.upsert("docs", points=[models.PointStruct(id=i, vector=[1.0, float(i)]) for i in range(30)])
+    with caplog.at_level(logging.WARNING, logger="ingest.collection_config"):
+        assert not warn_if_large_local(client, "docs", threshold=30)
+        client.upsert("docs", points=[models.PointStruct(id=30, vector=[1.0, 0.0])])
+        assert warn_if_large_local(client, "docs", threshold=30)
+        assert not warn_if_large_local(client, "docs", threshold=30)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "31 points" in messages[0] and "--qdrant-url" in messages[0]
+    client.close()
