@@ -117,10 +117,16 @@ def fuse(src: Path, dst: Path, model: nn.Module) -> None:
         config = model.transformer.config
         options = FusionOptions("gpt2")
         options.enable_attention = False
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fused = optimize_model(str(src), model_type="gpt2", num_heads=config.num_heads,
-                                   hidden_size=config.hidden_size, optimization_options=options, opt_level=0)
+        quiet = logging.getLogger("onnxruntime.transformers.optimizer")  # "producer not matched"
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fused = optimize_model(str(src), model_type="gpt2", num_heads=config.num_heads,
+                                       hidden_size=config.hidden_size, optimization_options=options, opt_level=0)
+        finally:
+            quiet.setLevel(level)
         fused.save_model_to_file(str(dst))
         src.unlink()
     except Exception as exc:  # the fusions are an optimisation, never a requirement
