@@ -10,10 +10,13 @@ Retrying cannot duplicate anything because point ids are deterministic: an upser
 is already stored overwrites it. So when the server stays down, the error says to re-run the same
 command, which completes the job.
 
-Ordering guarantee: a `delete()` is a barrier. It waits until every earlier upsert (buffered or
-in flight) has been acknowledged, runs alone, and later upserts are sent only after it has been
-acknowledged. Upserts between two deletes may be applied in any order among themselves, except
-that an id upserted twice is never in flight twice at once (the later value wins). On a cluster
+Ordering guarantee: a `delete()` is a barrier by default. It waits until every earlier write
+(buffered or in flight) has been acknowledged, runs alone, and later writes are sent only after
+it has been acknowledged. Writes between two barriers may be applied in any order among
+themselves, except that an id upserted twice is never in flight twice at once (the later value
+wins). `delete(..., barrier=False)` is for deletes that cannot touch a point written in this
+run (e.g. "chunks of this document from any other version"): those are coalesced and pipelined
+without draining, so a delete per document does not serialise a first load. On a cluster
 with replication_factor > 1 pass `ordering=WriteOrdering.MEDIUM` (or STRONG) so that replicas
 see the same order.
 
@@ -131,6 +134,7 @@ class Uploader:
         *,
         batch_size: int = 256,
         max_in_flight: int = 4,
+        delete_batch: int = 64,
         retries: int = 8,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -150,6 +154,7 @@ class Uploader:
         self.client = client
         self.collection_name = collection_name
         self.batch_size = batch_size
+        self.delete_batch = max(1, delete_batch)
         self.local = is_local(client)
         self.max_in_flight = 1 if self.local else max_in_flight
         self.wait = self.local if wait is None else wait
@@ -162,6 +167,7 @@ class Uploader:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._buffer: dict[Any, models.PointStruct] = {}
+        self._deletes: list[models.Filter] = []
         self._pool = None if self.local else ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="qdrant-upload")
         self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._lock = threading.Lock()
@@ -186,12 +192,31 @@ class Uploader:
             if len(self._buffer) >= self.batch_size:
                 self._send_buffer()
 
-    def delete(self, points_selector: models.PointsSelector | models.Filter | Sequence[Any]) -> None:
-        """Delete after every earlier upsert is acknowledged; later writes wait for it.
+    def delete(
+        self, points_selector: models.PointsSelector | models.Filter | Sequence[Any], *, barrier: bool = True
+    ) -> None:
+        """Delete points by filter, selector or list of ids.
 
-        Accepts a PointsSelector, a Filter or a list of point ids.
+        barrier=True (the default): sent after every earlier write is acknowledged, and later
+        writes wait for it. barrier=False: for deletes that cannot match a point written in this
+        run (ingest's "this document's chunks of any other version", or pruning documents that
+        are gone): they are coalesced, `delete_batch` at a time, into one `should` filter and
+        pipelined like upserts, with no ordering against them.
         """
         self._check_open()
+        if not barrier:
+            if isinstance(points_selector, models.FilterSelector):
+                points_selector = points_selector.filter
+            elif isinstance(points_selector, models.PointIdsList):
+                points_selector = list(points_selector.points)
+            if isinstance(points_selector, (list, tuple)):
+                points_selector = models.Filter(must=[models.HasIdCondition(has_id=list(points_selector))])
+            if not isinstance(points_selector, models.Filter):
+                raise TypeError(f"delete(barrier=False) takes a Filter, FilterSelector or ids, not {points_selector!r}")
+            self._deletes.append(points_selector)
+            if len(self._deletes) >= self.delete_batch:
+                self._send_deletes()
+            return
         if isinstance(points_selector, models.Filter):
             points_selector = models.FilterSelector(filter=points_selector)
         elif isinstance(points_selector, (list, tuple)):
@@ -234,6 +259,7 @@ class Uploader:
         if self._closed:
             return
         self._buffer.clear()
+        self._deletes.clear()
         try:
             self._wait_all()
         finally:
@@ -269,6 +295,8 @@ class Uploader:
     def _drain(self) -> None:
         if self._buffer:
             self._send_buffer()
+        if self._deletes:
+            self._send_deletes()
         self._wait_all()
         self._raise_pending()
 
@@ -289,15 +317,33 @@ class Uploader:
             overlap = bool(ids & self._in_flight_ids)
         if overlap:
             self._wait_all()  # an id still in flight: let it land before its newer value
+        self._submit(lambda: self._write(batch), ids)
+
+    def _send_deletes(self) -> None:
+        filters = self._deletes
+        self._deletes = []
+        flt = filters[0] if len(filters) == 1 else models.Filter(should=filters)
+        selector = models.FilterSelector(filter=flt)
+        self._submit(
+            lambda: self._call(
+                "delete",
+                lambda: self.client.delete(
+                    self.collection_name, points_selector=selector, wait=self.wait, ordering=self.ordering
+                ),
+            ),
+            set(),
+        )
+
+    def _submit(self, job: Callable[[], None], ids: set[Any]) -> None:
         self._raise_pending()
         if self._pool is None:
-            self._write(batch)
+            job()
             return
-        self._slots.acquire()  # bounds the batches held in memory and on the wire
+        self._slots.acquire()  # bounds the requests held in memory and on the wire
         with self._lock:
             self._in_flight_ids |= ids
         try:
-            future = self._pool.submit(self._task, batch, ids)
+            future = self._pool.submit(self._task, job, ids)
         except BaseException:
             with self._lock:
                 self._in_flight_ids -= ids
@@ -311,10 +357,10 @@ class Uploader:
         with self._lock:
             self._futures.discard(future)
 
-    def _task(self, batch: list[models.PointStruct], ids: set[Any]) -> None:
+    def _task(self, job: Callable[[], None], ids: set[Any]) -> None:
         try:
             if self._error is None:  # after a failure nothing new is sent
-                self._write(batch)
+                job()
         except BaseException as exc:  # recorded and raised in the caller's thread
             with self._lock:
                 if self._error is None:

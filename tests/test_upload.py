@@ -192,3 +192,47 @@ def test_backoff_grows_exponentially_up_to_the_cap():
     assert all(0.0 <= d <= 4.0 for d in delays) and max(delays) - min(delays) > 1.0
     up.abort()
     client.close()
+
+
+def _stale(doc: str, version: int) -> models.Filter:
+    """The ingest pattern: this document's points of any other version."""
+    return models.Filter(
+        must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc))],
+        must_not=[models.FieldCondition(key="version", match=models.MatchValue(value=version))],
+    )
+
+
+def test_non_barrier_deletes_are_coalesced_and_pipelined(standin):
+    client = _setup(standin)
+    docs = [f"doc{d}" for d in range(20)]
+    with _fast(client, batch_size=64) as up:  # the old state: 15 chunks per document
+        up.upsert([p for d in docs for p in _points(d, 15, version=1)])
+    standin.write_delay_s = 0.02
+    start = len(standin.log)
+    with _fast(client, batch_size=64, max_in_flight=4, delete_batch=8) as up:
+        for d in docs:  # each document shrank to 10 chunks
+            up.upsert(_points(d, 10, version=2))
+            up.delete(_stale(d, 2), barrier=False)
+    stored = standin.points("c")
+    assert set(stored) == {_pid(d, i) for d in docs for i in range(10)}
+    assert all(v["payload"]["version"] == 2 for v in stored.values())
+    deletes = [e for e in standin.log[start:] if e["path"].endswith("/points/delete") and e["wait"] == "false"]
+    assert len(deletes) == 3  # 20 documents, 8 per request
+    assert len(deletes[0]["body"]["filter"]["should"]) == 8
+    assert standin.max_active > 1
+    client.close()
+
+
+def test_non_barrier_deletes_in_local_mode():
+    client = QdrantClient(":memory:")
+    client.create_collection("c", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
+    with Uploader(client, "c", batch_size=4, delete_batch=3) as up:
+        for d in ("a", "b", "c", "d"):
+            up.upsert(_points(d, 5, version=1))
+        for d in ("a", "b", "c", "d"):
+            up.upsert(_points(d, 2, version=2))
+            up.delete(_stale(d, 2), barrier=False)
+        up.delete([_pid("d", 0)], barrier=False)
+    got = sorted((p.payload["doc_id"], p.payload["chunk"], p.payload["version"]) for p in client.scroll("c", limit=100)[0])
+    assert got == [(d, i, 2) for d in "abcd" for i in range(2) if (d, i) != ("d", 0)]
+    client.close()

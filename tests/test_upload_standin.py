@@ -226,6 +226,10 @@ class StandIn:
         if rest == "" and method == "GET":
             with self.lock:
                 return 200, _ok(self.info(name))
+        if rest == "" and method == "DELETE":
+            with self.lock:
+                del self.collections[name]
+            return 200, _ok(True)
         if rest == "" and method == "PATCH":
             with self.lock:
                 self.update(name, body)

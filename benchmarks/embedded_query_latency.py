@@ -1,0 +1,101 @@
+"""Where does the embedded store (qdrant-client local mode) pass 100 ms per query?
+
+Local mode searches by brute force, so query time grows with the collection. This grows one
+collection of random unit 768-d vectors step by step and times `query_points` (top 10) at
+each size, without a filter and with a keyword payload filter like the examples use. It stops
+at the first size where both medians pass the target, or when the time budget runs out.
+
+    python benchmarks/embedded_query_latency.py [--dim 768] [--target-ms 100] [--max-seconds 240]
+
+The collection lives in memory (":memory:"): a path-backed store answers queries from the same
+in-memory arrays (checked at the first size with --check-path), and filling it is much faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+SIZES = [2_000, 5_000, 10_000, 20_000, 30_000, 40_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 400_000, 600_000, 800_000, 1_000_000]
+
+
+def fill(client: QdrantClient, name: str, start: int, stop: int, dim: int, rng: np.random.Generator) -> None:
+    step = 2000
+    for lo in range(start, stop, step):
+        hi = min(stop, lo + step)
+        vectors = rng.standard_normal((hi - lo, dim), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        client.upload_collection(
+            name, vectors=vectors, ids=list(range(lo, hi)),
+            payload=[{"doc_id": f"doc{i // 20}"} for i in range(lo, hi)], batch_size=step, wait=True,
+        )
+
+
+def time_queries(client: QdrantClient, name: str, dim: int, rng: np.random.Generator, n: int, flt) -> float:
+    times = []
+    for _ in range(n):
+        q = rng.standard_normal(dim).astype(np.float32)
+        t0 = time.perf_counter()
+        client.query_points(name, query=q.tolist(), limit=10, query_filter=flt)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--target-ms", type=float, default=100.0)
+    ap.add_argument("--max-seconds", type=float, default=240.0)
+    ap.add_argument("--queries", type=int, default=9)
+    ap.add_argument("--check-path", action="store_true", help="also time a path-backed store at the first size")
+    args = ap.parse_args()
+
+    warnings.filterwarnings("ignore", message="Local mode is not recommended")
+    rng = np.random.default_rng(0)
+    began = time.monotonic()
+    client = QdrantClient(":memory:")
+    name = "bench"
+    client.create_collection(name, vectors_config=models.VectorParams(size=args.dim, distance=models.Distance.COSINE))
+    flt = models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value="doc7"))])
+    print(f"embedded store, {args.dim}-d cosine, top-10 query_points, median of {args.queries}; "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'points':>9} {'no filter ms':>13} {'filter ms':>10}")
+    crossed: dict[str, int | None] = {"no filter": None, "filter": None}
+    have = 0
+    for size in SIZES:
+        if time.monotonic() - began > args.max_seconds:
+            print(f"(time budget of {args.max_seconds:.0f}s spent)")
+            break
+        fill(client, name, have, size, args.dim, rng)
+        have = size
+        plain = time_queries(client, name, args.dim, rng, args.queries, None)
+        filtered = time_queries(client, name, args.dim, rng, max(3, args.queries // 2), flt)
+        print(f"{size:>9,} {plain:>13.1f} {filtered:>10.1f}", flush=True)
+        if plain > args.target_ms and crossed["no filter"] is None:
+            crossed["no filter"] = size
+        if filtered > args.target_ms and crossed["filter"] is None:
+            crossed["filter"] = size
+        if args.check_path and size == SIZES[0]:
+            with tempfile.TemporaryDirectory() as tmp:
+                disk = QdrantClient(path=tmp)
+                disk.create_collection(name, vectors_config=models.VectorParams(size=args.dim, distance="Cosine"))
+                fill(disk, name, 0, size, args.dim, np.random.default_rng(1))
+                print(f"{'(path)':>9} {time_queries(disk, name, args.dim, rng, args.queries, None):>13.1f}")
+                disk.close()
+        if all(v is not None for v in crossed.values()):
+            break
+    for what, size in crossed.items():
+        where = f"first above {args.target_ms:.0f} ms at {size:,} points" if size else "never above the target here"
+        print(f"{what}: {where}")
+    print(f"total {time.monotonic() - began:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
