@@ -38,14 +38,15 @@ def fill(client: QdrantClient, name: str, start: int, stop: int, dim: int, rng: 
         )
 
 
-def time_queries(client: QdrantClient, name: str, dim: int, rng: np.random.Generator, n: int, flt) -> float:
+def time_queries(client: QdrantClient, name: str, dim: int, rng: np.random.Generator, n: int, flt) -> tuple[float, float]:
+    """(median, fastest) milliseconds: the fastest is the figure of a machine nobody else loads."""
     times = []
     for _ in range(n):
         q = rng.standard_normal(dim).astype(np.float32)
         t0 = time.perf_counter()
         client.query_points(name, query=q.tolist(), limit=10, query_filter=flt)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
+    return statistics.median(times) * 1000, min(times) * 1000
 
 
 def main() -> None:
@@ -66,7 +67,7 @@ def main() -> None:
     flt = models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value="doc7"))])
     print(f"embedded store, {args.dim}-d cosine, top-10 query_points, median of {args.queries}; "
           f"{os.cpu_count()} CPUs")
-    print(f"{'points':>9} {'no filter ms':>13} {'filter ms':>10}")
+    print(f"{'points':>9} {'no filter ms':>13} {'(fastest)':>10} {'filter ms':>10} {'(fastest)':>10}")
     crossed: dict[str, int | None] = {"no filter": None, "filter": None}
     have = 0
     for size in SIZES:
@@ -77,24 +78,25 @@ def main() -> None:
         have = size
         plain = time_queries(client, name, args.dim, rng, args.queries, None)
         filtered = time_queries(client, name, args.dim, rng, max(3, args.queries // 2), flt)
-        print(f"{size:>9,} {plain:>13.1f} {filtered:>10.1f}", flush=True)
-        if plain > args.target_ms and crossed["no filter"] is None:
+        print(f"{size:>9,} {plain[0]:>13.1f} {plain[1]:>10.1f} {filtered[0]:>10.1f} {filtered[1]:>10.1f}", flush=True)
+        if plain[0] > args.target_ms and crossed["no filter"] is None:
             crossed["no filter"] = size
-        if filtered > args.target_ms and crossed["filter"] is None:
+        if filtered[0] > args.target_ms and crossed["filter"] is None:
             crossed["filter"] = size
         if args.check_path and size == SIZES[0]:
             with tempfile.TemporaryDirectory() as tmp:
                 disk = QdrantClient(path=tmp)
                 disk.create_collection(name, vectors_config=models.VectorParams(size=args.dim, distance="Cosine"))
                 fill(disk, name, 0, size, args.dim, np.random.default_rng(1))
-                print(f"{'(path)':>9} {time_queries(disk, name, args.dim, rng, args.queries, None):>13.1f}")
+                on_disk = time_queries(disk, name, args.dim, rng, args.queries, None)
+                print(f"{'(path)':>9} {on_disk[0]:>13.1f} {on_disk[1]:>10.1f}")
                 disk.close()
         if all(v is not None for v in crossed.values()):
             break
     for what, size in crossed.items():
-        where = f"first above {args.target_ms:.0f} ms at {size:,} points" if size else "never above the target here"
+        where = f"median first above {args.target_ms:.0f} ms at {size:,} points" if size else "never above the target here"
         print(f"{what}: {where}")
-    print(f"total {time.monotonic() - began:.0f}s")
+    print(f"total {time.monotonic() - began:.0f}s; load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -289,8 +289,14 @@ def ensure_collection(
     state = CollectionState(local=is_local(client))
     where = client_url(client)
     if not client.collection_exists(name):
-        client.create_collection(name, **settings.create_kwargs(dim, vector_name))
-        state.created = True
+        try:
+            client.create_collection(name, **settings.create_kwargs(dim, vector_name))
+            state.created = True
+        except Exception:
+            if not client.collection_exists(name):
+                raise
+            # another worker created it at the same moment: check it like any existing one
+    if state.created:
         info = client.get_collection(name)
         _check_vectors(name, where, info, dim, vector_name)
     else:

@@ -198,3 +198,34 @@ def test_large_embedded_store_warns_once(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1 and "31 points" in messages[0] and "--qdrant-url" in messages[0]
     client.close()
+
+
+def test_workers_creating_the_collection_at_once_all_succeed(standin):
+    import threading
+
+    results, errors = [], []
+
+    def worker():
+        client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+        try:
+            results.append(ensure_collection(client, "docs", 8, CollectionSettings(shards=2)).created)
+        except Exception as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+        finally:
+            client.close()
+
+    real_exists = StandIn.dispatch
+
+    def slow_exists(self, method, path, body, entry):  # everyone sees "missing" before anyone creates
+        if path.endswith("/exists"):
+            import time
+            time.sleep(0.2)
+        return real_exists(self, method, path, body, entry)
+
+    standin.dispatch = slow_exists.__get__(standin)
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and sorted(results) == [False, False, True]
