@@ -16,7 +16,7 @@ import hashlib
 import re
 from typing import NamedTuple
 
-__all__ = ["Partition", "PartitionError", "parse_partition", "in_partition", "share_of"]
+__all__ = ["Partition", "PartitionError", "parse_partition", "in_partition", "share_of", "owns"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -80,3 +80,12 @@ def in_partition(doc_id: str, number: int, count: int) -> bool:
     if not 1 <= number <= count:
         raise PartitionError(f"partition {number}/{count}: K must be between 1 and N")
     return share_of(doc_id, count) == number
+
+
+def owns(partition: Partition | None, doc_id: str) -> bool:
+    """True when a worker with `partition` (None: no --partition, everything) handles `doc_id`.
+
+    Filter both the files to ingest and the stored state by it: `--prune` then only sees, and
+    only deletes, the worker's own share.
+    """
+    return partition is None or in_partition(doc_id, partition.number, partition.count)

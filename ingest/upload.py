@@ -135,6 +135,7 @@ class Uploader:
         batch_size: int = 256,
         max_in_flight: int = 4,
         delete_batch: int = 64,
+        barrier_deletes: bool = True,
         retries: int = 8,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -155,6 +156,7 @@ class Uploader:
         self.collection_name = collection_name
         self.batch_size = batch_size
         self.delete_batch = max(1, delete_batch)
+        self.barrier_deletes = barrier_deletes
         self.local = is_local(client)
         self.max_in_flight = 1 if self.local else max_in_flight
         self.wait = self.local if wait is None else wait
@@ -193,17 +195,20 @@ class Uploader:
                 self._send_buffer()
 
     def delete(
-        self, points_selector: models.PointsSelector | models.Filter | Sequence[Any], *, barrier: bool = True
+        self, points_selector: models.PointsSelector | models.Filter | Sequence[Any], *, barrier: bool | None = None
     ) -> None:
         """Delete points by filter, selector or list of ids.
 
-        barrier=True (the default): sent after every earlier write is acknowledged, and later
+        barrier=None takes the constructor's `barrier_deletes` (True unless set).
+        barrier=True: sent after every earlier write is acknowledged, and later
         writes wait for it. barrier=False: for deletes that cannot match a point written in this
         run (ingest's "this document's chunks of any other version", or pruning documents that
         are gone): they are coalesced, `delete_batch` at a time, into one `should` filter and
         pipelined like upserts, with no ordering against them.
         """
         self._check_open()
+        if barrier is None:
+            barrier = self.barrier_deletes
         if not barrier:
             if isinstance(points_selector, models.FilterSelector):
                 points_selector = points_selector.filter

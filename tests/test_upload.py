@@ -209,10 +209,10 @@ def test_non_barrier_deletes_are_coalesced_and_pipelined(standin):
         up.upsert([p for d in docs for p in _points(d, 15, version=1)])
     standin.write_delay_s = 0.02
     start = len(standin.log)
-    with _fast(client, batch_size=64, max_in_flight=4, delete_batch=8) as up:
+    with _fast(client, batch_size=64, max_in_flight=4, delete_batch=8, barrier_deletes=False) as up:
         for d in docs:  # each document shrank to 10 chunks
             up.upsert(_points(d, 10, version=2))
-            up.delete(_stale(d, 2), barrier=False)
+            up.delete(_stale(d, 2))  # as ingest.sync calls it
     stored = standin.points("c")
     assert set(stored) == {_pid(d, i) for d in docs for i in range(10)}
     assert all(v["payload"]["version"] == 2 for v in stored.values())
