@@ -64,6 +64,8 @@ def client_url(client: QdrantClient) -> str:
     inner = getattr(client, "_client", None)
     if is_local(client):
         return f"local:{getattr(inner, 'location', '?')}"
+    if getattr(inner, "_prefer_grpc", False) and getattr(inner, "_host", None):
+        return f"{inner._host}:{inner._grpc_port} (gRPC)"
     raw = getattr(inner, "rest_uri", None) or "the Qdrant server"
     try:
         parts = urlsplit(raw)
