@@ -116,23 +116,41 @@ def chunk_text(text: str, tokenizer, max_tokens: int = 75, overlap: int = 0) -> 
         raise ValueError(f"overlap must be in 0..{max_tokens - 1}, got {overlap}")
     counter = Counter(tokenizer)
     spans: list[tuple[int, int]] = []
-    cur: tuple[int, int] | None = None
+    cur: list[tuple[int, int]] = []  # units of the chunk being built
     for a, b, joinable in _units(text, max_tokens, counter):
-        if cur is not None and joinable and counter.count(text[cur[0]:b]) <= max_tokens:
-            cur = (cur[0], b)
+        if cur and joinable and counter.count(text[cur[0][0]:b]) <= max_tokens:
+            cur.append((a, b))
             continue
-        if cur is not None:
-            spans.append(cur)
-            if overlap and joinable:
-                a = _overlap_start(text, cur, a, b, overlap, max_tokens, counter)
-        cur = (a, b)
-    if cur is not None:
-        spans.append(cur)
+        carried: list[tuple[int, int]] = []
+        if len(cur) > 1 and _is_heading(text[cur[-1][0]:cur[-1][1]]):
+            carried = [cur.pop()]  # a heading starts the chunk of the text it heads
+        if cur:
+            spans.append((cur[0][0], cur[-1][1]))
+            if overlap and joinable and not carried:
+                a = _overlap_start(text, spans[-1], a, b, overlap, max_tokens, counter)
+        if carried and counter.count(text[carried[0][0]:b]) > max_tokens:
+            spans.append(carried[0])
+            carried = []
+        cur = carried + [(a, b)]
+    if cur:
+        spans.append((cur[0][0], cur[-1][1]))
     chunks = []
     for i, (a, b) in enumerate(spans):
         piece = text[a:b]
         chunks.append(Chunk(i, piece, a, b, counter.count(piece)))
     return chunks
+
+
+def _is_heading(piece: str) -> bool:
+    """Markdown ``#`` headings, reST/setext underlined titles, short unpunctuated single lines."""
+    lines = piece.strip().splitlines()
+    if not lines or len(piece) > 120:
+        return False
+    if lines[0].startswith("#"):
+        return True
+    if len(lines) == 2 and len(set(lines[1].strip())) == 1 and lines[1].strip()[0] in "=-~^*+#":
+        return True
+    return len(lines) == 1 and not lines[0].rstrip().endswith((".", "!", "?", ":", ";", ",", ")"))
 
 
 def _overlap_start(text: str, prev: tuple[int, int], a: int, b: int, overlap: int, max_tokens: int,

@@ -1,0 +1,194 @@
+"""ingest stages alone, in-process: chunking, reading, payloads, and the kill-safe write order."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+from llama_index.core.schema import MetadataMode, TextNode
+from llama_index.core.vector_stores.utils import metadata_dict_to_node
+from qdrant_client import QdrantClient, models
+
+from ingest import store
+from ingest.chunk import chunk_text
+from ingest.read import SourceFile, Skipped, find_files, html_to_text, read_document
+from ingest.sync import sync
+from sgpt_qdrant.testing import gpt2_tokenizer
+
+REF = gpt2_tokenizer()  # an independent tokenizer instance: the reference for token counts
+
+
+def ref_len(text: str) -> int:
+    return len(REF(text.strip(), add_special_tokens=False)["input_ids"])
+
+
+PROSE = (
+    "# Field notes\n\nThe river rose two metres in a single night. By morning the lower meadow was a lake, "
+    "and the herons stood in it as if it had always been there.\n\n"
+    + " ".join(f"Sentence number {i} talks about the weather, the wind and the long grey clouds." for i in range(40))
+    + "\n\n" + "Supercalifragilistic" * 60 + "\n\nÜnïcödé text — with “quotes”, emoji 🌊🌊 and CJK 漢字かな交じり文。"
+    + "\n\nShort closing line.\n"
+)
+
+
+@pytest.mark.parametrize("max_tokens,overlap", [(75, 0), (75, 20), (16, 0), (16, 5)])
+def test_chunks_fit_the_limit_and_cover_the_text(max_tokens, overlap):
+    chunks = chunk_text(PROSE, REF, max_tokens, overlap)
+    assert chunks and [c.index for c in chunks] == list(range(len(chunks)))
+    covered = [False] * len(PROSE)
+    for c in chunks:
+        assert c.text == PROSE[c.start:c.end] == c.text.strip() and c.text
+        assert ref_len(c.text) <= max_tokens, c.text  # what the encoder embeds: stripped, no BOS/EOS
+        for i in range(c.start, c.end):
+            covered[i] = True
+    missing = [PROSE[i] for i in range(len(PROSE)) if not covered[i] and not PROSE[i].isspace()]
+    assert missing == []
+    if overlap == 0:  # without overlap the chunks are disjoint and in order
+        assert all(a.end <= b.start for a, b in zip(chunks, chunks[1:]))
+    else:
+        assert any(b.start < a.end for a, b in zip(chunks, chunks[1:]))
+
+
+def test_short_paragraphs_are_never_split():
+    paragraphs = [f"Paragraph {i} is about topic {i}. It has two sentences." for i in range(12)]
+    text = "\n\n".join(paragraphs)
+    chunks = chunk_text(text, REF, 40)
+    for p in paragraphs:  # each paragraph (~13 tokens) lies whole inside exactly one chunk
+        assert sum(p in c.text for c in chunks) == 1
+    assert len(chunks) < len(paragraphs)  # and small ones are packed together
+
+
+def test_heading_starts_the_chunk_of_its_section():
+    body = " ".join(["This sentence fills the section with ordinary words."] * 5)
+    text = f"Intro\n=====\n\n{body}\n\nSecond part\n-----------\n\n{body}"
+    chunks = chunk_text(text, REF, 75)
+    assert any(c.text.startswith("Second part") for c in chunks)
+    assert not any(c.text.endswith("-----------") for c in chunks)
+
+
+def test_html_text_only():
+    html = ("<html><head><title>T</title><style>p{color:red}</style></head><body><h1>Head</h1>"
+            "<p>One &amp; two.</p><script>var hidden = 1;</script><p>Three</p></body></html>")
+    text = html_to_text(html)
+    assert "One & two." in text and "Three" in text and "Head" in text
+    assert "hidden" not in text and "color" not in text
+
+
+def test_read_binary_invalid_utf8_and_symlink_loop(tmp_path):
+    (tmp_path / "a.txt").write_text("plain text")
+    (tmp_path / "img.dat").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0")
+    (tmp_path / "blob").write_bytes(b"abc\0def")
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9 au lait")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "b.md").write_text("# b")
+    os.symlink(tmp_path, sub / "loop")  # a directory loop
+    os.symlink(tmp_path / "self-link", tmp_path / "self-link")  # a file loop (ELOOP)
+    files = list(find_files([tmp_path]))
+    ids = sorted(f.doc_id for f in files)
+    assert ids == ["a.txt", "bad.txt", "blob", "img.dat", "self-link", "sub/b.md"]
+    assert sorted(f.doc_id for f in find_files([tmp_path], include=["*.txt", "sub/*"], exclude=["bad*"])) == \
+        ["a.txt", "sub/b.md"]
+    for name in ["img.dat", "blob", "self-link"]:
+        with pytest.raises(Skipped):
+            read_document(SourceFile(tmp_path / name, name))
+    doc = read_document(SourceFile(tmp_path / "bad.txt", "bad.txt"))
+    assert doc.text == "caf\ufffd au lait" and "bad.txt" in doc.warnings[0]
+
+
+def test_payload_is_what_llamaindex_reads():
+    chunks = chunk_text("First sentence here. " * 3 + "\n\n" + "Second paragraph.", REF, 75)
+    (point,) = store.make_points("notes/a.md", "/data/notes/a.md", chunks[:1], [[0.5, 0.25]], chunk_count=1,
+                                 content_hash="h", version="v", model="m")
+    payload = point.payload
+    assert point.id == store.point_id("notes/a.md", 0)
+    for key in ["_node_content", "_node_type", "doc_id", "document_id", "ref_doc_id", "file_path",
+                "chunk_index", "char_start", "char_end", "content_hash", "model"]:
+        assert key in payload
+    assert payload["doc_id"] == payload["ref_doc_id"] == "notes/a.md" and payload["_node_type"] == "TextNode"
+    node = metadata_dict_to_node(payload)  # LlamaIndex's own reader
+    assert isinstance(node, TextNode) and node.ref_doc_id == "notes/a.md"
+    assert node.text == chunks[0].text and node.metadata["file_path"] == "/data/notes/a.md"
+    assert node.get_content(MetadataMode.EMBED) == chunks[0].text  # metadata stored, not embedded
+    assert "a.md" in node.get_content(MetadataMode.LLM) and "content_hash" not in node.get_content(MetadataMode.LLM)
+    assert json.loads(payload["_node_content"])["embedding"] is None
+
+
+def test_wrong_dimension_is_refused():
+    client = QdrantClient(":memory:")
+    client.create_collection("c", vectors_config={store.VECTOR_NAME: models.VectorParams(
+        size=7, distance=models.Distance.COSINE)})
+    with pytest.raises(store.StoreError, match="7-dim"):
+        store.check_collection(client, "c", 32)
+    assert store.check_collection(client, "c", 7)
+
+
+# -- the write order survives a stop after any request ------------------------------------------
+
+class _Stop(Exception):
+    pass
+
+
+class _DyingWriter(store.Writer):
+    """Dies before its n-th request, as a SIGKILL between two requests would."""
+
+    def __init__(self, client, collection, n):
+        super().__init__(client, collection)
+        self.left = n
+
+    def _call(self, request, **kwargs):
+        if self.left == 0:
+            raise _Stop
+        self.left -= 1
+        super()._call(request, **kwargs)
+
+
+def _write_docs(root, docs):
+    for p in root.iterdir():
+        p.unlink()
+    for name, text in docs.items():
+        (root / name).write_text(text)
+
+
+def _run(client, root, encoder, writer=None, prune=True):
+    store.ensure_collection(client, "c", encoder.dimension)
+    return sync(list(find_files([root])), store.read_state(client, "c"), tokenizer=encoder.tokenizer,
+                max_tokens=encoder.max_length, model="tiny", encode=encoder.encode,
+                writer=writer or store.Writer(client, "c"), batch_size=3, prune=prune, on_message=lambda m: None)
+
+
+def _points(client):
+    points, _ = client.scroll("c", limit=10_000, with_payload=True, with_vectors=True)
+    return {str(p.id): (p.payload, [round(x, 5) for x in p.vector[store.VECTOR_NAME]]) for p in points}
+
+
+def test_stop_after_any_request_then_rerun_equals_clean_run(tmp_path, tiny_encoder):
+    long = " ".join(f"Line {i} of the long file says something new." for i in range(60))
+    v1 = {"a.txt": long, "b.md": "# B\n\nShort one.", "c.txt": "Will be deleted. " * 30}
+    v2 = {"a.txt": long[: len(long) // 3], "b.md": "# B\n\nShort one, edited. " * 40, "d.txt": "New file. " * 50}
+    root = tmp_path / "docs"
+    root.mkdir()
+    _write_docs(root, v2)
+    clean = QdrantClient(":memory:")
+    _run(clean, root, tiny_encoder)
+    expected = _points(clean)
+    assert {p["doc_id"] for p, _ in expected.values()} == {"a.txt", "b.md", "d.txt"}
+    n = 0
+    while True:
+        client = QdrantClient(":memory:")
+        _write_docs(root, v1)
+        _run(client, root, tiny_encoder)
+        _write_docs(root, v2)
+        try:
+            _run(client, root, tiny_encoder, writer=_DyingWriter(client, "c", n))
+            finished = True
+        except _Stop:
+            finished = False
+        _run(client, root, tiny_encoder)
+        assert _points(client) == expected, f"stopped before request {n}"
+        if finished:
+            break
+        n += 1
+    assert n >= 5  # the run above had several requests to be stopped before
