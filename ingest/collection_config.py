@@ -230,18 +230,14 @@ def end_bulk_load(client: QdrantClient, name: str, *, interrupted: bool = False)
         threshold = DEFAULT_INDEXING_THRESHOLD
     client.update_collection(name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=int(threshold)))
     client.update_collection(name, metadata={BULK_LOAD_KEY: None})  # restored first, then unmarked
+    then = "" if is_local(client) else "; the server now builds the HNSW index in the background"
     if interrupted:
         log.warning(
-            "collection %r: restored the index settings of an interrupted bulk load (indexing threshold %s); "
-            "the server now builds the HNSW index",
-            name, threshold,
+            "collection %r: restored the index settings of an interrupted bulk load (indexing threshold %s)%s",
+            name, threshold, then,
         )
     else:
-        log.warning(
-            "bulk-load mode on collection %r ended: indexing threshold restored to %s; "
-            "the server now builds the HNSW index in the background",
-            name, threshold,
-        )
+        log.warning("bulk-load mode on collection %r ended: indexing threshold restored to %s%s", name, threshold, then)
     return True
 
 

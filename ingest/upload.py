@@ -145,7 +145,6 @@ class Uploader:
         wait: bool | None = None,
         ordering: models.WriteOrdering | None = None,
         url: str | None = None,
-        sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
         if batch_size < 1:
@@ -168,7 +167,7 @@ class Uploader:
         self.jitter = jitter
         self.ordering = ordering
         self.url = url or client_url(client)
-        self._sleep = sleep
+        self._stop = threading.Event()  # set by abort(): no more retries or new requests
         self._rng = rng or random.Random()
         self._buffer: dict[Any, models.PointStruct] = {}
         self._deletes: list[models.Filter] = []
@@ -262,11 +261,15 @@ class Uploader:
             self._shutdown()
 
     def abort(self) -> None:
-        """Wait for the requests already sent (so none is cut half-way), drop the buffer, close."""
+        """Stop: drop what is buffered, stop retrying, wait for the requests on the wire, close.
+
+        For Ctrl-C and errors: nothing new is sent, so it returns within one request timeout.
+        """
         if self._closed:
             return
         self._buffer.clear()
         self._deletes.clear()
+        self._stop.set()
         try:
             self._wait_all()
         finally:
@@ -366,7 +369,7 @@ class Uploader:
 
     def _task(self, job: Callable[[], None], ids: set[Any]) -> None:
         try:
-            if self._error is None:  # after a failure nothing new is sent
+            if self._error is None and not self._stop.is_set():  # after a failure or abort nothing new is sent
                 job()
         except BaseException as exc:  # recorded and raised in the caller's thread
             with self._lock:
@@ -418,4 +421,5 @@ class Uploader:
                     "Qdrant at %s: %s failed (%s), retry %d/%d in %.1fs",
                     self.url, what, _describe(exc), attempt, self.retries, delay,
                 )
-                self._sleep(delay)
+                if self._stop.wait(delay):
+                    raise UploadError(f"the {what} to Qdrant at {self.url} was abandoned: the upload was stopped") from exc

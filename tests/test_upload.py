@@ -236,3 +236,19 @@ def test_non_barrier_deletes_in_local_mode():
     got = sorted((p.payload["doc_id"], p.payload["chunk"], p.payload["version"]) for p in client.scroll("c", limit=100)[0])
     assert got == [(d, i, 2) for d in "abcd" for i in range(2) if (d, i) != ("d", 0)]
     client.close()
+
+
+def test_abort_stops_retrying_at_once(standin):
+    import threading
+    import time
+
+    client = _setup(standin)
+    standin.always_fail = "upsert"
+    up = Uploader(client, "c", batch_size=10, max_in_flight=2, retries=50, backoff_base=5.0, backoff_max=5.0, jitter=0.0)
+    up.upsert(_points("a", 20))  # two batches now retrying, 5 s apart
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    up.abort()  # e.g. Ctrl-C: must not sit out 50 retries
+    assert time.monotonic() - t0 < 2.0
+    assert not any(t.name.startswith("qdrant-upload") for t in threading.enumerate())
+    client.close()
