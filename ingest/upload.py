@@ -257,6 +257,9 @@ class Uploader:
                     ordering=self.ordering,
                 ),
             )
+        except BaseException:
+            self._stop.set()  # e.g. Ctrl-C while draining: stop the retries, then shut down
+            raise
         finally:
             self._shutdown()
 
