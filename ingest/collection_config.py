@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from ingest.upload import client_url, is_local
 
@@ -203,8 +204,14 @@ def begin_bulk_load(client: QdrantClient, name: str) -> dict:
     if marker is None:
         current = info.config.optimizer_config.indexing_threshold
         marker = {"active": True, "indexing_threshold": current, "started": time.time()}
-        client.update_collection(name, metadata={BULK_LOAD_KEY: marker})
-        if _marker(client.get_collection(name)) is None:
+        try:
+            client.update_collection(name, metadata={BULK_LOAD_KEY: marker})
+            kept = _marker(client.get_collection(name)) is not None
+        except UnexpectedResponse as exc:
+            if exc.status_code is None or exc.status_code >= 500:
+                raise
+            kept = False  # an older server rejects the unknown field
+        if not kept:
             raise BulkLoadError(
                 f"Qdrant at {where} did not keep the bulk-load marker in the metadata of collection {name!r} "
                 "(collection metadata needs Qdrant 1.16 or newer), so a crash could leave the collection "

@@ -229,3 +229,34 @@ def test_workers_creating_the_collection_at_once_all_succeed(standin):
     for t in threads:
         t.join(30)
     assert not errors and sorted(results) == [False, False, True]
+
+
+@pytest.mark.parametrize("mode", ["ignored", "rejected"])
+def test_bulk_load_refuses_a_server_without_collection_metadata(standin, mode):
+    from ingest.collection_config import BulkLoadError
+
+    client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+    ensure_collection(client, "docs", 8)
+    real_update = StandIn.update
+
+    def old_server_update(self, name, body):
+        if body.get("metadata") is not None and mode == "rejected":
+            raise KeyError("metadata")  # answered below as a 400
+        body = {k: v for k, v in body.items() if k != "metadata"}  # an old server drops the field
+        return real_update(self, name, body)
+
+    real_dispatch = StandIn.dispatch
+
+    def dispatch(self, method, path, body, entry):
+        try:
+            return real_dispatch(self, method, path, body, entry)
+        except KeyError:
+            return 400, {"status": {"error": "Json deserialize error: unknown field `metadata`"}}
+
+    standin.update = old_server_update.__get__(standin)
+    standin.dispatch = dispatch.__get__(standin)
+    with pytest.raises(BulkLoadError, match="collection metadata.*run without --bulk-load"):
+        ensure_collection(client, "docs", 8, bulk_load=True)
+    info = client.get_collection("docs")
+    assert info.config.optimizer_config.indexing_threshold == 10000  # indexing never deferred
+    client.close()
