@@ -213,9 +213,14 @@ class Encoder:
             from .runtime.cuda import DevicePool
 
             self._pool = DevicePool(self.model, self.devices, on_oom=self._shrink_budget)
-        self.warmup_seconds = runner.warmup_seconds
+        self._warmup_seconds = runner.warmup_seconds
         log.info("encoder ready: %s on %s, %s backend, warm-up %.2fs", self.mode,
-                 ",".join(map(str, self.devices)), self.backend, self.warmup_seconds)
+                 ",".join(map(str, self.devices)), self.backend, self._warmup_seconds)
+
+    @property
+    def warmup_seconds(self) -> float:
+        """One-time set-up of the execution path: packing, ONNX export (or cache load), checks."""
+        return self._warmup_seconds
 
     @property
     def dimension(self) -> int:
