@@ -56,12 +56,26 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenation of ``tensor`` from all ranks; the backward sums every rank's gradient for
-    each slice and hands it to the rank that owns it."""
-    from torch.distributed.nn.functional import all_gather
+class _AllGatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
 
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's loss depends on every slice
+        size = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * size : (dist.get_rank() + 1) * size]
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenation of ``tensor`` (same shape on every rank) from all ranks. The backward sums
+    all ranks' gradients for each slice and hands it to the rank that owns it, as the SGPT fork's
+    ``all_gather_with_grad`` did, so the averaged gradient is that of one big batch."""
+    return _AllGatherWithGrad.apply(tensor)
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:

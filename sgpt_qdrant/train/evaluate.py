@@ -36,10 +36,13 @@ class StsSet:
         return len(self.scores)
 
 
-def read_sts(path: str | os.PathLike[str], split: str = "dev") -> StsSet:
+def read_sts(path: str | os.PathLike[str], split: str = "dev", name: str | None = None) -> StsSet:
     """The original ``sts-{train,dev,test}.csv`` (tab-separated, unquoted; score in field 5,
     sentences in fields 6 and 7; extra fields ignored) or the ``stsbenchmark.tsv.gz`` layout
-    (header ``split genre dataset year sid score sentence1 sentence2``, rows of ``split``)."""
+    (header ``split genre dataset year sid score sentence1 sentence2``, rows of ``split``).
+
+    ``name`` (for the CSV file name) defaults to ``sts-<split>``, or the ``sts-*`` file's own stem.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such STS file")
@@ -65,7 +68,7 @@ def read_sts(path: str | os.PathLike[str], split: str = "dev") -> StsSet:
             scores.append(_score(fields[col["score"]], path, n))
             s1.append(fields[col["sentence1"]])
             s2.append(fields[col["sentence2"]])
-        name = f"sts-{split}"
+        default_name = f"sts-{split}"
     else:
         for n, line in enumerate(lines, 1):
             fields = line.rstrip("\r").split("\t")
@@ -77,10 +80,10 @@ def read_sts(path: str | os.PathLike[str], split: str = "dev") -> StsSet:
             s1.append(fields[5])
             s2.append(fields[6])
         stem = path.name.split(".")[0]
-        name = stem if stem.startswith("sts-") else f"sts-{split}"
+        default_name = stem if stem.startswith("sts-") else f"sts-{split}"
     if len(scores) < 2:
         raise DataError(f"{path}: fewer than 2 scored pairs" + (f" in split {split!r}" if split else ""))
-    return StsSet(s1, s2, np.asarray(scores, dtype=np.float64) / 5.0, name)
+    return StsSet(s1, s2, np.asarray(scores, dtype=np.float64) / 5.0, name or default_name)
 
 
 def _score(text: str, path: Path, n: int) -> float:

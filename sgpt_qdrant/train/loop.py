@@ -209,8 +209,8 @@ class Trainer:
         if config.max_steps is not None and config.max_steps < 0:
             raise ValueError("--max-steps: must be 0 or more")
         # Read the evaluation files first: a typo there should not cost a data load.
-        self.sts_dev = read_sts(config.sts_dev, "dev") if config.sts_dev else None
-        self.sts_test = read_sts(config.sts_test, "test") if config.sts_test else None
+        self.sts_dev = read_sts(config.sts_dev, "dev", name="sts-dev") if config.sts_dev else None
+        self.sts_test = read_sts(config.sts_test, "test", name="sts-test") if config.sts_test else None
 
         if not config.resume and not config.overwrite and self.output.is_dir() and any(
                 (self.output / name).exists() for name in ("modules.json", "checkpoints", "eval")):

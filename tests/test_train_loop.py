@@ -1,0 +1,277 @@
+"""sgpt-train end to end on a tiny GPT-Neo: the starting model, schedule, weight-decay groups,
+frozen weights, learning on a synthetic paraphrase task, the saved directory, resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sgpt_qdrant.train.evaluate import evaluate
+from sgpt_qdrant.train.loop import TrainConfig, Trainer, train
+
+# Twelve concepts, each with two single-token surface forms. Paraphrases use the other forms, so
+# an untrained model (which sees only different tokens) cannot tell them apart: learning can.
+SYNONYMS = [("car", "auto"), ("dog", "puppy"), ("house", "home"), ("big", "large"), ("fast", "quick"),
+            ("happy", "glad"), ("road", "street"), ("child", "kid"), ("shop", "store"), ("sea", "ocean"),
+            ("stone", "rock"), ("film", "movie")]
+
+
+def _render(concepts, rng):
+    return " ".join(SYNONYMS[c][rng.randrange(2)] for c in concepts)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matrices: one thread is fastest, and immune to a shared machine's other load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def plain_neo(tmp_path_factory):
+    """A plain Hugging Face GPT-Neo directory (no sentence-transformers files), random weights."""
+    from transformers import GPTNeoConfig, GPTNeoModel
+
+    from sgpt_qdrant.testing import gpt2_tokenizer
+
+    root = tmp_path_factory.mktemp("plain-neo")
+    torch.manual_seed(0)
+    config = GPTNeoConfig(vocab_size=50257, hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=128,
+                          attention_types=[[["global", "local"], 1]], embed_dropout=0.0, attention_dropout=0.0,
+                          resid_dropout=0.0, bos_token_id=50256, eos_token_id=50256)
+    GPTNeoModel(config).save_pretrained(root)
+    tokenizer = gpt2_tokenizer()
+    tokenizer.pad_token = None  # like EleutherAI/gpt-neo-125M: no pad token
+    tokenizer.save_pretrained(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    """Synthetic triplets (training) and held-apart STS pairs scored by shared concepts."""
+    root = tmp_path_factory.mktemp("synthetic")
+    rng = random.Random(0)
+    lines = []
+    for _ in range(400):
+        concepts = rng.sample(range(12), 3)
+        others = rng.sample([c for c in range(12) if c not in concepts], 3)
+        lines.append("\t".join([_render(concepts, rng), _render(rng.sample(concepts, 3), rng), _render(others, rng)]))
+    (root / "triplets.tsv").write_text("\n".join(lines) + "\n")
+    rng = random.Random(1)
+    rows = []
+    for i in range(60):  # form A against form B: no token in common, 0..3 concepts in common
+        concepts, shared = rng.sample(range(12), 3), i % 4
+        other = rng.sample(concepts, shared) + rng.sample([c for c in range(12) if c not in concepts], 3 - shared)
+        s1 = " ".join(SYNONYMS[c][0] for c in concepts)
+        s2 = " ".join(SYNONYMS[c][1] for c in other)
+        rows.append(f"g\td\t2020\t{i:04d}\t{shared * 5 / 3:.3f}\t{s1}\t{s2}")
+    (root / "sts-dev.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _config(plain_neo, task, out, **kw):
+    base = dict(data=[str(task / "triplets.tsv")], output=str(out), base_model=str(plain_neo), batch_size=16,
+                lr=1e-2, sts_dev=str(task / "sts-dev.csv"), progress=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_max_steps_0_writes_the_recipe_starting_model(plain_neo, task, tmp_path):
+    from safetensors.torch import load_file
+
+    from sgpt_qdrant import Encoder, load_checkpoint
+
+    result = train(_config(plain_neo, task, tmp_path / "m", max_steps=0, seed=7))
+    assert result.steps == 0 and [r["steps"] for r in result.history] == [-1]
+    saved = load_checkpoint(str(tmp_path / "m"))
+    original = load_file(str(plain_neo / "model.safetensors"))
+    assert set(saved.transformer_state) == set(original)
+    for name, value in original.items():
+        assert torch.equal(saved.transformer_state[name], value)
+    torch.manual_seed(7)  # the recipe's new layers: nn.Linear(768, 768) default init, in order
+    for layer in saved.dense:
+        ref = torch.nn.Linear(32, 32)
+        assert torch.equal(layer.weight, ref.weight.detach()) and torch.equal(layer.bias, ref.bias.detach())
+        assert layer.activation == "gelu" and layer.before_pooling
+    assert len(saved.dense) == 5 and saved.pooling == "mean" and saved.max_seq_length == 75
+    assert saved.pad_id == 50256 and saved.tokenizer.pad_token == saved.tokenizer.eos_token
+    modules = json.loads((tmp_path / "m" / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Transformer"] + ["Dense"] * 5 + ["Pooling"]
+    assert json.loads((tmp_path / "m" / "1_Dense" / "config.json").read_text())["key_name"] == "token_embeddings"
+    assert json.loads((tmp_path / "m" / "special_tokens_map.json").read_text())["pad_token"] == "<|endoftext|>"
+    assert "| Seed | 7 |" in (tmp_path / "m" / "README.md").read_text()
+    assert Encoder(str(tmp_path / "m"), device="cpu").encode(["a dog"]).shape == (1, 32)
+
+
+def test_causal_lm_directory_drops_lm_head(tmp_path):
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    from sgpt_qdrant.testing import gpt2_tokenizer
+    from sgpt_qdrant.train.base import start_checkpoint
+
+    config = GPTNeoConfig(vocab_size=50257, hidden_size=16, num_layers=2, num_heads=2, max_position_embeddings=80,
+                          attention_types=[[["global", "local"], 1]])
+    model = GPTNeoForCausalLM(config)
+    model.save_pretrained(tmp_path)
+    gpt2_tokenizer().save_pretrained(tmp_path)
+    start = start_checkpoint(str(tmp_path), n_dense=2)
+    expected = {k[len("transformer."):]: v for k, v in model.state_dict().items() if k.startswith("transformer.")}
+    assert set(start.transformer_state) == {k for k in expected if not k.endswith(".attn.attention.bias")}
+    assert torch.equal(start.transformer_state["wte.weight"], expected["wte.weight"])
+    assert len(start.dense) == 2 and start.dense[0].weight.shape == (16, 16)
+    with pytest.raises(ValueError, match="--max-seq-length: 100 must be in 1..80"):
+        start_checkpoint(str(tmp_path), max_seq_length=100)
+
+
+def test_schedule_groups_and_frozen_transformer(plain_neo, task, tmp_path):
+    trainer = Trainer(_config(plain_neo, task, tmp_path / "s", max_steps=10, warmup_ratio=0.25, eval_steps=0,
+                              sts_dev=None, lr=1e-3))
+    dense = {id(p) for layer in trainer.model.dense for p in layer.parameters()}
+    in_optimizer = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+    assert {id(p) for p in in_optimizer} == dense and len(in_optimizer) == 10
+    decay = {g["weight_decay"]: g["names"] for g in trainer.groups}
+    assert decay[0.01] == [f"dense.{i}.linear.weight" for i in range(5)]
+    assert decay[0.0] == [f"dense.{i}.linear.bias" for i in range(5)]
+    assert trainer.optimizer.defaults["eps"] == 1e-6
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    # Warmup ceil(0.25 * 10) = 3 steps from 0, then linear decay to 0 at step 10.
+    expected = [1e-3 * s / 3 if s < 3 else 1e-3 * (10 - s) / 7 for s in range(10)]
+    np.testing.assert_allclose([lr for _, _, lr in trainer.log], expected, rtol=1e-9, atol=1e-15)
+    after = trainer.model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("transformer."))
+    assert all(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("dense."))
+    assert all(p.grad is None for p in trainer.model.transformer.parameters())
+
+
+def test_unfrozen_trains_everything_with_decay_groups(plain_neo, task, tmp_path):
+    trainer = Trainer(_config(plain_neo, task, tmp_path / "u", max_steps=2, freeze_transformer=False, sts_dev=None,
+                              lr=1e-3))
+    groups = {g["weight_decay"]: set(g["names"]) for g in trainer.groups}
+    names = {n for n, _ in trainer.model.named_parameters()}
+    no_decay = {n for n in names if n.endswith(".bias") or ".ln_" in n or n.startswith("transformer.ln_f")}
+    assert groups[0.0] == no_decay and groups[0.01] == names - no_decay
+    assert "transformer.wte.weight" in groups[0.01] and "transformer.h.0.ln_1.weight" in groups[0.0]
+    wte = trainer.model.transformer.wte.weight.detach().clone()
+    trainer.run()
+    assert not torch.equal(wte, trainer.model.transformer.wte.weight)
+
+
+def test_training_improves_held_apart_spearman_and_saved_dir_matches(plain_neo, task, tmp_path):
+    from sgpt_qdrant import SGPTEmbedding
+
+    trainer = Trainer(_config(plain_neo, task, tmp_path / "t", epochs=4, eval_steps=0))
+    before = evaluate(trainer.embed, trainer.sts_dev)["cosine_spearman"]
+    result = trainer.run()
+    after = result.history[-1]["cosine_spearman"]
+    assert result.steps == 100 and len(result.history) == 4  # one evaluation per epoch
+    assert trainer.log[-1][1] < trainer.log[0][1] - 1.0  # loss fell
+    assert before < 0.25 and after > before + 0.3, (before, after)
+    # The kept model is the best of the four epoch-end evaluations.
+    best = max(result.history, key=lambda r: max(r[k] for k in r if k.endswith("spearman")))
+    assert result.dev == {k: v for k, v in best.items() if k not in ("epoch", "steps")}
+    # Written out, the final in-memory model gives the same vectors through SGPTEmbedding.
+    trainer.output = tmp_path / "final"
+    trainer.save_model()
+    texts = ["dog big car", "a puppy on the street", "  happy kid  ", "film", "x " * 100]
+    embedding = SGPTEmbedding(model_name=str(tmp_path / "final"), device="cpu")
+    saved = np.asarray(embedding.get_text_embedding_batch(texts))
+    np.testing.assert_allclose(saved, trainer.embed(texts), atol=1e-5, rtol=0)
+    assert np.abs(saved).max() > 1e-3
+    # sgpt-eval scores the saved directory as the trainer scored it in memory.
+    from sgpt_qdrant.train.cli import eval_main
+
+    out = CliRunner().invoke(eval_main, [str(tmp_path / "t"), "--sts", str(task / "sts-dev.csv"), "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    scored = json.loads(out.output[out.output.index("{"):])
+    [metrics] = scored.values()
+    for key, value in best.items():
+        if key.endswith(("spearman", "pearson")):
+            assert metrics[key] == pytest.approx(value, abs=1e-5)
+
+
+def _dense_state(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items() if k.startswith("dense.")}
+
+
+def test_resume_gives_the_uninterrupted_result(plain_neo, task, tmp_path):
+    common = dict(max_steps=9, eval_steps=3, save_steps=2, keep_checkpoints=True)
+    full = Trainer(_config(plain_neo, task, tmp_path / "full", **common))
+    full.run()
+
+    def stop_at_5(trainer):  # as a first Ctrl-C does: finish the step, write a checkpoint, stop
+        if trainer.step == 5:
+            trainer.stop.requested = True
+
+    first = train(_config(plain_neo, task, tmp_path / "cut", **common), on_step=stop_at_5)
+    assert first.interrupted and first.steps == 5
+    assert (tmp_path / "cut" / "checkpoints" / "step-5" / "trainer_state.pt").is_file()
+    resumed = Trainer(_config(plain_neo, task, tmp_path / "cut", resume="auto", **common))
+    assert resumed.step == 5
+    resumed.run()
+
+    def crash_at_5(trainer):
+        if trainer.step == 5:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(_config(plain_neo, task, tmp_path / "crash", **common), on_step=crash_at_5)
+    after_crash = Trainer(_config(plain_neo, task, tmp_path / "crash", **common,
+                                  resume=str(tmp_path / "crash" / "checkpoints")))
+    assert after_crash.step == 4  # the last checkpoint before the crash
+    after_crash.run()
+
+    reference = _dense_state(full)
+    for other in (resumed, after_crash):
+        state = _dense_state(other)
+        for k, v in reference.items():
+            torch.testing.assert_close(state[k], v, atol=1e-6, rtol=0)
+        assert other.history == full.history
+    dev_csv = "eval/similarity_evaluation_sts-dev_results.csv"
+    full_rows = (tmp_path / "full" / dev_csv).read_text().splitlines()
+    assert len(full_rows) == 1 + 3 + 1  # header, steps 3/6/9, end
+    for name in ("cut", "crash"):
+        rows = (tmp_path / name / dev_csv).read_text().splitlines()
+        assert [r.split(",")[:2] for r in rows] == [r.split(",")[:2] for r in full_rows]
+        np.testing.assert_allclose(np.loadtxt(tmp_path / name / dev_csv, delimiter=",", skiprows=1),
+                                   np.loadtxt(tmp_path / "full" / dev_csv, delimiter=",", skiprows=1), atol=1e-6)
+
+
+def test_resume_refuses_other_settings(plain_neo, task, tmp_path):
+    common = dict(max_steps=4, save_steps=2, eval_steps=0, sts_dev=None)
+    train(_config(plain_neo, task, tmp_path / "r", **common), on_step=lambda t: setattr(t.stop, "requested", True))
+    with pytest.raises(ValueError, match="lr=0.01, this run has 0.02"):
+        Trainer(_config(plain_neo, task, tmp_path / "r", resume="auto", **{**common, "lr": 2e-2}))
+    with pytest.raises(FileNotFoundError, match="no resume checkpoint"):
+        Trainer(_config(plain_neo, task, tmp_path / "empty", resume="auto", **common))
+
+
+def test_cli_train_and_errors(plain_neo, task, tmp_path):
+    from sgpt_qdrant.train.cli import main
+
+    out = tmp_path / "cli"
+    args = ["--data", str(task / "triplets.tsv"), "--output", str(out), "--base-model", str(plain_neo),
+            "--max-steps", "3", "--batch-size", "8", "--sts-dev", str(task / "sts-dev.csv"),
+            "--sts-test", str(task / "sts-dev.csv"), "--no-progress", "--device", "cpu", "--dense", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["steps"] == 3 and set(summary["test"]) == set(summary["dev"])
+    assert (out / "eval" / "similarity_evaluation_sts-test_results.csv").read_text().splitlines()[1].startswith("-1,-1,")
+    assert not (out / "checkpoints").exists()
+    card = (out / "README.md").read_text()
+    assert "| Steps | 3 of 3 planned" in card and "test |" in card and "2 × Dense 32→32" in card
+
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 1 and "already holds a model" in again.output and "--overwrite" in again.output
+    missing = CliRunner().invoke(main, [*args, "--overwrite", "--data", str(tmp_path / "nope.tsv")])
+    assert missing.exit_code == 1 and "nope.tsv: no such data file" in missing.output
+    assert math.isclose(summary["best_score"], max(v for k, v in summary["dev"].items() if k.endswith("spearman")))
