@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -212,7 +213,9 @@ class Encoder:
         if self.device.type == "cuda":
             from .runtime.cuda import DevicePool
 
-            self._pool = DevicePool(self.model, self.devices, on_oom=self._shrink_budget)
+            me = weakref.ref(self)  # the workers must not keep the encoder alive
+            self._pool = DevicePool(self.model, self.devices, on_oom=lambda: me() and me()._shrink_budget())
+            weakref.finalize(self, self._pool.close)  # workers exit when the encoder is collected
         self._warmup_seconds = runner.warmup_seconds
         log.info("encoder ready: %s on %s, %s backend, warm-up %.2fs", self.mode,
                  ",".join(map(str, self.devices)), self.backend, self._warmup_seconds)
