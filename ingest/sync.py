@@ -129,7 +129,7 @@ class _Producer(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
             return _Event("failed", message=f"{source.path}: cannot chunk: {exc}")
         if not chunks and stored is None:
-            return _Event("unchanged", message="\n".join(doc.warnings))  # empty, and nothing stored
+            return _Event("skipped", message=f"{source.path}: no text")  # and nothing stored
         return _Event("doc", Prepared(doc, chunks, version), "\n".join(doc.warnings))
 
 
