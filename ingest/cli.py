@@ -128,6 +128,8 @@ def run(paths, *, collection=store.DEFAULT_COLLECTION, qdrant_path=store.DEFAULT
                 encoder = Encoder(checkpoint, device=device, dtype=dtype)
                 encode = encoder.encode
                 store.ensure_collection(client, collection, checkpoint.dimension)
+                if store.is_local(client):
+                    store.tune_local(client, collection)
                 writer = store.Writer(client, collection)
             progress = _Progress(len(files), enabled=not quiet and sys.stderr.isatty())
             summary = sync(files, state, tokenizer=checkpoint.tokenizer, max_tokens=max_tokens, model=model,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import pytest
 from llama_index.core.schema import MetadataMode, TextNode
@@ -192,3 +191,15 @@ def test_stop_after_any_request_then_rerun_equals_clean_run(tmp_path, tiny_encod
             break
         n += 1
     assert n >= 5  # the run above had several requests to be stopped before
+
+
+def test_tuned_local_store_keeps_what_it_wrote(tmp_path):
+    chunks = chunk_text("One sentence. Another one.", REF, 75)
+    points = store.make_points("a", "/a", chunks, [[1.0, 0.0]], chunk_count=1, content_hash="h", version="v",
+                               model="m")
+    with store.open_client(str(tmp_path / "q")) as client:
+        store.ensure_collection(client, "c", 2)
+        assert store.tune_local(client, "c")
+        store.Writer(client, "c").upsert(points)
+    with store.open_client(str(tmp_path / "q")) as client:
+        assert store.read_state(client, "c")["a"].complete("v")
