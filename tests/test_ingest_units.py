@@ -203,3 +203,40 @@ def test_tuned_local_store_keeps_what_it_wrote(tmp_path):
         store.Writer(client, "c").upsert(points)
     with store.open_client(str(tmp_path / "q")) as client:
         assert store.read_state(client, "c")["a"].complete("v")
+
+
+class _Flaky:
+    """Stands in for a server client: fails each request's first try with a connection error."""
+
+    def __init__(self, inner):
+        self.inner, self.calls, self.failed = inner, [], set()
+
+    def __getattr__(self, name):
+        from qdrant_client.http.exceptions import ResponseHandlingException
+
+        def call(**kwargs):
+            key = (name, repr(kwargs))
+            self.calls.append((name, kwargs.get("wait")))
+            if key not in self.failed:
+                self.failed.add(key)
+                raise ResponseHandlingException(ConnectionError("connection reset"))
+            return getattr(self.inner, name)(**kwargs)
+
+        return call
+
+
+def test_server_writer_retries_pipelines_and_waits_at_the_end():
+    inner = QdrantClient(":memory:")
+    store.ensure_collection(inner, "c", 2)
+    chunks = chunk_text("One. Two.", REF, 75)
+    points = store.make_points("a", "/a", chunks, [[1.0, 0.0]], chunk_count=1, content_hash="h", version="v",
+                               model="m")
+    client = _Flaky(inner)
+    writer = store.Writer(client, "c", backoff=0.0)
+    assert writer.wait is False  # not a local client: requests do not wait
+    writer.upsert(points)
+    writer.delete(store.stale_filter("a", "v"))
+    writer.close()
+    assert [c for c in client.calls if c[1] is not None] == [
+        ("upsert", False), ("upsert", False), ("delete", False), ("delete", False), ("delete", True), ("delete", True)]
+    assert store.read_state(inner, "c")["a"].complete("v")
