@@ -136,6 +136,8 @@ def read_document(source: SourceFile) -> Document:
     path = source.path
     if path.suffix.lower() in BINARY_EXTENSIONS:
         raise Skipped(f"{path}: not a text file")
+    if path.exists() and not path.is_file():  # a FIFO, socket or device: reading could block forever
+        raise Skipped(f"{path}: not a regular file")
     try:
         data = path.read_bytes()
     except OSError as exc:

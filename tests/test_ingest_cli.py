@@ -235,3 +235,22 @@ def test_setup_errors_are_one_line(tmp_path, tiny_model_dir):
     proc = inproc(tmp_path / "a.txt", "--model", tmp_path / "no-model", "--qdrant-path", tmp_path / "q")
     assert proc.exit_code == 2 and len(proc.stderr.strip().splitlines()) == 1 and "no-model" in proc.stderr
     assert not (tmp_path / "q").exists()
+    proc = inproc(tmp_path / "a.txt", "--model", tiny_model_dir, "--qdrant-path", tmp_path / "q", "--dry-run", "--json")
+    assert proc.exit_code == 0 and json.loads(proc.stdout)["ingested"] == 1
+    assert not (tmp_path / "q").exists()  # a dry run creates nothing
+
+
+def test_a_failed_file_is_named_and_the_others_are_done(tmp_path, tiny_model_dir):
+    for folder, text in [("one", "First folder text."), ("two", "Second folder text.")]:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "same.txt").write_text(text)
+    (tmp_path / "two" / "other.txt").write_text("Another file.")
+    proc = inproc(tmp_path / "one", tmp_path / "two", "--model", tiny_model_dir, "--qdrant-path", tmp_path / "q",
+                  "--json")
+    assert proc.exit_code == 1
+    summary = json.loads(proc.stdout)
+    assert summary["failed"] == 1 and summary["ingested"] == 2
+    assert str(tmp_path / "two" / "same.txt") in proc.stderr
+    texts = {json.loads(p["_node_content"])["text"] for p, _ in stored(tmp_path / "q").values()}
+    assert texts == {"First folder text.", "Another file."}
+

@@ -85,12 +85,13 @@ def test_read_binary_invalid_utf8_and_symlink_loop(tmp_path):
     (sub / "b.md").write_text("# b")
     os.symlink(tmp_path, sub / "loop")  # a directory loop
     os.symlink(tmp_path / "self-link", tmp_path / "self-link")  # a file loop (ELOOP)
+    os.mkfifo(tmp_path / "pipe")  # reading it would block
     files = list(find_files([tmp_path]))
     ids = sorted(f.doc_id for f in files)
-    assert ids == ["a.txt", "bad.txt", "blob", "img.dat", "self-link", "sub/b.md"]
+    assert ids == ["a.txt", "bad.txt", "blob", "img.dat", "pipe", "self-link", "sub/b.md"]
     assert sorted(f.doc_id for f in find_files([tmp_path], include=["*.txt", "sub/*"], exclude=["bad*"])) == \
         ["a.txt", "sub/b.md"]
-    for name in ["img.dat", "blob", "self-link"]:
+    for name in ["img.dat", "blob", "self-link", "pipe"]:
         with pytest.raises(Skipped):
             read_document(SourceFile(tmp_path / name, name))
     doc = read_document(SourceFile(tmp_path / "bad.txt", "bad.txt"))
