@@ -30,14 +30,18 @@ class NoDuplicatesBatcher:
         return len(self.examples) // self.batch_size
 
     def next_batch(self) -> list[Sequence[str]]:
-        batch: list[Sequence[str]] = []
+        return [self.examples[i] for i in self.next_indices()]
+
+    def next_indices(self) -> list[int]:
+        """The next batch as indices into ``examples``."""
+        batch: list[int] = []
         seen: set[str] = set()
         scanned = 0
         while len(batch) < self.batch_size:
-            example = self.examples[self.order[self.pointer]]
-            keys = [text.strip().lower() for text in example]
+            index = self.order[self.pointer]
+            keys = [text.strip().lower() for text in self.examples[index]]
             if not any(key in seen for key in keys):
-                batch.append(example)
+                batch.append(index)
                 seen.update(keys)
             self.pointer += 1
             scanned += 1
