@@ -96,6 +96,9 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
     Re-running is incremental: unchanged files are not embedded again, changed files have all
     their chunks replaced. State lives in Qdrant, so a killed run is finished by running the
     same command again.
+
+    Exit status: 0 all readable files ingested; 1 some file failed (each named on stderr; the
+    others are done); 2 a problem found before any work; 130 interrupted (Ctrl-C).
     """
     sys.exit(run(paths, collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url,
                  prefer_grpc=prefer_grpc, timeout=timeout, model=model, device=device, dtype=dtype,
