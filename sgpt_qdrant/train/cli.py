@@ -69,10 +69,13 @@ def main(**options) -> None:
     config = TrainConfig(**options)
     try:
         result = train(config)
+        main_rank = distributed.is_main()
     except _USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         distributed.shutdown()
+    if not main_rank:
+        return
     if result.interrupted:
         click.echo(f"stopped at step {result.steps} of {result.total_steps}; continue with: "
                    f"sgpt-train ... --output {config.output} --resume", err=True)

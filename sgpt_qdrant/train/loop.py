@@ -342,7 +342,7 @@ class Trainer:
                 shutil.rmtree(self.output / "eval", ignore_errors=True)
             self._rewrite_csv()
             log.info(
-                "%d training triplets (%d pairs, %d ready-made) → %d steps of %d × %d GPU(s); warmup %d; "
+                "%d training triplets (%d pairs, %d ready-made) → %d steps of %d × %d process(es); warmup %d; "
                 "eval every %s steps", len(self.triplets), len(self.data.pairs), len(self.data.triplets),
                 self.total_steps, cfg.batch_size, self.world, self.warmup_steps, self.eval_steps or "epoch",
             )
