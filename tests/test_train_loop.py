@@ -304,3 +304,13 @@ def test_torchrun_two_processes_and_resume(plain_neo, task, tmp_path):
         a, b = (torch.load(tmp_path / x / f"{i}_Dense" / "pytorch_model.bin") for x in ("a", "b"))
         for k in a:
             torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+
+
+def test_sgpt_directory_is_trained_further_as_it_is(tiny_model_dir):
+    from sgpt_qdrant import load_checkpoint
+    from sgpt_qdrant.train.base import start_checkpoint
+
+    start, saved = start_checkpoint(str(tiny_model_dir), n_dense=2), load_checkpoint(str(tiny_model_dir))
+    assert len(start.dense) == len(saved.dense) == 5  # its own layers, not 2 new ones
+    for a, b in zip(start.dense, saved.dense):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
