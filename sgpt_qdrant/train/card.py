@@ -75,7 +75,8 @@ def write_model_card(path: Path, trainer: Trainer, test: dict[str, float] | None
                  f"{trainer.base.dimension} + GELU per token, {trainer.base.pooling} pooling"),
         ("Max sequence length", f"{trainer.max_length} tokens (pad = eos, right padding)"),
         ("Data", f"{sources} (split `{cfg.split}`): {len(trainer.data.pairs):,} pairs → "
-                 f"{len(trainer.triplets):,} triplets"),
+                 f"{len(trainer.triplets) - len(trainer.data.triplets):,} triplets by the recipe, plus "
+                 f"{len(trainer.data.triplets):,} ready-made; {len(trainer.triplets):,} in all"),
         ("Batching", f"no duplicate texts per batch; {cfg.batch_size} per process × {trainer.world} process(es) "
                      f"= {per_step} anchors per step, each scored against {2 * per_step} candidates"),
         ("Loss", f"MultipleNegativesRankingLoss, cosine, scale {cfg.scale:g}, in-batch + hard negatives"),
