@@ -51,6 +51,8 @@ def main() -> None:
     import torch
 
     from ingest import store
+    from ingest.collection_config import ensure_collection
+    from ingest.upload import Uploader
     from ingest.read import find_files
     from ingest.sync import sync
     from sgpt_qdrant import Encoder
@@ -72,12 +74,12 @@ def main() -> None:
         encoder.encode(["warm up the kernels"] * 8)
 
         with store.open_client(str(tmp / "qdrant")) as client:
-            store.ensure_collection(client, "bench", encoder.dimension)
+            ensure_collection(client, "bench", encoder.dimension, vector_name=store.VECTOR_NAME)
             store.tune_local(client, "bench")  # as sgpt-ingest does
             files = list(find_files([docs]))
             summary = sync(files, store.read_state(client, "bench"), tokenizer=checkpoint.tokenizer,
                            max_tokens=checkpoint.max_seq_length, model="random-125m", encode=encoder.encode,
-                           writer=store.Writer(client, "bench"), batch_size=args.batch_size,
+                           writer=Uploader(client, "bench", barrier_deletes=False), batch_size=args.batch_size,
                            on_message=lambda m: None)
             texts = []
             offset = None

@@ -24,11 +24,12 @@ from sgpt_qdrant.checkpoint import DEFAULT_MODEL
 @click.option("--collection", default=store.DEFAULT_COLLECTION, show_default=True)
 @click.option("--qdrant-path", default=store.DEFAULT_PATH, show_default=True)
 @click.option("--qdrant-url", envvar="QDRANT_URL", default=None)
+@click.option("--prefer-grpc", is_flag=True, help="Talk to the server over gRPC.")
 @click.option("--model", envvar="SGPT_MODEL", default=DEFAULT_MODEL, show_default=True)
 @click.option("--top-k", default=3, show_default=True)
-def main(query, collection, qdrant_path, qdrant_url, model, top_k):
+def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, top_k):
     embed_model = SGPTEmbedding(model_name=model)
-    with store.open_client(qdrant_path, qdrant_url, os.environ.get("QDRANT_API_KEY")) as client:
+    with store.open_client(qdrant_path, qdrant_url, os.environ.get("QDRANT_API_KEY"), prefer_grpc) as client:
         vector_store = QdrantVectorStore(client=client, collection_name=collection)
         index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model)
         for source in index.as_retriever(similarity_top_k=top_k).retrieve(query):

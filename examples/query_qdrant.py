@@ -23,15 +23,16 @@ from sgpt_qdrant.checkpoint import DEFAULT_MODEL
 @click.option("--collection", default=store.DEFAULT_COLLECTION, show_default=True)
 @click.option("--qdrant-path", default=store.DEFAULT_PATH, show_default=True)
 @click.option("--qdrant-url", envvar="QDRANT_URL", default=None)
+@click.option("--prefer-grpc", is_flag=True, help="Talk to the server over gRPC.")
 @click.option("--model", envvar="SGPT_MODEL", default=DEFAULT_MODEL, show_default=True)
 @click.option("--file-name", default=None, help="Only chunks of this file (a payload filter on file_name).")
 @click.option("--limit", default=3, show_default=True)
-def main(query, collection, qdrant_path, qdrant_url, model, file_name, limit):
+def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, file_name, limit):
     vector = Encoder(model).encode([query])[0].tolist()
     only = None
     if file_name:
         only = models.Filter(must=[models.FieldCondition(key="file_name", match=models.MatchValue(value=file_name))])
-    with store.open_client(qdrant_path, qdrant_url, os.environ.get("QDRANT_API_KEY")) as client:
+    with store.open_client(qdrant_path, qdrant_url, os.environ.get("QDRANT_API_KEY"), prefer_grpc) as client:
         hits = client.query_points(collection, query=vector, using=store.VECTOR_NAME, query_filter=only,
                                    limit=limit, with_payload=True).points
     for hit in hits:

@@ -7,16 +7,21 @@ argument, model, store or collection), 130 when interrupted (Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 import time
 
 import click
 
+from . import collection_config as cc
 from . import store
+from .partition import owns, parse_partition
 from .read import find_files
 from .sync import Summary, sync
+from .upload import Uploader, UploadError, is_local
 
 EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -72,7 +77,7 @@ def _summary_line(s: Summary) -> str:
 @click.option("--timeout", type=int, default=None, help="Server request timeout in seconds.")
 @click.option("--model", envvar="SGPT_MODEL", default=None,
               help="SGPT model: Hub id or local folder (env SGPT_MODEL). [default: "
-                   "Muennighoff/SGPT-125M-weightedmean-nli-bitfit]")
+                   "Muennighoff/SGPT-125M-mean-nli-linearthenpool5]")
 @click.option("--device", default=None, help="torch device (cpu, cuda, cuda:1, mps); default: the best available.")
 @click.option("--dtype", default=None, help="Precision: fp32, bf16, fp16 (GPU), int8 (CPU); default by device.")
 @click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True,
@@ -87,8 +92,31 @@ def _summary_line(s: Summary) -> str:
 @click.option("--dry-run", is_flag=True, help="Show what would change (new, changed, unchanged, pruned); embed and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary; errors and warnings still go to stderr.")
+@click.option("--partition", metavar="K/N", default=None,
+              help="Take share K of N (1-based) of the documents, by a stable hash of the document id, so N "
+                   "workers fill one collection together; --prune then only touches this share.")
+@click.option("--bulk-load", is_flag=True,
+              help="Defer HNSW indexing while loading (indexing threshold 0) and restore it at the end; "
+                   "a killed run's settings are restored by the next run. For large first loads on a server.")
+@click.option("--upsert-batch", type=click.IntRange(1), default=256, show_default=True,
+              help="Points per upsert request.")
+@click.option("--in-flight", type=click.IntRange(1), default=4, show_default=True,
+              help="Upsert requests in flight at once (server only; the embedded store writes one at a time).")
+@click.option("--shards", type=click.IntRange(1), default=None, help="New collection: number of shards.")
+@click.option("--replication-factor", type=click.IntRange(1), default=None,
+              help="New collection: copies of each shard.")
+@click.option("--write-consistency", type=click.IntRange(1), default=None,
+              help="New collection: replicas that must acknowledge a write.")
+@click.option("--on-disk", is_flag=True, default=None, help="New collection: vectors on disk (memmap) instead of RAM.")
+@click.option("--on-disk-payload", is_flag=True, default=None, help="New collection: payloads on disk.")
+@click.option("--quantization", type=click.Choice(["none", "int8"]), default="none", show_default=True,
+              help="New collection: int8 scalar quantisation of the stored vectors (kept in RAM).")
+@click.option("--hnsw-m", type=click.IntRange(0), default=None, help="New collection: HNSW m (edges per node).")
+@click.option("--hnsw-ef-construct", type=click.IntRange(1), default=None, help="New collection: HNSW ef_construct.")
 def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model, device, dtype, batch_size,
-        chunk_overlap, include, exclude, prune, dry_run, as_json, quiet):
+        chunk_overlap, include, exclude, prune, dry_run, as_json, quiet, partition, bulk_load, upsert_batch,
+        in_flight, shards, replication_factor, write_consistency, on_disk, on_disk_payload, quantization, hnsw_m,
+        hnsw_ef_construct):
     """Chunk documents (.txt, .md, .rst, .html and other text files; folders are read
     recursively) into pieces of at most the model's max_seq_length tokens, embed them with SGPT
     and store them in Qdrant, where LlamaIndex's QdrantVectorStore can query them.
@@ -97,65 +125,116 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
     their chunks replaced. State lives in Qdrant, so a killed run is finished by running the
     same command again.
 
+    The "New collection" options apply when this command creates the collection; an existing
+    one is used as it is, with a warning for each difference (a different dimension or
+    distance is refused). The embedded store ignores the server-only ones.
+
     Exit status: 0 all readable files ingested; 1 some file failed (each named on stderr; the
     others are done); 2 a problem found before any work; 130 interrupted (Ctrl-C).
     """
     sys.exit(run(paths, collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url,
                  prefer_grpc=prefer_grpc, timeout=timeout, model=model, device=device, dtype=dtype,
                  batch_size=batch_size, chunk_overlap=chunk_overlap, include=include, exclude=exclude,
-                 prune=prune, dry_run=dry_run, as_json=as_json, quiet=quiet))
+                 prune=prune, dry_run=dry_run, as_json=as_json, quiet=quiet, partition=partition,
+                 bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
+                 settings=dict(shards=shards, replication_factor=replication_factor,
+                               write_consistency_factor=write_consistency, on_disk=on_disk,
+                               on_disk_payload=on_disk_payload, quantization=quantization == "int8",
+                               hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)))
+
+
+class _LogToProgress(logging.Handler):
+    """Library warnings (retries, collection differences, bulk load) around the progress bar."""
+
+    def __init__(self, progress: _Progress) -> None:
+        super().__init__(logging.WARNING)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.progress.message(f"warning: {record.getMessage()}")
 
 
 def run(paths, *, collection=store.DEFAULT_COLLECTION, qdrant_path=store.DEFAULT_PATH, qdrant_url=None,
         prefer_grpc=False, timeout=None, model=None, device=None, dtype=None, batch_size=256, chunk_overlap=0,
-        include=(), exclude=(), prune=False, dry_run=False, as_json=False, quiet=False) -> int:
-    """The command without click: returns the exit status."""
+        include=(), exclude=(), prune=False, dry_run=False, as_json=False, quiet=False, partition=None,
+        bulk_load=False, upsert_batch=256, in_flight=4, settings=None) -> int:
+    """The command without click: returns the exit status. ``settings``: CollectionSettings fields."""
     from sgpt_qdrant import checkpoint as ckpt
 
     model = model or ckpt.DEFAULT_MODEL
-    progress = None
+    progress = _Progress(0, enabled=False)
+    handler = _LogToProgress(progress)
+    loggers = [logging.getLogger(name) for name in ("ingest", "sgpt_qdrant")]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    bulk = False  # a bulk load of this run is on: end it when the run ends
     try:
-        files = list(find_files(paths, include, exclude))
+        share = parse_partition(partition) if partition else None
+        collection_settings = cc.CollectionSettings(**(settings or {}))
+        files = [f for f in find_files(paths, include, exclude) if owns(share, f.doc_id)]
         checkpoint = ckpt.load(model)
         max_tokens = checkpoint.max_seq_length
         if chunk_overlap >= max_tokens:
             raise click.BadParameter(f"must be below the model's {max_tokens} tokens", param_hint="--chunk-overlap")
         api_key = os.environ.get("QDRANT_API_KEY") or None
         with store.open_client(qdrant_path, qdrant_url, api_key, prefer_grpc, timeout, create=not dry_run) as client:
-            store.check_collection(client, collection, checkpoint.dimension)  # before any work
-            state = store.read_state(client, collection)
-            encode = writer = None
+            cc.check_collection(client, collection, checkpoint.dimension, vector_name=store.VECTOR_NAME)  # before any work
+            encode = None
             if not dry_run:
                 from sgpt_qdrant import Encoder
 
                 encoder = Encoder(checkpoint, device=device, dtype=dtype)
                 encode = encoder.encode
-                store.ensure_collection(client, collection, checkpoint.dimension)
-                if store.is_local(client):
+                created = cc.ensure_collection(client, collection, checkpoint.dimension, collection_settings,
+                                               vector_name=store.VECTOR_NAME, bulk_load=bulk_load)
+                bulk = created.bulk_load
+                if is_local(client):
                     store.tune_local(client, collection)
-                writer = store.Writer(client, collection)
+            state = {doc_id: s for doc_id, s in store.read_state(client, collection).items() if owns(share, doc_id)}
             progress = _Progress(len(files), enabled=not quiet and sys.stderr.isatty())
-            summary = sync(files, state, tokenizer=checkpoint.tokenizer, max_tokens=max_tokens, model=model,
-                           overlap=chunk_overlap, encode=encode, writer=writer, batch_size=batch_size,
-                           prune=prune, dry_run=dry_run, on_progress=progress.update,
-                           on_message=lambda m: None if quiet and m.startswith("skipped") else progress.message(m))
+            handler.progress = progress
+            writer = contextlib.nullcontext() if dry_run else Uploader(
+                client, collection, batch_size=upsert_batch, max_in_flight=in_flight, barrier_deletes=False)
+            try:
+                with writer:
+                    summary = sync(files, state, tokenizer=checkpoint.tokenizer, max_tokens=max_tokens, model=model,
+                                   overlap=chunk_overlap, encode=encode, writer=None if dry_run else writer,
+                                   batch_size=batch_size, prune=prune, dry_run=dry_run, on_progress=progress.update,
+                                   on_message=lambda m: None if quiet and m.startswith("skipped") else progress.message(m))
+            except KeyboardInterrupt:
+                progress.close()
+                if bulk:
+                    _restore_after_interrupt(client, collection)
+                raise
             progress.close()
+            if bulk:
+                cc.end_bulk_load(client, collection)
+            if not dry_run:
+                cc.warn_if_large_local(client, collection)
     except KeyboardInterrupt:
-        if progress is not None:
-            progress.close()
+        progress.close()
         _err("interrupted; what was written is consistent: run the same command again to finish")
         return EXIT_INTERRUPTED
     except click.BadParameter as exc:
         _err(f"error: {exc.format_message()}")
         return EXIT_SETUP
-    except (store.StoreError, ckpt.CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (store.StoreError, ckpt.CheckpointError, cc.BulkLoadError, FileNotFoundError, ValueError) as exc:
         _err(f"error: {exc}")
         return EXIT_SETUP
+    except UploadError as exc:  # the server stayed down mid-run: what was written is consistent
+        progress.close()
+        _err(f"error: {exc}")
+        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless asked
         if os.environ.get("SGPT_INGEST_DEBUG"):
             raise
         _err(f"error: {type(exc).__name__}: {exc}")
         return EXIT_SETUP
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+            logger.propagate = True
     if as_json:
         click.echo(json.dumps(summary.to_dict(), sort_keys=True))
     elif not quiet:
@@ -163,6 +242,15 @@ def run(paths, *, collection=store.DEFAULT_COLLECTION, qdrant_path=store.DEFAULT
     for failure in summary.failures:
         _err(f"failed: {failure}")
     return EXIT_FAILED if summary.failed else 0
+
+
+def _restore_after_interrupt(client, collection: str) -> None:
+    """Ctrl-C during a bulk load: put the index settings back now (best effort; the marker in
+    the collection lets the next run do it otherwise)."""
+    try:
+        cc.end_bulk_load(client, collection, interrupted=True)
+    except Exception as exc:  # noqa: BLE001 - the next run restores from the marker
+        _err(f"warning: index settings not restored now ({type(exc).__name__}); the next run restores them")
 
 
 def main() -> None:

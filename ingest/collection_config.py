@@ -38,6 +38,7 @@ __all__ = [
     "CollectionState",
     "CollectionMismatchError",
     "BulkLoadError",
+    "check_collection",
     "ensure_collection",
     "begin_bulk_load",
     "end_bulk_load",
@@ -268,6 +269,15 @@ class bulk_load:  # noqa: N801 - used like a function: `with bulk_load(client, n
                 "collection %r: could not restore the index settings now (%s); the next run restores them",
                 self.name, error,
             )
+
+
+def check_collection(client: QdrantClient | None, name: str, dim: int, *, vector_name: str | None = None) -> bool:
+    """Read-only check before any work (dry runs too): True when the collection exists and can
+    hold this model's vectors, False when it does not exist, CollectionMismatchError otherwise."""
+    if client is None or not client.collection_exists(name):
+        return False
+    _check_vectors(name, client_url(client), client.get_collection(name), dim, vector_name)
+    return True
 
 
 def ensure_collection(

@@ -1,5 +1,5 @@
-"""Everything Qdrant: open a client, check or create the collection, read what is stored per
-document, build the points LlamaIndex reads, and write them.
+"""What the ingest stores in Qdrant: open a client, read what is stored per document, build the
+points LlamaIndex reads, and the filters that delete them.
 
 Payloads are made by LlamaIndex itself (``node_to_metadata_dict`` of a ``TextNode``), so
 ``QdrantVectorStore`` reads them back as nodes: ``_node_content``, ``_node_type``, ``doc_id`` /
@@ -10,15 +10,14 @@ State lives here, in the payload: every point of a document carries its ``ingest
 (content hash + model + chunking settings) and ``chunk_count``. A document is complete when all
 its points have one version and there are exactly ``chunk_count`` of them.
 
-The write path is one small seam, :class:`Writer` (``upsert`` batches of points, ``delete`` by
-filter, ``close``): any object with those three methods can replace it.
+Creating and checking the collection (and bulk-load mode) is :mod:`ingest.collection_config`;
+writing is :class:`ingest.upload.Uploader`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -74,45 +73,6 @@ def open_client(path: str | None = None, url: str | None = None, api_key: str | 
         yield client
     finally:
         client.close()
-
-
-def is_local(client: QdrantClient) -> bool:
-    return type(getattr(client, "_client", None)).__name__ in {"QdrantLocal", "AsyncQdrantLocal"}
-
-
-def _vector_params(info: models.CollectionInfo) -> models.VectorParams | None:
-    vectors = info.config.params.vectors
-    if isinstance(vectors, dict):
-        return vectors.get(VECTOR_NAME) or vectors.get("")
-    return vectors
-
-
-def check_collection(client: QdrantClient | None, name: str, dim: int) -> bool:
-    """True if it exists and fits; :class:`StoreError` if it exists with another shape."""
-    if client is None or not client.collection_exists(name):
-        return False
-    params = _vector_params(client.get_collection(name))
-    if params is None:
-        raise StoreError(f"collection {name!r} has no vector named {VECTOR_NAME!r}; use another --collection")
-    if params.size != dim or params.distance != models.Distance.COSINE:
-        raise StoreError(f"collection {name!r} holds {params.size}-dim {params.distance.value} vectors, this model "
-                         f"makes {dim}-dim Cosine ones; use another --collection or the model it was built with")
-    return True
-
-
-def ensure_collection(client: QdrantClient, name: str, dim: int) -> bool:
-    """Create the collection (cosine, ``dim``) unless it exists and fits. True when created."""
-    if check_collection(client, name, dim):
-        created = False
-    else:
-        client.create_collection(name, vectors_config={
-            VECTOR_NAME: models.VectorParams(size=dim, distance=models.Distance.COSINE)})
-        created = True
-    if not is_local(client):  # local mode has no payload indexes (it filters by scanning)
-        schema = client.get_collection(name).payload_schema or {}
-        if DOC_ID_FIELD not in schema:
-            client.create_payload_index(name, DOC_ID_FIELD, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
-    return created
 
 
 def tune_local(client: QdrantClient, name: str) -> bool:
@@ -194,49 +154,3 @@ def stale_filter(doc_id: str, version: str) -> models.Filter:
 
 def docs_filter(doc_ids: Sequence[str]) -> models.Filter:
     return models.Filter(must=[models.FieldCondition(key=DOC_ID_FIELD, match=models.MatchAny(any=list(doc_ids)))])
-
-
-def _retryable(exc: BaseException) -> bool:
-    try:
-        from ingest.upload import is_retryable
-    except ImportError:  # pragma: no cover - upload.py belongs to the scale work
-        return False
-    return is_retryable(exc)
-
-
-class Writer:
-    """Writes in the caller's order. Local mode: each request waits. Server: requests do not wait
-    (Qdrant applies them in order), transient errors are retried with backoff, and ``close``
-    makes one waiting request so that everything sent is applied when it returns."""
-
-    def __init__(self, client: QdrantClient, collection: str, retries: int = 5, backoff: float = 0.5) -> None:
-        self.client, self.collection = client, collection
-        self.wait = is_local(client)
-        self.retries, self.backoff = retries, backoff
-        self.points_written = 0
-
-    def _call(self, request, **kwargs) -> None:
-        for attempt in range(self.retries + 1):
-            try:
-                request(collection_name=self.collection, **kwargs)
-                return
-            except Exception as exc:  # noqa: BLE001 - filtered by _retryable
-                if attempt == self.retries or not _retryable(exc):
-                    raise
-                delay = self.backoff * 2 ** attempt
-                log.warning("qdrant request failed (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-
-    def upsert(self, points: Sequence[models.PointStruct]) -> None:
-        if points:
-            self._call(self.client.upsert, points=list(points), wait=self.wait)
-            self.points_written += len(points)
-
-    def delete(self, selector: models.Filter) -> None:
-        self._call(self.client.delete, points_selector=models.FilterSelector(filter=selector), wait=self.wait)
-
-    def close(self) -> None:
-        if not self.wait:  # a waiting no-op delete: applied after everything sent before it
-            marker = models.Filter(must=[models.HasIdCondition(has_id=[point_id("\0flush", 0)])])
-            self._call(self.client.delete, points_selector=models.FilterSelector(filter=marker), wait=True)
-

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -41,6 +42,19 @@ def version_of(content_hash: str, model: str, max_tokens: int, overlap: int) -> 
     """What a document's points were made from: change any part and they are rebuilt."""
     key = f"{content_hash}\0{model}\0{max_tokens}\0{overlap}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class Writer(Protocol):
+    """Where points go: :class:`ingest.upload.Uploader` (pipelined, retrying) or a test double.
+
+    Deletes are only of points this run does not write (other versions, pruned documents), so a
+    writer may reorder them against upserts."""
+
+    def upsert(self, points: list) -> None: ...
+
+    def delete(self, selector) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -142,7 +156,7 @@ def sync(
     model: str,
     overlap: int = 0,
     encode: Callable[[list[str]], np.ndarray] | None = None,
-    writer: store.Writer | None = None,
+    writer: Writer | None = None,
     batch_size: int = 256,
     prune: bool = False,
     dry_run: bool = False,

@@ -76,7 +76,9 @@ def test_help_documents_every_option():
     out = CliRunner().invoke(cli, ["--help"]).output
     for option in ["--collection", "--qdrant-path", "--qdrant-url", "QDRANT_API_KEY", "--model", "SGPT_MODEL",
                    "--device", "--batch-size", "--chunk-overlap", "--include", "--exclude", "--prune",
-                   "--dry-run", "--json", "--quiet", "--prefer-grpc", "--timeout"]:
+                   "--dry-run", "--json", "--quiet", "--prefer-grpc", "--timeout", "--partition", "--bulk-load",
+                   "--shards", "--replication-factor", "--write-consistency", "--on-disk", "--quantization",
+                   "--hnsw-m", "--hnsw-ef-construct", "--on-disk-payload", "--upsert-batch", "--in-flight"]:
         assert option in out
 
 
@@ -135,7 +137,7 @@ def test_wrong_dimension_refused_up_front(tmp_path, tiny_model_dir):
     (tmp_path / "a.txt").write_text("Some text.")
     proc = inproc(tmp_path / "a.txt", "--model", tiny_model_dir, "--qdrant-path", store)
     assert proc.exit_code == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "7-dim" in proc.stderr and COLLECTION in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "7-d Cosine" in proc.stderr and COLLECTION in proc.stderr
     assert stored(store) == {}
 
 
@@ -254,3 +256,72 @@ def test_a_failed_file_is_named_and_the_others_are_done(tmp_path, tiny_model_dir
     texts = {json.loads(p["_node_content"])["text"] for p, _ in stored(tmp_path / "q").values()}
     assert texts == {"First folder text.", "Another file."}
 
+
+
+def _docs_by_id(path) -> set[str]:
+    return {payload["doc_id"] for payload, _ in stored(path).values()}
+
+
+def test_partitions_fill_one_collection_and_prune_only_their_share(tmp_path, tiny_model_dir):
+    from ingest.partition import share_of
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    names = [f"note-{i:02d}.txt" for i in range(12)]
+    for i, name in enumerate(names):
+        (docs / name).write_text(f"Note {i} says the tide was {i} metres at noon. " * (1 + i % 3))
+    store = tmp_path / "qdrant"
+    base = [docs, "--model", tiny_model_dir, "--qdrant-path", store, "--json", "--prune"]
+    seen = []
+    for k in (1, 2, 3):
+        proc = inproc(*base, "--partition", f"{k}/3")
+        assert proc.exit_code == 0, proc.stderr
+        seen.append(json.loads(proc.stdout)["files_seen"])
+        assert _docs_by_id(store) == {n for n in names if share_of(n, 3) <= k}  # each worker adds its share only
+    assert sum(seen) == len(names) and all(seen)
+    assert _docs_by_id(store) == set(names)
+
+    # one deleted file in two different shares; worker A's --prune removes only its own
+    first, second = sorted({share_of(n, 3) for n in names})[:2]
+    gone_a = next(n for n in names if share_of(n, 3) == first)
+    gone_b = next(n for n in names if share_of(n, 3) == second)
+    (docs / gone_a).unlink()
+    (docs / gone_b).unlink()
+    proc = inproc(*base, "--partition", f"{first}/3")
+    assert proc.exit_code == 0 and json.loads(proc.stdout)["documents_deleted"] == 1
+    assert _docs_by_id(store) == set(names) - {gone_a}
+
+    proc = inproc(*base, "--partition", "4/3")
+    assert proc.exit_code == 2 and len(proc.stderr.strip().splitlines()) == 1 and "--partition" in proc.stderr
+
+
+def _bulk_marker(path):
+    with closing(QdrantClient(path=str(path))) as client:
+        return (client.get_collection(COLLECTION).config.metadata or {}).get("sgpt_bulk_load")
+
+
+def test_bulk_load_restores_index_settings_after_a_normal_and_a_killed_run(tmp_path, tiny_model_dir):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(3):
+        (docs / f"d{i}.txt").write_text(" ".join(f"File {i} line {j} on bulk loads." for j in range(30)))
+    store, clean = tmp_path / "qdrant", tmp_path / "clean"
+    args = [docs, "--model", tiny_model_dir, "--qdrant-path", store, "--batch-size", 4]
+
+    proc = inproc(*args, "--bulk-load", "--qdrant-path", clean)
+    assert proc.exit_code == 0, proc.stderr
+    assert "indexing deferred" in proc.stderr and "bulk-load mode on collection 'documents' ended" in proc.stderr
+    assert _bulk_marker(clean) is None  # restored and unmarked
+
+    proc = _start_paused([*args, "--bulk-load"])
+    _wait_for_batch(proc, 1)
+    proc.kill()  # SIGKILL mid-load: the marker stays in the collection
+    proc.communicate(timeout=60)
+    marker = _bulk_marker(store)
+    assert marker and marker["active"]
+
+    proc = inproc(*args)  # a normal run restores and finishes the job
+    assert proc.exit_code == 0, proc.stderr
+    assert "restored the index settings of an interrupted bulk load" in proc.stderr
+    assert _bulk_marker(store) is None
+    assert stored(store) == stored(clean)

@@ -11,9 +11,11 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from qdrant_client import QdrantClient, models
 
 from ingest import store
+from ingest.collection_config import CollectionMismatchError, check_collection, ensure_collection
 from ingest.chunk import chunk_text
 from ingest.read import SourceFile, Skipped, find_files, html_to_text, read_document
 from ingest.sync import sync
+from ingest.upload import Uploader
 from sgpt_qdrant.testing import gpt2_tokenizer
 
 REF = gpt2_tokenizer()  # an independent tokenizer instance: the reference for token counts
@@ -120,9 +122,10 @@ def test_wrong_dimension_is_refused():
     client = QdrantClient(":memory:")
     client.create_collection("c", vectors_config={store.VECTOR_NAME: models.VectorParams(
         size=7, distance=models.Distance.COSINE)})
-    with pytest.raises(store.StoreError, match="7-dim"):
-        store.check_collection(client, "c", 32)
-    assert store.check_collection(client, "c", 7)
+    with pytest.raises(CollectionMismatchError, match="7-d Cosine"):
+        check_collection(client, "c", 32, vector_name=store.VECTOR_NAME)
+    assert check_collection(client, "c", 7, vector_name=store.VECTOR_NAME)
+    assert not check_collection(client, "other", 7, vector_name=store.VECTOR_NAME)
 
 
 # -- the write order survives a stop after any request ------------------------------------------
@@ -131,18 +134,23 @@ class _Stop(Exception):
     pass
 
 
-class _DyingWriter(store.Writer):
+def _writer(client, **kwargs):
+    """Small requests, deletes coalesced and unordered against upserts, as sgpt-ingest writes."""
+    return Uploader(client, "c", batch_size=4, delete_batch=2, barrier_deletes=False, **kwargs)
+
+
+class _DyingWriter(Uploader):
     """Dies before its n-th request, as a SIGKILL between two requests would."""
 
-    def __init__(self, client, collection, n):
-        super().__init__(client, collection)
+    def __init__(self, client, n):
+        super().__init__(client, "c", batch_size=4, delete_batch=2, barrier_deletes=False)
         self.left = n
 
-    def _call(self, request, **kwargs):
+    def _call(self, what, request):
         if self.left == 0:
             raise _Stop
         self.left -= 1
-        super()._call(request, **kwargs)
+        return super()._call(what, request)
 
 
 def _write_docs(root, docs):
@@ -153,10 +161,10 @@ def _write_docs(root, docs):
 
 
 def _run(client, root, encoder, writer=None, prune=True):
-    store.ensure_collection(client, "c", encoder.dimension)
+    ensure_collection(client, "c", encoder.dimension, vector_name=store.VECTOR_NAME)
     return sync(list(find_files([root])), store.read_state(client, "c"), tokenizer=encoder.tokenizer,
                 max_tokens=encoder.max_length, model="tiny", encode=encoder.encode,
-                writer=writer or store.Writer(client, "c"), batch_size=3, prune=prune, on_message=lambda m: None)
+                writer=writer or _writer(client), batch_size=3, prune=prune, on_message=lambda m: None)
 
 
 def _points(client):
@@ -182,7 +190,7 @@ def test_stop_after_any_request_then_rerun_equals_clean_run(tmp_path, tiny_encod
         _run(client, root, tiny_encoder)
         _write_docs(root, v2)
         try:
-            _run(client, root, tiny_encoder, writer=_DyingWriter(client, "c", n))
+            _run(client, root, tiny_encoder, writer=_DyingWriter(client, n))
             finished = True
         except _Stop:
             finished = False
@@ -199,45 +207,9 @@ def test_tuned_local_store_keeps_what_it_wrote(tmp_path):
     points = store.make_points("a", "/a", chunks, [[1.0, 0.0]], chunk_count=1, content_hash="h", version="v",
                                model="m")
     with store.open_client(str(tmp_path / "q")) as client:
-        store.ensure_collection(client, "c", 2)
+        ensure_collection(client, "c", 2, vector_name=store.VECTOR_NAME)
         assert store.tune_local(client, "c")
-        store.Writer(client, "c").upsert(points)
+        with _writer(client) as writer:
+            writer.upsert(points)
     with store.open_client(str(tmp_path / "q")) as client:
         assert store.read_state(client, "c")["a"].complete("v")
-
-
-class _Flaky:
-    """Stands in for a server client: fails each request's first try with a connection error."""
-
-    def __init__(self, inner):
-        self.inner, self.calls, self.failed = inner, [], set()
-
-    def __getattr__(self, name):
-        from qdrant_client.http.exceptions import ResponseHandlingException
-
-        def call(**kwargs):
-            key = (name, repr(kwargs))
-            self.calls.append((name, kwargs.get("wait")))
-            if key not in self.failed:
-                self.failed.add(key)
-                raise ResponseHandlingException(ConnectionError("connection reset"))
-            return getattr(self.inner, name)(**kwargs)
-
-        return call
-
-
-def test_server_writer_retries_pipelines_and_waits_at_the_end():
-    inner = QdrantClient(":memory:")
-    store.ensure_collection(inner, "c", 2)
-    chunks = chunk_text("One. Two.", REF, 75)
-    points = store.make_points("a", "/a", chunks, [[1.0, 0.0]], chunk_count=1, content_hash="h", version="v",
-                               model="m")
-    client = _Flaky(inner)
-    writer = store.Writer(client, "c", backoff=0.0)
-    assert writer.wait is False  # not a local client: requests do not wait
-    writer.upsert(points)
-    writer.delete(store.stale_filter("a", "v"))
-    writer.close()
-    assert [c for c in client.calls if c[1] is not None] == [
-        ("upsert", False), ("upsert", False), ("delete", False), ("delete", False), ("delete", True), ("delete", True)]
-    assert store.read_state(inner, "c")["a"].complete("v")
