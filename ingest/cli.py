@@ -60,9 +60,9 @@ class _Progress:
 
 
 def _summary_line(s: Summary) -> str:
-    verb = "would write" if s.dry_run else "wrote"
+    write, delete = ("would write", "would delete") if s.dry_run else ("wrote", "deleted")
     return (f"{s.files_seen} files: {s.ingested} ingested, {s.unchanged} unchanged, {s.skipped} skipped, "
-            f"{s.failed} failed; {verb} {s.chunks_written} chunks, deleted {s.chunks_deleted} "
+            f"{s.failed} failed; {write} {s.chunks_written} chunks, {delete} {s.chunks_deleted} "
             f"({s.documents_deleted} documents pruned) in {s.seconds:.1f}s")
 
 
