@@ -325,3 +325,17 @@ def test_bulk_load_restores_index_settings_after_a_normal_and_a_killed_run(tmp_p
     assert "restored the index settings of an interrupted bulk load" in proc.stderr
     assert _bulk_marker(store) is None
     assert stored(store) == stored(clean)
+
+
+def test_python_api_creates_the_collection_with_the_given_settings(tmp_path, tiny_model_dir):
+    import ingest
+
+    (tmp_path / "a.txt").write_text("Vectors on disk, please.")
+    store = tmp_path / "q"
+    status = ingest.run([tmp_path / "a.txt"], model=str(tiny_model_dir), qdrant_path=str(store), quiet=True,
+                        settings={"on_disk": True})
+    assert status == 0
+    with closing(QdrantClient(path=str(store))) as client:
+        params = client.get_collection(COLLECTION).config.params.vectors["text-dense"]
+    assert params.on_disk is True and params.distance == models.Distance.COSINE
+    assert len(stored(store)) == 1
