@@ -339,3 +339,18 @@ def test_python_api_creates_the_collection_with_the_given_settings(tmp_path, tin
         params = client.get_collection(COLLECTION).config.params.vectors["text-dense"]
     assert params.on_disk is True and params.distance == models.Distance.COSINE
     assert len(stored(store)) == 1
+
+
+def test_ctrl_c_during_a_bulk_load_restores_the_index_settings_at_once(tmp_path, tiny_model_dir):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(2):
+        (docs / f"d{i}.txt").write_text(" ".join(f"File {i} line {j} about interrupts." for j in range(30)))
+    store = tmp_path / "qdrant"
+    proc = _start_paused([docs, "--model", tiny_model_dir, "--qdrant-path", store, "--batch-size", 4, "--bulk-load"])
+    _wait_for_batch(proc, 1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "restored the index settings of an interrupted bulk load" in err
+    assert _bulk_marker(store) is None
