@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 import click
 
@@ -184,7 +185,9 @@ def run(paths, *, collection=store.DEFAULT_COLLECTION, qdrant_path=store.DEFAULT
             if not dry_run:
                 from sgpt_qdrant import Encoder
 
-                encoder = Encoder(checkpoint, device=device, dtype=dtype)
+                with warnings.catch_warnings():  # a fallback is also logged: printed once, as a warning line
+                    warnings.filterwarnings("ignore", message="sgpt_qdrant: ", category=RuntimeWarning)
+                    encoder = Encoder(checkpoint, device=device, dtype=dtype)
                 encode = encoder.encode
                 created = cc.ensure_collection(client, collection, checkpoint.dimension, collection_settings,
                                                vector_name=store.VECTOR_NAME, bulk_load=bulk_load)
