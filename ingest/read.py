@@ -127,10 +127,6 @@ def html_to_text(html: str) -> str:
     return text.strip()
 
 
-def is_binary(path: Path, head: bytes) -> bool:
-    return path.suffix.lower() in BINARY_EXTENSIONS or b"\0" in head[:SNIFF_BYTES]
-
-
 def read_document(source: SourceFile) -> Document:
     """The text of one file. Raises :class:`Skipped` for non-text, ``OSError`` when unreadable."""
     path = source.path

@@ -28,11 +28,12 @@ from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 from llama_index.core.vector_stores.utils import node_to_metadata_dict
 from qdrant_client import QdrantClient, models
 
+from .collection_config import DOC_ID_FIELD
+
 log = logging.getLogger(__name__)
 
 #: LlamaIndex QdrantVectorStore's default dense vector name, so it reads and writes the same field.
 VECTOR_NAME = "text-dense"
-DOC_ID_FIELD = "doc_id"
 DEFAULT_PATH = "./qdrant_storage"
 DEFAULT_COLLECTION = "documents"
 #: uuid5 namespace for point ids: uuid5(NAMESPACE, f"{doc_id}#{chunk_index}").

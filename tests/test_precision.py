@@ -8,7 +8,6 @@ Every mode must be batch invariant, to a tolerance set by its arithmetic (see BA
 from __future__ import annotations
 
 import random
-import warnings
 
 import numpy as np
 import pytest

@@ -12,7 +12,7 @@ import gzip
 import io
 import json
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,8 +234,3 @@ def triplets_from_pairs(pairs: Iterable[Pair], seed: int) -> list[Triplet]:
 def training_triplets(data: TrainingData, seed: int) -> list[Triplet]:
     """Triplets built from the pairs (recipe) followed by the ready-made triplets."""
     return triplets_from_pairs(data.pairs, seed) + list(data.triplets)
-
-
-def iter_texts(triplets: Iterable[Triplet]) -> Iterator[str]:
-    for triplet in triplets:
-        yield from triplet

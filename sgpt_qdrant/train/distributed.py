@@ -90,12 +90,3 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     flat /= world_size()
     for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
         grad.copy_(synced)
-
-
-def broadcast_object(obj):
-    """Rank 0's value of a small picklable object on every rank."""
-    if not is_enabled():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -35,7 +35,7 @@ from .base import DEFAULT_BASE, start_checkpoint
 from .batching import NoDuplicatesBatcher
 from .card import write_model_card
 from .data import Triplet, TrainingData, load, training_triplets
-from .evaluate import StsSet, append_csv, evaluate, format_metrics, main_score, read_sts
+from .evaluate import append_csv, evaluate, format_metrics, main_score, read_sts
 from .loss import mnrl
 
 log = logging.getLogger(__name__)
