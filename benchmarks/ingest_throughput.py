@@ -50,11 +50,11 @@ def main() -> None:
 
     import torch
 
-    from ingest import store
-    from ingest.collection_config import ensure_collection
-    from ingest.upload import Uploader
-    from ingest.read import find_files
-    from ingest.sync import sync
+    from sgpt_qdrant.ingest import store
+    from sgpt_qdrant.ingest.collection_config import ensure_collection
+    from sgpt_qdrant.ingest.upload import Uploader
+    from sgpt_qdrant.ingest.read import find_files
+    from sgpt_qdrant.ingest.sync import sync
     from sgpt_qdrant import Encoder
     from sgpt_qdrant.checkpoint import load
     from sgpt_qdrant.testing import SHAPE_125M, write_random_checkpoint

@@ -22,7 +22,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from ingest.upload import Uploader, client_url  # noqa: E402
+from sgpt_qdrant.ingest.upload import Uploader, client_url  # noqa: E402
 
 
 def reachable(url: str, api_key: str | None) -> str | None:

@@ -14,7 +14,7 @@ import click
 from llama_index.core import VectorStoreIndex
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 
-from ingest import store
+from sgpt_qdrant.ingest import store
 from sgpt_qdrant import SGPTEmbedding
 from sgpt_qdrant.checkpoint import DEFAULT_MODEL
 

@@ -13,7 +13,7 @@ import os
 import click
 from qdrant_client import models
 
-from ingest import store
+from sgpt_qdrant.ingest import store
 from sgpt_qdrant import Encoder
 from sgpt_qdrant.checkpoint import DEFAULT_MODEL
 

@@ -165,7 +165,7 @@ def run(paths, *, collection=store.DEFAULT_COLLECTION, qdrant_path=store.DEFAULT
     model = model or ckpt.DEFAULT_MODEL
     progress = _Progress(0, enabled=False)
     handler = _LogToProgress(progress)
-    loggers = [logging.getLogger(name) for name in ("ingest", "sgpt_qdrant")]
+    loggers = [logging.getLogger("sgpt_qdrant")]
     for logger in loggers:
         logger.addHandler(handler)
         logger.propagate = False

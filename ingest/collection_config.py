@@ -27,7 +27,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from ingest.upload import client_url, is_local
+from .upload import client_url, is_local
 
 __all__ = [
     "DOC_ID_FIELD",

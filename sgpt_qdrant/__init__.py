@@ -1,20 +1,47 @@
-"""SGPT sentence embeddings for retrieval: a faithful runtime, LlamaIndex glue, Qdrant ingest."""
+"""SGPT sentence embeddings for retrieval: a faithful runtime, LlamaIndex glue, Qdrant ingest.
 
-from .checkpoint import DEFAULT_MODEL, Checkpoint, CheckpointError
-from .checkpoint import load as load_checkpoint
-from .checkpoint import save as save_checkpoint
-from .embedding import SGPTEmbedding
-from .engine import Encoder
-from .model import SGPTModel
+Exports are resolved lazily (PEP 562), so ``import sgpt_qdrant.checkpoint`` or the trainer's
+``--help`` do not pay for torch-free parts they never use, nor for LlamaIndex.
+"""
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "Checkpoint",
-    "CheckpointError",
-    "Encoder",
-    "SGPTEmbedding",
-    "SGPTModel",
-    "load_checkpoint",
-    "save_checkpoint",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> (module, attribute)
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "DEFAULT_MODEL": (".checkpoint", "DEFAULT_MODEL"),
+    "Checkpoint": (".checkpoint", "Checkpoint"),
+    "CheckpointError": (".checkpoint", "CheckpointError"),
+    "load_checkpoint": (".checkpoint", "load"),
+    "save_checkpoint": (".checkpoint", "save"),
+    "SGPTEmbedding": (".embedding", "SGPTEmbedding"),
+    "Encoder": (".engine", "Encoder"),
+    "SGPTModel": (".model", "SGPTModel"),
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
+    from .checkpoint import DEFAULT_MODEL, Checkpoint, CheckpointError
+    from .checkpoint import load as load_checkpoint
+    from .checkpoint import save as save_checkpoint
+    from .embedding import SGPTEmbedding
+    from .engine import Encoder
+    from .model import SGPTModel
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'sgpt_qdrant' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

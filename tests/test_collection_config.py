@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient, models
 
-from ingest.collection_config import (
+from sgpt_qdrant.ingest.collection_config import (
     BULK_LOAD_KEY,
     CollectionMismatchError,
     CollectionSettings,
@@ -99,7 +99,7 @@ def test_existing_server_collection_is_used_as_it_is_with_a_warning_per_differen
     )
     patches = sum(1 for e in standin.log if e["method"] == "PATCH")
     wanted = CollectionSettings(shards=4, replication_factor=1, hnsw_m=48, on_disk=True)
-    with caplog.at_level(logging.WARNING, logger="ingest.collection_config"):
+    with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.ingest.collection_config"):
         state = ensure_collection(client, "docs", 768, wanted)
     assert not state.created
     assert sorted(d.split(":")[0] for d in state.differences) == ["HNSW m", "shards", "vectors on disk"]
@@ -137,7 +137,7 @@ def test_killed_bulk_load_is_restored_by_the_next_run_even_a_bulk_load(standin, 
     assert second.get_collection("docs").config.optimizer_config.indexing_threshold == 0
     second.close()  # killed again
     third = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
-    with caplog.at_level(logging.WARNING, logger="ingest.collection_config"):
+    with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.ingest.collection_config"):
         state = ensure_collection(third, "docs", 8)  # a normal run
     assert state.restored_bulk_load
     assert any("interrupted bulk load" in r.getMessage() for r in caplog.records)
@@ -164,7 +164,7 @@ def test_embedded_store_bulk_load_survives_sigkill_and_is_restored(tmp_path, cap
         f"""
         import os, signal
         from qdrant_client import QdrantClient
-        from ingest.collection_config import ensure_collection
+        from sgpt_qdrant.ingest.collection_config import ensure_collection
         client = QdrantClient(path={str(store)!r})
         ensure_collection(client, "docs", 8, bulk_load=True)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -175,7 +175,7 @@ def test_embedded_store_bulk_load_survives_sigkill_and_is_restored(tmp_path, cap
     with closing(QdrantClient(path=str(store))) as client:
         marker = client.get_collection("docs").config.metadata[BULK_LOAD_KEY]
         assert marker["active"] is True
-        with caplog.at_level(logging.WARNING, logger="ingest.collection_config"):
+        with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.ingest.collection_config"):
             state = ensure_collection(client, "docs", 8)
         assert state.restored_bulk_load
         assert any("interrupted bulk load" in r.getMessage() for r in caplog.records)
@@ -189,7 +189,7 @@ def test_large_embedded_store_warns_once(caplog):
     client = QdrantClient(":memory:")
     client.create_collection("docs", vectors_config=models.VectorParams(size=2, distance="Cosine"))
     client.upsert("docs", points=[models.PointStruct(id=i, vector=[1.0, float(i)]) for i in range(30)])
-    with caplog.at_level(logging.WARNING, logger="ingest.collection_config"):
+    with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.ingest.collection_config"):
         assert not warn_if_large_local(client, "docs", threshold=30)
         client.upsert("docs", points=[models.PointStruct(id=30, vector=[1.0, 0.0])])
         assert warn_if_large_local(client, "docs", threshold=30)
@@ -232,7 +232,7 @@ def test_workers_creating_the_collection_at_once_all_succeed(standin):
 
 @pytest.mark.parametrize("mode", ["ignored", "rejected"])
 def test_bulk_load_refuses_a_server_without_collection_metadata(standin, mode):
-    from ingest.collection_config import BulkLoadError
+    from sgpt_qdrant.ingest.collection_config import BulkLoadError
 
     client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
     ensure_collection(client, "docs", 8)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from qdrant_client import QdrantClient, models
 
-from ingest.cli import cli
+from sgpt_qdrant.ingest.cli import cli
 from sgpt_qdrant.testing import gpt2_tokenizer
 
 BIN = Path(sys.executable).parent / "sgpt-ingest"
@@ -263,7 +263,7 @@ def _docs_by_id(path) -> set[str]:
 
 
 def test_partitions_fill_one_collection_and_prune_only_their_share(tmp_path, tiny_model_dir):
-    from ingest.partition import share_of
+    from sgpt_qdrant.ingest.partition import share_of
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -328,7 +328,7 @@ def test_bulk_load_restores_index_settings_after_a_normal_and_a_killed_run(tmp_p
 
 
 def test_python_api_creates_the_collection_with_the_given_settings(tmp_path, tiny_model_dir):
-    import ingest
+    import sgpt_qdrant.ingest as ingest
 
     (tmp_path / "a.txt").write_text("Vectors on disk, please.")
     store = tmp_path / "q"

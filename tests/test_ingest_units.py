@@ -10,12 +10,12 @@ from llama_index.core.schema import MetadataMode, TextNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from qdrant_client import QdrantClient, models
 
-from ingest import store
-from ingest.collection_config import CollectionMismatchError, check_collection, ensure_collection
-from ingest.chunk import chunk_text
-from ingest.read import SourceFile, Skipped, find_files, html_to_text, read_document
-from ingest.sync import sync
-from ingest.upload import Uploader
+from sgpt_qdrant.ingest import store
+from sgpt_qdrant.ingest.collection_config import CollectionMismatchError, check_collection, ensure_collection
+from sgpt_qdrant.ingest.chunk import chunk_text
+from sgpt_qdrant.ingest.read import SourceFile, Skipped, find_files, html_to_text, read_document
+from sgpt_qdrant.ingest.sync import sync
+from sgpt_qdrant.ingest.upload import Uploader
 from sgpt_qdrant.testing import gpt2_tokenizer
 
 REF = gpt2_tokenizer()  # an independent tokenizer instance: the reference for token counts

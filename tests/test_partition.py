@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.partition import Partition, PartitionError, _jump, in_partition, parse_partition, share_of
+from sgpt_qdrant.ingest.partition import Partition, PartitionError, _jump, in_partition, parse_partition, share_of
 
 ROOT = Path(__file__).resolve().parents[1]
 IDS = [f"docs/section-{i // 100}/file-{i}.md" for i in range(5000)] + ["", "ünïcode/文档.txt", "a b"]
@@ -54,7 +54,7 @@ def test_growing_n_moves_only_documents_to_the_new_share():
 
 def test_stable_across_processes_with_different_hash_seeds():
     code = (
-        "import json,sys; from ingest.partition import share_of; "
+        "import json,sys; from sgpt_qdrant.ingest.partition import share_of; "
         "ids=json.load(sys.stdin); print(json.dumps([share_of(i, 7) for i in ids]))"
     )
     here = [share_of(doc, 7) for doc in IDS[:500]]

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-sync_mod = pytest.importorskip("ingest.sync")
-from ingest import store  # noqa: E402
-from ingest.collection_config import ensure_collection  # noqa: E402
-from ingest.partition import owns, parse_partition, share_of  # noqa: E402
-from ingest.read import find_files  # noqa: E402
-from ingest.upload import Uploader  # noqa: E402
+sync_mod = pytest.importorskip("sgpt_qdrant.ingest.sync")
+from sgpt_qdrant.ingest import store  # noqa: E402
+from sgpt_qdrant.ingest.collection_config import ensure_collection  # noqa: E402
+from sgpt_qdrant.ingest.partition import owns, parse_partition, share_of  # noqa: E402
+from sgpt_qdrant.ingest.read import find_files  # noqa: E402
+from sgpt_qdrant.ingest.upload import Uploader  # noqa: E402
 from sgpt_qdrant.testing import gpt2_tokenizer  # noqa: E402
 
 DIM = 8

@@ -10,7 +10,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from ingest.upload import FLUSH_MARKER_ID, Uploader, UploadError, is_retryable
+from sgpt_qdrant.ingest.upload import FLUSH_MARKER_ID, Uploader, UploadError, is_retryable
 from test_upload_standin import StandIn, standin  # noqa: F401  (fixture)
 
 DIM = 4

@@ -13,7 +13,7 @@ import pytest
 from qdrant_client import QdrantClient, models
 from qdrant_client.grpc import points_pb2, points_service_pb2_grpc
 
-from ingest.upload import Uploader, UploadError
+from sgpt_qdrant.ingest.upload import Uploader, UploadError
 
 
 class _Points(points_service_pb2_grpc.PointsServicer):
