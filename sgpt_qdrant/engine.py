@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,13 +22,11 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from . import runtime
+from . import precision, runtime
 from .model import SGPTModel
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-          "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 #: Padded tokens per batch. Large on GPUs (throughput grows with batch), modest on CPUs
 #: (throughput is flat past a few thousand tokens, memory is not). CUDA sizes it to free memory.
 DEFAULT_TOKEN_BUDGET = {"cuda": 64 * 1024, "mps": 16 * 1024, "cpu": 4 * 1024}
@@ -50,14 +47,6 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 matmuls in hardware (AVX512-BF16 or AMX), not emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def pick_devices(device: str | Sequence[str] | None = None) -> list[torch.device]:
     """Devices to run on: a bare ``"cuda"`` means every visible GPU, a list means those."""
     if device is not None and not isinstance(device, (str, torch.device)):
@@ -70,37 +59,6 @@ def pick_devices(device: str | Sequence[str] | None = None) -> list[torch.device
         count = torch.cuda.device_count()
         return [torch.device("cuda", i) for i in range(count)] if count > 1 else [torch.device("cuda", 0)]
     return [first]
-
-
-def pick_mode(device: torch.device, dtype: str | torch.dtype | None = None) -> str:
-    """Precision mode name: ``None``/"auto" is bf16 on GPUs that support it, fp32 elsewhere."""
-    mode = runtime.mode_name(dtype)
-    if mode == "int8":
-        if device.type != "cpu":
-            raise ValueError("dtype: int8 is a CPU mode (ONNX Runtime); use bf16 or fp16 on GPUs")
-        return mode
-    if mode is None:
-        return "bf16" if pick_dtype(device, None) == torch.bfloat16 else "fp32"
-    pick_dtype(device, DTYPES[mode])  # the device checks and the emulated-bf16 warning
-    return mode
-
-
-def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """``None``/"auto": bf16 on GPUs that support it, fp32 elsewhere (exact to the reference)."""
-    if isinstance(dtype, torch.dtype):
-        chosen = dtype
-    elif dtype in (None, "auto"):
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    elif dtype in DTYPES:
-        chosen = DTYPES[dtype]
-    else:
-        raise ValueError(f"dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
-    if device.type == "cpu" and chosen == torch.float16:
-        raise ValueError("dtype: fp16 is not supported on the CPU; use bf16 or fp32")
-    if device.type == "cpu" and chosen == torch.bfloat16 and not cpu_has_native_bf16():
-        warnings.warn("dtype bf16: this CPU has no native bf16, so it is emulated and slow", stacklevel=3)
-    return chosen
 
 
 def cuda_token_budget(device: torch.device, hidden: int, inner: int, dtype: torch.dtype) -> int:
@@ -185,8 +143,8 @@ class Encoder:
         self.checkpoint = model if isinstance(model, ckpt.Checkpoint) else ckpt.load(model)
         self.devices = pick_devices(device)
         self.device = self.devices[0]
-        self.mode = pick_mode(self.device, dtype)
-        self.dtype = runtime.MODE_DTYPES[self.mode]
+        self.mode = precision.pick(self.device, dtype)
+        self.dtype = precision.MODES[self.mode]
         limit = self.checkpoint.max_seq_length
         config = self.checkpoint.config
         if max_length is not None and not 0 < max_length <= config.max_position_embeddings:

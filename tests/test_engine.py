@@ -10,7 +10,7 @@ import torch
 from texts import varied_texts
 
 from sgpt_qdrant import Encoder
-from sgpt_qdrant.engine import pick_dtype, token_budget_batches
+from sgpt_qdrant.engine import token_budget_batches
 
 
 def test_token_budget_batches_by_hand():
@@ -93,16 +93,6 @@ def test_edge_inputs(tiny_encoder):
     assert np.all(empty == 0)  # nothing to pool: the zero vector, not NaN
     with pytest.raises(TypeError, match="list of texts"):
         tiny_encoder.encode("a single string")
-
-
-def test_dtype_and_device_choices():
-    cpu = torch.device("cpu")
-    assert pick_dtype(cpu, None) == torch.float32
-    assert pick_dtype(cpu, "fp32") == torch.float32
-    with pytest.raises(ValueError, match="dtype: 'fp8'"):
-        pick_dtype(cpu, "fp8")
-    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
-        pick_dtype(cpu, "fp16")
 
 
 def test_max_length_argument_is_checked(tiny_model_dir):

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from texts import varied_texts
 
 from sgpt_qdrant import Encoder, load_checkpoint
-from sgpt_qdrant.engine import pad_batch, pick_devices, pick_mode
+from sgpt_qdrant import precision
+from sgpt_qdrant.engine import pad_batch, pick_devices
 from sgpt_qdrant.runtime import onednn, ort
 
 HAS_ORT = ort.available()
@@ -211,17 +212,40 @@ def test_failed_export_falls_back(tiny_model_dir, monkeypatch, tmp_path):
 
 def test_mode_names_and_errors():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert pick_mode(cpu, None) == pick_mode(cpu, "float32") == pick_mode(cpu, torch.float32) == "fp32"
-    assert pick_mode(cpu, "INT8") == "int8"
+    pick = precision.pick
+    assert pick(cpu, None) == pick(cpu, "auto") == pick(cpu, "float32") == pick(cpu, torch.float32) == "fp32"
+    assert pick(cpu, "INT8") == pick(cpu, "qint8") == "int8"
+    assert precision.MODES["int8"] == torch.float32  # int8 quantises a float32 model
+    assert precision.name_of(torch.bfloat16) == "bf16" and precision.name_of(torch.float16) == "fp16"
     with pytest.raises(ValueError, match="int8 is a CPU mode"):
-        pick_mode(cuda, "int8")
+        pick(cuda, "int8")
     with pytest.raises(ValueError, match="dtype: 'fp4'"):
-        pick_mode(cpu, "fp4")
+        pick(cpu, "fp4")
     with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
-        pick_mode(cpu, "fp16")
+        pick(cpu, "fp16")
     assert pick_devices(["cpu"]) == [cpu]
     with pytest.raises(ValueError, match="device"):
         pick_devices(["cpu", "cuda:0"])
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_warned(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated and slow"):
+        assert precision.pick(torch.device("cpu"), "bf16") == "bf16"
+
+
+def test_training_precision_choices(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert precision.pick_training(cpu, "auto") == torch.float32
+    assert precision.pick_training(cpu, "fp32") == torch.float32
+    monkeypatch.setattr(precision, "cuda_has_bf16", lambda: True)
+    assert precision.pick_training(cuda, "auto") == torch.bfloat16
+    monkeypatch.setattr(precision, "cuda_has_bf16", lambda: False)
+    assert precision.pick_training(cuda, "auto") == torch.float16  # old GPUs: fp16 with a grad scaler
+    with pytest.raises(ValueError, match="--precision: 'int8' is an inference mode"):
+        precision.pick_training(cpu, "int8")
+    with pytest.raises(ValueError, match="--precision: fp16 is not supported on the CPU"):
+        precision.pick_training(cpu, "fp16")
 
 
 def test_backend_errors(tiny_encoder):
