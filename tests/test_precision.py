@@ -18,7 +18,8 @@ from texts import varied_texts
 
 from sgpt_qdrant import Encoder, load_checkpoint
 from sgpt_qdrant import precision
-from sgpt_qdrant.engine import pad_batch, pick_devices
+from sgpt_qdrant.engine import pick_devices
+from sgpt_qdrant.tokens import pad, plan_batches
 from sgpt_qdrant.runtime import onednn, ort
 
 HAS_ORT = ort.available()
@@ -257,9 +258,9 @@ def test_backend_errors(tiny_encoder):
         Encoder(tiny_encoder.checkpoint, device="cpu", dtype="int8", backend="eager")
 
 
-def test_pad_batch_by_hand():
+def test_pad_by_hand():
     ids = [[5, 6, 7], [], [8]]
-    input_ids, mask = pad_batch(ids, [0, 2, 1], pad_id=99)
+    input_ids, mask = pad(ids, [0, 2, 1], pad_id=99)
     assert input_ids.tolist() == [[5, 6, 7], [8, 99, 99], [99, 99, 99]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
     assert input_ids.dtype == mask.dtype == torch.long
@@ -285,17 +286,15 @@ def test_cuda_pool_matches_cpu(tiny_model_dir, reference, mode):
 
 
 def test_batches_close_early_instead_of_padding_short_texts():
-    from sgpt_qdrant.engine import token_budget_batches
-
     lengths = [70, 69, 60, 12, 11, 10]
     # budget only: everything fits 6 * 70 <= 1000, so 10-token texts are padded to 70
-    assert token_budget_batches(lengths, token_budget=1000, max_batch=8) == [[0, 1, 2, 3, 4, 5]]
+    assert plan_batches(lengths, token_budget=1000, max_batch=8) == [[0, 1, 2, 3, 4, 5]]
     # min_tokens 100: [70, 69] holds 140 >= 100 padded tokens; 60 >= 0.8 * 70 = 56 still joins;
     # 12 < 56 closes it; then 12, 11, 10 (all >= 0.8 * 12 = 9.6) stay together
-    assert token_budget_batches(lengths, 1000, 8, min_tokens=100) == [[0, 1, 2], [3, 4, 5]]
+    assert plan_batches(lengths, 1000, 8, min_tokens=100) == [[0, 1, 2], [3, 4, 5]]
     # below min_tokens nothing closes early: [70] holds 70 < 100 tokens, so 12 joins; then
     # [70, 12] holds 140 and 11 < 56 starts a new batch
-    assert token_budget_batches([70, 12, 11], 1000, 8, min_tokens=100) == [[0, 1], [2]]
+    assert plan_batches([70, 12, 11], 1000, 8, min_tokens=100) == [[0, 1], [2]]
 
 
 def test_device_pool_logic_on_cpu_workers(tiny_model_dir, reference, monkeypatch):
