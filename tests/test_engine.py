@@ -58,31 +58,31 @@ def test_same_text_in_different_company(tiny_encoder):
 
 
 def test_out_of_memory_splits_the_batch_and_goes_on(tiny_encoder, monkeypatch):
-    enc = Encoder(tiny_encoder.checkpoint, device="cpu", token_budget=100_000)
+    enc = Encoder(tiny_encoder.checkpoint, device="cpu", token_budget=100_000, backend="eager")
     texts = varied_texts()
     expected = tiny_encoder.encode(texts)
-    real_forward = enc._forward
+    real_forward = enc.model.forward
     sizes = []
 
-    def flaky_forward(ids, batch):
-        sizes.append(len(batch))
-        if len(batch) > 5:
+    def flaky_forward(input_ids, mask):
+        sizes.append(input_ids.shape[0])
+        if input_ids.shape[0] > 5:
             raise torch.OutOfMemoryError("simulated")
-        return real_forward(ids, batch)
+        return real_forward(input_ids, mask)
 
-    monkeypatch.setattr(enc, "_forward", flaky_forward)
+    monkeypatch.setattr(enc.model, "forward", flaky_forward)
     np.testing.assert_allclose(enc.encode(texts), expected, atol=2e-6)
     assert sizes[0] == len(texts) and max(s for s in sizes if s <= 5) <= 5
     assert enc.token_budget < 100_000  # later batches start smaller
 
 
 def test_out_of_memory_on_a_single_text_is_raised(tiny_encoder, monkeypatch):
-    enc = Encoder(tiny_encoder.checkpoint, device="cpu")
+    enc = Encoder(tiny_encoder.checkpoint, device="cpu", backend="eager")
 
-    def always_oom(ids, batch):
+    def always_oom(input_ids, mask):
         raise torch.OutOfMemoryError("simulated")
 
-    monkeypatch.setattr(enc, "_forward", always_oom)
+    monkeypatch.setattr(enc.model, "forward", always_oom)
     with pytest.raises(torch.OutOfMemoryError):
         enc.encode(["one text"])
 

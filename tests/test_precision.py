@@ -277,9 +277,11 @@ def test_embedding_accepts_mode_names(tiny_model_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("mode", ["fp32", "bf16"])
 def test_cuda_pool_matches_cpu(tiny_model_dir, reference, mode):
+    from sgpt_qdrant.runtime.cuda import DevicePool
+
     texts, ref = reference
     enc = Encoder(str(tiny_model_dir), device="cuda", dtype=mode, token_budget=256)
-    assert enc._pool is not None and len(enc._pool.devices) == torch.cuda.device_count()
+    assert isinstance(enc._executor, DevicePool) and len(enc._executor.devices) == torch.cuda.device_count()
     got = enc.encode(texts * 3)
     assert _cosines(got, np.tile(ref, (3, 1))).min() >= (0.99999 if mode == "fp32" else LOSSY_COS)
     assert _cosines(got[: len(texts)], got[len(texts): 2 * len(texts)]).min() >= LOSSY_BATCH_COS
@@ -304,7 +306,8 @@ def test_device_pool_logic_on_cpu_workers(tiny_model_dir, reference, monkeypatch
 
     texts, ref = reference
     enc = Encoder(str(tiny_model_dir), device="cpu", token_budget=1000)
-    enc._pool = DevicePool(enc.model, [torch.device("cpu"), torch.device("cpu")], on_oom=enc._shrink_budget)
+    assert not enc._executor.streams  # the CPU runs one batch after another; swap in the pool
+    enc._executor = DevicePool(enc.model, [torch.device("cpu"), torch.device("cpu")], on_oom=enc._shrink_budget)
     real = enc.model.forward
     calls = []
 
@@ -319,6 +322,6 @@ def test_device_pool_logic_on_cpu_workers(tiny_model_dir, reference, monkeypatch
     try:
         got = enc.encode(texts * 2)
     finally:
-        enc._pool.close()
+        enc._executor.close()
     np.testing.assert_allclose(got, np.concatenate([ref, ref]), atol=1e-5, rtol=0)
     assert enc.token_budget < 1000 and len(calls) > 2
