@@ -7,6 +7,7 @@ Every mode must be batch invariant: fp32 to float rounding, bf16/int8 by cosine 
 
 from __future__ import annotations
 
+import logging
 import random
 import warnings
 
@@ -152,18 +153,24 @@ def test_auto_picks_the_fast_paths(encoders):
 
 
 @pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
-def test_onnx_export_is_cached_and_keyed_by_weights(tiny_model_dir, monkeypatch, tmp_path):
+def test_onnx_export_is_cached_and_keyed_by_weights(tiny_model_dir, monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("SGPT_CACHE_DIR", str(tmp_path))
     ckpt = load_checkpoint(str(tiny_model_dir))
-    first = Encoder(ckpt, device="cpu", dtype="int8")
+    with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.runtime.ort"):
+        first = Encoder(ckpt, device="cpu", dtype="int8")
     files = list(tmp_path.rglob("model.onnx"))
     assert len(files) == 1 and not list(tmp_path.rglob(".tmp-*"))
+    said = [r.getMessage() for r in caplog.records if "exporting" in r.getMessage()]  # not 40 s of silence
+    assert len(said) == 1 and "int8" in said[0] and str(files[0].parent) in said[0]
+    caplog.clear()
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again despite a cached file")
 
     monkeypatch.setattr(ort, "export", no_export)
-    again = Encoder(ckpt, device="cpu", dtype="int8")
+    with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.runtime.ort"):
+        again = Encoder(ckpt, device="cpu", dtype="int8")
+    assert not [r for r in caplog.records if "exporting" in r.getMessage()]  # cached: nothing to say
     texts = varied_texts()[:8]
     np.testing.assert_array_equal(again.encode(texts), first.encode(texts))
     ckpt.dense[0].weight.mul_(2)  # other weights: a new key, so a new export
