@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +95,6 @@ class Checkpoint:
     pad_id: int
     normalize: bool = False
     source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dimension(self) -> int:

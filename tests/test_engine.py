@@ -10,7 +10,7 @@ import torch
 from texts import varied_texts
 
 from sgpt_qdrant import Encoder
-from sgpt_qdrant.tokens import plan_batches
+from sgpt_qdrant.tokens import plan_batches, tokenize, tokenize_and_pad
 
 
 def test_token_budget_batches_by_hand():
@@ -112,3 +112,14 @@ def test_max_length_argument_is_checked(tiny_model_dir):
         Encoder(str(tiny_model_dir), device="cpu", max_length=100_000)
     short = Encoder(str(tiny_model_dir), device="cpu", max_length=4)
     assert short.tokenize(["one two three four five six"]) == [short.tokenize(["one two three four"])[0]]
+
+
+def test_tokenize_and_pad_for_the_trainer_by_hand(tiny_encoder):
+    tok = tiny_encoder.tokenizer  # GPT-2 BPE: "Hello" 15496, " world" 995; pad 50256
+    input_ids, mask = tokenize_and_pad(tok, ["  Hello world\n", "Hello"], max_length=75, pad_id=50256)
+    assert input_ids.tolist() == [[15496, 995], [15496, 50256]]
+    assert mask.tolist() == [[1, 1], [1, 0]]
+    input_ids, mask = tokenize_and_pad(tok, ["Hello world", "Hello"], max_length=1, pad_id=50256)
+    assert input_ids.tolist() == [[15496], [15496]] and mask.tolist() == [[1], [1]]
+    out = tokenize(tok, ["Hello world", "", " ", "Hello"], max_length=1)
+    assert out.truncated == 1 and out.empty == [1, 2] and out.ids == [[15496], [], [], [15496]]
