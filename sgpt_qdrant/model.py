@@ -10,12 +10,16 @@ dict loads as is.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GPTNeoConfig
 
 from .checkpoint import Checkpoint, DenseLayer
+
+if TYPE_CHECKING:
+    from transformers import GPTNeoConfig
 
 
 class Attention(nn.Module):
