@@ -136,16 +136,19 @@ class Encoder:
 
         An empty or whitespace-only text has no token to pool (sentence-transformers returns a
         zero vector in a mixed batch and fails on a batch of only such texts): it is embedded as
-        the end-of-text token alone, a defined unit-free vector, with a warning naming positions.
+        the end-of-text token alone, a defined vector, with a warning naming the positions.
         """
+        return self._tokenize(texts)
+
+    def _tokenize(self, texts: Sequence[str], offset: int = 0) -> list[list[int]]:
         out = tokens.tokenize(self.tokenizer, texts, self.max_length, empty_id=self._empty_id)
         if out.truncated:
             self.truncated += out.truncated
             log.debug("truncated %d of %d texts to %d tokens", out.truncated, len(texts), self.max_length)
         if out.empty:
-            shown = ", ".join(f"texts[{i}]" for i in out.empty[:5]) + (" ..." if len(out.empty) > 5 else "")
+            shown = ", ".join(f"texts[{offset + i}]" for i in out.empty[:5]) + (" ..." if len(out.empty) > 5 else "")
             warnings.warn(f"{len(out.empty)} empty or whitespace-only text(s) ({shown}) embedded as the "
-                          "end-of-text token alone", UserWarning, stacklevel=3)
+                          "end-of-text token alone", UserWarning, stacklevel=4)
         return out.ids
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
@@ -195,12 +198,12 @@ class Encoder:
     def _tokenize_ahead(self, texts: Sequence[str]) -> Iterator[tuple[list[list[int]], int]]:
         """Chunks of ``TOKENIZE_CHUNK`` texts, the next tokenised on a helper thread meanwhile."""
         with ThreadPoolExecutor(1, thread_name_prefix="sgpt-tokenize") as pool:
-            future = pool.submit(self.tokenize, texts[0:TOKENIZE_CHUNK])
+            future = pool.submit(self._tokenize, texts[0:TOKENIZE_CHUNK], 0)
             for start in range(0, len(texts), TOKENIZE_CHUNK):
                 ids = future.result()
                 nxt = start + TOKENIZE_CHUNK
                 if nxt < len(texts):
-                    future = pool.submit(self.tokenize, texts[nxt:nxt + TOKENIZE_CHUNK])
+                    future = pool.submit(self._tokenize, texts[nxt:nxt + TOKENIZE_CHUNK], nxt)
                 yield ids, start
 
 
