@@ -13,6 +13,11 @@ only) and ``int8`` (CPUs only, through ONNX Runtime). Backends (how it runs):
 oneDNN beats ONNX Runtime for fp32 and bf16 and needs no warm-up; int8 needs ONNX Runtime.
 Every fast path is checked against eager on a probe batch when it is built; if it is
 unavailable or disagrees, the encoder warns and runs eager, so a vector is never wrong.
+
+:func:`build` returns the executor that runs padded batches: :class:`~.execute.Sequential`
+(one batch after another, halving a batch on out-of-memory) on CPUs and MPS, the persistent
+:class:`~.cuda.DevicePool` (one worker and model copy per GPU) on CUDA. Modes live in
+:mod:`sgpt_qdrant.precision`.
 """
 
 from __future__ import annotations
