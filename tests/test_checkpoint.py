@@ -183,6 +183,17 @@ def test_missing_directory_is_not_mistaken_for_hub_id(tmp_path):
         load_checkpoint(str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
+def test_importing_the_reader_loads_no_torch_transformers_or_llama_index():
+    """What the ingest CLI's --help pays for the core: the checkpoint module, nothing heavy."""
+    code = ("import sys, sgpt_qdrant.checkpoint\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'llama_index') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
 def test_uncached_hub_id_offline_fails_fast_with_advice(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     code = ("from sgpt_qdrant import load_checkpoint\n"
