@@ -1,22 +1,46 @@
 """Text → chunks of at most ``max_tokens`` model tokens, counted on the exact text that is embedded.
 
 The encoder strips each text before tokenising it, so a chunk's text is stripped here and its
-tokens are counted with the model's own tokenizer (no BOS/EOS), never estimated. Metadata is not
-part of the chunk text, so a long file path cannot shrink or break chunks.
+tokens are counted with the model's own tokenizer (no BOS/EOS), never estimated.
 
-Boundaries, best first: whole paragraphs (several per chunk when they fit), sentences of a
-paragraph too long for one chunk, and token windows for a sentence that is itself too long.
-``overlap`` repeats up to that many tokens of the end of the previous chunk at the start of the
-next one inside a paragraph.
+Structure first: the text is cut into *units* by :mod:`blocks` rules for Markdown and reST
+(paragraphs, list items, table rows, admonitions and directives, code blocks); a heading is glued
+to the unit it heads. Whole units are packed together while they fit. A unit too long for one
+chunk starts a chunk of its own and is split inside itself (inner paragraphs, nested items,
+sentences or lines, then token windows); the pieces of one unit are never packed with another
+unit, so the end of one list item never shares a chunk with the start of the next.
+
+Coverage: every non-whitespace character of the text is in some chunk, except on *pure markup
+lines* (only ``-=_*~^+#:|/``` `` and spaces: rules, table separators, ``///`` closers) that fall
+between chunks; those carry no words and are dropped.
+
+Cost is linear in the text and memory bounded: the tokenizer only ever sees pieces of at most
+``max_tokens * longest_token`` characters (a longer span cannot fit, so it is split without
+being counted), and over-long spans are cut in bounded token windows.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-_PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
-_SENTENCE_END = re.compile(r"(?<=[.!?…。])[\"')\]]*\s+|\n")
+from .blocks import Unit, is_markup, units
+
+#: Part of every document's ingest version: bump it when boundaries change, so stores rebuild.
+CHUNKER_VERSION = "2"
+
+#: Separators tried, in order, inside a unit too long for one chunk.
+_LEVELS = [
+    re.compile(r"\n[ \t]*\n\s*"),  # inner paragraphs (of a list item, admonition, code block)
+    re.compile(r"\n(?=[ \t]*(?:[-*+•]|\d{1,9}[.)])[ \t])"),  # nested list items
+    re.compile(r"(?<=[.!?…。])[\"')\]]*\s+|\n"),  # sentences, lines
+]
+
+
+#: A heading followed by at most this many tokens before a split (a directive line, a label)
+#: is still carried into the next piece, so it is not left nearly alone.
+_HEAD_WORDS = 8
 
 
 @dataclass(frozen=True)
@@ -29,138 +53,226 @@ class Chunk:
 
 
 class Counter:
-    """Token counts of stripped text with the model's tokenizer."""
+    """Token counts of stripped text with the model's tokenizer, never on an unbounded string."""
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, max_tokens: int) -> None:
         self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.char_limit = max_tokens * _longest_token(tokenizer)
 
     def count(self, text: str) -> int:
         return len(self.tokenizer(text.strip(), add_special_tokens=False)["input_ids"])
+
+    def fits(self, text: str) -> bool:
+        """Whether the stripped ``text`` is at most ``max_tokens`` tokens (long text is not tokenised)."""
+        text = text.strip()
+        return len(text) <= self.char_limit and self.count(text) <= self.max_tokens
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         return self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
 
 
-def _spans(text: str, start: int, end: int, pattern: re.Pattern) -> list[tuple[int, int]]:
-    """Split text[start:end] at ``pattern`` into non-blank spans, whitespace trimmed."""
-    out, pos = [], start
-    for match in pattern.finditer(text, start, end):
-        out.append((pos, match.start()))
-        pos = match.end()
-    out.append((pos, end))
-    return [s for s in (_trim(text, a, b) for a, b in out) if s]
+_LONGEST: dict[int, int] = {}
+
+
+def _longest_token(tokenizer) -> int:
+    """Characters of the longest vocabulary entry: more than ``n`` times that cannot be ``n`` tokens."""
+    key = id(tokenizer)
+    if key not in _LONGEST:
+        try:
+            vocab = tokenizer.get_vocab()
+            _LONGEST[key] = max(8, max(len(t) for t in vocab))
+        except Exception:  # a tokenizer without a vocabulary: assume a generous bound
+            _LONGEST[key] = 256
+    return _LONGEST[key]
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
-    piece = text[start:end]
-    stripped = piece.strip()
-    if not stripped:
-        return None
-    lead = len(piece) - len(piece.lstrip())
-    return start + lead, start + lead + len(stripped)
+    """``[start, end)`` without surrounding whitespace; ``None`` when blank (no copy of long text)."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
 
 
-def _windows(text: str, start: int, end: int, max_tokens: int, counter: Counter) -> list[tuple[int, int]]:
-    """Token windows over one over-long span; each re-counted (BPE may merge differently)."""
-    out = []
+def _fragments(text: str, start: int, end: int, pattern: re.Pattern) -> Iterator[tuple[int, int]]:
+    """Non-blank pieces of ``text[start:end]`` between matches of ``pattern`` (lazily)."""
     pos = start
-    while pos < end:
-        offsets = [(a + pos, b + pos) for a, b in counter.offsets(text[pos:end]) if b > a]
-        if not offsets:
-            break
-        take = min(max_tokens, len(offsets))
-        while True:
-            cut = end if take == len(offsets) else offsets[take][0]
-            span = _trim(text, pos, cut)
-            if span is None or take == 1 or counter.count(text[span[0]:span[1]]) <= max_tokens:
+    for match in pattern.finditer(text, start, end):
+        span = _trim(text, pos, match.start())
+        if span:
+            yield span
+        pos = match.end()
+    span = _trim(text, pos, end)
+    if span:
+        yield span
+
+
+class _Splitter:
+    def __init__(self, text: str, counter: Counter) -> None:
+        self.text = text
+        self.counter = counter
+        self.max_tokens = counter.max_tokens
+        self.window_chars = 16 * self.max_tokens
+
+    def fits(self, start: int, end: int) -> bool:
+        return self.counter.fits(self.text[start:end])
+
+    def split(self, start: int, end: int, lead: int | None = None, level: int = 0) -> Iterator[tuple[int, int]]:
+        """Pieces of the over-long span ``[start, end)``, each within the limit.
+
+        ``lead`` is the start of a heading that must stay with the first piece.
+        """
+        for depth in range(level, len(_LEVELS)):
+            frags = _fragments(self.text, start, end, _LEVELS[depth])
+            first = next(frags, None)
+            second = next(frags, None)
+            if first is None:
+                return
+            if second is None:  # no separator at this level
+                continue
+            yield from self._pack(_chain(first, second, frags), lead, depth)
+            return
+        yield from self._windows(start, end, lead)
+
+    def _pack(self, frags: Iterator[tuple[int, int]], lead: int | None, depth: int) -> Iterator[tuple[int, int]]:
+        """Greedy packing of fragments; an over-long fragment is split one level finer."""
+        cur: tuple[int, int] | None = None
+        body: int | None = None  # where the text after the heading starts, while only a little follows it
+        for a, b in frags:
+            if cur is not None and self.fits(cur[0], b):
+                cur = (cur[0], b)
+                continue
+            if cur is not None and is_markup(self.text, a, b):
+                continue  # a closer or rule that does not fit: dropped, not a chunk of its own
+            if body is not None and self.counter.count(self.text[body:cur[1]]) <= _HEAD_WORDS:
+                lead, cur = cur[0], None  # heading + ".. note::": still a heading, keep it with text
+            body = None
+            if cur is not None:
+                yield cur
+                cur = None
+            head = lead if lead is not None else a
+            lead = None
+            if self.fits(head, b):
+                cur = (head, b)
+                body = a if head != a else None
+            else:
+                yield from self.split(a, b, head if head != a else None, depth + 1)
+        if cur is not None:
+            yield cur
+
+    def _windows(self, start: int, end: int, lead: int | None) -> Iterator[tuple[int, int]]:
+        """Token windows over one over-long span, tokenising bounded windows (linear time)."""
+        text, limit = self.text, self.max_tokens
+        pos = start
+        while pos < end:
+            head = lead if lead is not None else pos
+            lead = None
+            width = self.window_chars
+            while True:
+                seg_end = min(end, pos + width)
+                offsets = [(x + pos, y + pos) for x, y in self.counter.offsets(text[pos:seg_end]) if y > x]
+                if seg_end == end or len(offsets) > limit + 1:
+                    break
+                width *= 2
+            if not offsets:
                 break
-            take -= 1
-        if span is not None:
-            if counter.count(text[span[0]:span[1]]) > max_tokens:  # one token alone over the limit
-                span = _char_fallback(text, span, max_tokens, counter)
-            out.append(span)
-        pos = cut
-    return out
+            budget = limit - (self.counter.count(text[head:pos]) if head < pos else 0)
+            if budget < 1:  # a heading too long to share a chunk: it is cut alone
+                yield from self._windows(head, pos, None)
+                head, budget = pos, limit
+            n = len(offsets)
+            take = min(budget, n)
+            if seg_end == end and head == pos and limit < n < 2 * limit:
+                take = (n + 1) // 2  # two even pieces rather than a full one and a crumb
+            span = None
+            while take >= 1:
+                cut = end if take >= n else offsets[take][0]
+                if take < n and not text[cut - 1].isspace() and not text[cut].isspace():
+                    space = max(text.rfind(" ", pos, cut), text.rfind("\n", pos, cut))
+                    if space > pos + (cut - pos) // 2:
+                        cut = space  # end at a word boundary when one is near
+                span = _trim(text, head, cut)
+                if span is None or self.fits(*span):
+                    break
+                take -= 1
+            if span is None:
+                pos = cut
+                continue
+            if not self.fits(*span):  # one token alone over the limit: cut by characters
+                span, cut = self._char_fallback(span)
+            yield span
+            # the next window: about twice what this one used, so tokenising stays linear
+            self.window_chars = max(4 * limit, 2 * (cut - pos) + 64)
+            pos = cut
+
+    def _char_fallback(self, span: tuple[int, int]) -> tuple[tuple[int, int], int]:
+        a, b = span
+        while b - a > 1 and not self.fits(a, b):
+            b -= 1
+        return (_trim(self.text, a, b) or (a, a + 1)), b
 
 
-def _char_fallback(text: str, span: tuple[int, int], max_tokens: int, counter: Counter) -> tuple[int, int]:
-    a, b = span
-    while b - a > 1 and counter.count(text[a:b]) > max_tokens:
-        b -= 1
-    return _trim(text, a, b) or (a, a + 1)
+def _chain(first, second, rest):
+    yield first
+    yield second
+    yield from rest
 
 
-def _units(text: str, max_tokens: int, counter: Counter) -> list[tuple[int, int, bool]]:
-    """(start, end, may_join_previous) pieces, each within the limit."""
-    units = []
-    for pa, pb in _spans(text, 0, len(text), _PARAGRAPH):
-        if counter.count(text[pa:pb]) <= max_tokens:
-            units.append((pa, pb, True))
+def iter_spans(text: str, tokenizer, max_tokens: int = 75) -> Iterator[tuple[int, int, bool]]:
+    """``(start, end, continues)`` spans in order; ``continues``: the same unit as the span before."""
+    counter = Counter(tokenizer, max_tokens)
+    splitter = _Splitter(text, counter)
+    cur: tuple[int, int] | None = None
+    for unit in units(text):
+        if unit.markup:
+            continue  # a rule or stray closer: packed only if it lies inside a chunk
+        if splitter.fits(unit.start, unit.end):
+            if cur is not None and splitter.fits(cur[0], unit.end):
+                cur = (cur[0], unit.end)
+            else:
+                if cur is not None:
+                    yield cur[0], cur[1], False
+                cur = (unit.start, unit.end)
             continue
-        first = True
-        for sa, sb in _spans(text, pa, pb, _SENTENCE_END):
-            pieces = ([(sa, sb)] if counter.count(text[sa:sb]) <= max_tokens
-                      else _windows(text, sa, sb, max_tokens, counter))
-            for a, b in pieces:
-                # a long paragraph starts its own chunk; its sentences then pack together
-                units.append((a, b, not first))
-                first = False
-    return units
+        if cur is not None:
+            yield cur[0], cur[1], False
+            cur = None
+        lead = unit.start if unit.body_start > unit.start else None
+        for i, (a, b) in enumerate(splitter.split(unit.body_start, unit.end, lead)):
+            yield a, b, i > 0
+    if cur is not None:
+        yield cur[0], cur[1], False
 
 
 def chunk_text(text: str, tokenizer, max_tokens: int = 75, overlap: int = 0) -> list[Chunk]:
-    """Chunks covering every non-blank character of ``text``, in order, each ≤ ``max_tokens``."""
+    """Chunks covering every non-blank character of ``text`` (bar pure markup lines), in order,
+    each ≤ ``max_tokens``."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
     if not 0 <= overlap < max_tokens:
         raise ValueError(f"overlap must be in 0..{max_tokens - 1}, got {overlap}")
-    counter = Counter(tokenizer)
-    spans: list[tuple[int, int]] = []
-    cur: list[tuple[int, int]] = []  # units of the chunk being built
-    for a, b, joinable in _units(text, max_tokens, counter):
-        if cur and joinable and counter.count(text[cur[0][0]:b]) <= max_tokens:
-            cur.append((a, b))
-            continue
-        carried: list[tuple[int, int]] = []
-        if len(cur) > 1 and _is_heading(text[cur[-1][0]:cur[-1][1]]):
-            carried = [cur.pop()]  # a heading starts the chunk of the text it heads
-        if cur:
-            spans.append((cur[0][0], cur[-1][1]))
-            if overlap and joinable and not carried:
-                a = _overlap_start(text, spans[-1], a, b, overlap, max_tokens, counter)
-        if carried and counter.count(text[carried[0][0]:b]) > max_tokens:
-            spans.append(carried[0])
-            carried = []
-        cur = carried + [(a, b)]
-    if cur:
-        spans.append((cur[0][0], cur[-1][1]))
-    chunks = []
-    for i, (a, b) in enumerate(spans):
+    counter = Counter(tokenizer, max_tokens)
+    chunks: list[Chunk] = []
+    prev: tuple[int, int] | None = None
+    for a, b, continues in iter_spans(text, tokenizer, max_tokens):
+        if overlap and continues and prev is not None:
+            a = _overlap_start(text, prev, a, b, overlap, counter)
         piece = text[a:b]
-        chunks.append(Chunk(i, piece, a, b, counter.count(piece)))
+        chunks.append(Chunk(len(chunks), piece, a, b, counter.count(piece)))
+        prev = (a, b)
     return chunks
 
 
-def _is_heading(piece: str) -> bool:
-    """Markdown ``#`` headings, reST/setext underlined titles, short unpunctuated single lines."""
-    lines = piece.strip().splitlines()
-    if not lines or len(piece) > 120:
-        return False
-    if lines[0].startswith("#"):
-        return True
-    if len(lines) == 2 and len(set(lines[1].strip())) == 1 and lines[1].strip()[0] in "=-~^*+#":
-        return True
-    return len(lines) == 1 and not lines[0].rstrip().endswith((".", "!", "?", ":", ";", ",", ")"))
-
-
-def _overlap_start(text: str, prev: tuple[int, int], a: int, b: int, overlap: int, max_tokens: int,
-                   counter: Counter) -> int:
+def _overlap_start(text: str, prev: tuple[int, int], a: int, b: int, overlap: int, counter: Counter) -> int:
     """Start of the next chunk moved back into ``prev`` by up to ``overlap`` tokens, if it fits."""
     offsets = [(x + prev[0], y + prev[0]) for x, y in counter.offsets(text[prev[0]:prev[1]]) if y > x]
     for n in range(min(overlap, len(offsets) - 1), 0, -1):
-        start = offsets[-n][0]
-        span = _trim(text, start, b)
-        if span and counter.count(text[span[0]:span[1]]) <= max_tokens:
+        span = _trim(text, offsets[-n][0], b)
+        if span and span[0] < a and counter.fits(text[span[0]:span[1]]):
             return span[0]
     return a
 
+
+__all__ = ["CHUNKER_VERSION", "Chunk", "Counter", "Unit", "chunk_text", "iter_spans"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -26,14 +27,18 @@ BINARY_EXTENSIONS = frozenset(
     ".safetensors .onnx .parquet .arrow .woff .woff2 .ttf .otf .eot".split()
 )
 HTML_EXTENSIONS = frozenset({".html", ".htm", ".xhtml"})
-#: Bytes looked at for a NUL byte: text files have none.
-SNIFF_BYTES = 8192
+#: Files larger than this are not read as text (a log dump or a data file, not a document).
+MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Share of characters that are undecodable or control characters above which a file is binary.
+MAX_JUNK_SHARE = 0.30
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
 
 
 @dataclass(frozen=True)
 class SourceFile:
     path: Path  # as found (may be a symlink)
     doc_id: str  # posix path relative to its root
+    root: Path | None = None  # the folder it was found under; None for a file given by name
 
 
 @dataclass
@@ -66,7 +71,8 @@ def find_files(paths: Iterable[str | os.PathLike[str]], include: Sequence[str] =
     """Every file under ``paths`` (recursive, sorted, hidden entries skipped in folders).
 
     Directory symlinks are not followed (``os.walk(followlinks=False)``), so a symlink loop cannot
-    make the walk endless; file symlinks are read like files.
+    make the walk endless. A file symlink is listed with its folder as ``root``:
+    :func:`read_document` reads it only when it points inside that folder.
     """
     for given in paths:
         root = Path(given)
@@ -79,7 +85,7 @@ def find_files(paths: Iterable[str | os.PathLike[str]], include: Sequence[str] =
                     path = Path(dirpath) / name
                     rel = path.relative_to(root).as_posix()
                     if wanted(rel, include, exclude):
-                        yield SourceFile(path, rel)
+                        yield SourceFile(path, rel, root)
         elif root.exists() or root.is_symlink():
             if wanted(root.name, include, exclude):
                 yield SourceFile(root, root.name)
@@ -127,27 +133,62 @@ def html_to_text(html: str) -> str:
     return text.strip()
 
 
-def read_document(source: SourceFile) -> Document:
-    """The text of one file. Raises :class:`Skipped` for non-text, ``OSError`` when unreadable."""
+def _outside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return True
+    except OSError:  # a loop: unreadable anyway
+        return False
+    return False
+
+
+def _binary(data: bytes, text: str) -> str | None:
+    """Why ``data`` is not text, or None: a NUL byte anywhere, or too many undecodable/control characters."""
+    if b"\0" in data:
+        return "not a text file (NUL byte)"
+    if text:
+        junk = sum(len(_CONTROL.findall(text, i, i + 1 << 20)) for i in range(0, len(text), 1 << 20))
+        if junk > MAX_JUNK_SHARE * len(text):
+            return f"not a text file ({junk / len(text):.0%} undecodable or control characters)"
+    return None
+
+
+def read_document(source: SourceFile, *, follow_links_outside: bool = False,
+                  max_bytes: int | None = MAX_FILE_BYTES) -> Document:
+    """The text of one file. Raises :class:`Skipped` for non-text, ``OSError`` when unreadable.
+
+    A symlink found in a folder that points outside it is skipped unless ``follow_links_outside``
+    (a link into a secret elsewhere must not end up in the store). Files over ``max_bytes``
+    (None: no cap) are skipped: text documents are not that large, and reading one whole would
+    take memory in proportion.
+    """
     path = source.path
     if path.suffix.lower() in BINARY_EXTENSIONS:
         raise Skipped(f"{path}: not a text file")
+    if (source.root is not None and not follow_links_outside and path.is_symlink()
+            and _outside(path, source.root)):
+        raise Skipped(f"{path}: symlink to a file outside {source.root}; not followed "
+                      "(follow_links_outside=True reads it)")
     if path.exists() and not path.is_file():  # a FIFO, socket or device: reading could block forever
         raise Skipped(f"{path}: not a regular file")
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise Skipped(f"{path}: {size} bytes, over the {max_bytes}-byte limit for a text file")
         data = path.read_bytes()
     except OSError as exc:
         if path.is_symlink():
             raise Skipped(f"{path}: unreadable symlink ({exc.strerror or exc})") from None
         raise
-    if b"\0" in data[:SNIFF_BYTES]:
-        raise Skipped(f"{path}: not a text file")
     warnings = []
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         text = data.decode("utf-8-sig", errors="replace")
         warnings.append(f"{path}: not valid UTF-8 (first bad byte at {exc.start}); undecodable bytes replaced")
+    if why := _binary(data, text):
+        raise Skipped(f"{path}: {why}")
     if path.suffix.lower() in HTML_EXTENSIONS:
         text = html_to_text(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")

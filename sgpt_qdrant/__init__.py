@@ -19,6 +19,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SGPTEmbedding": (".embedding", "SGPTEmbedding"),
     "Encoder": (".engine", "Encoder"),
     "SGPTModel": (".model", "SGPTModel"),
+    "SGPTNodeParser": (".ingest.node_parser", "SGPTNodeParser"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .checkpoint import save as save_checkpoint
     from .embedding import SGPTEmbedding
     from .engine import Encoder
+    from .ingest.node_parser import SGPTNodeParser
     from .model import SGPTModel
 
 

@@ -1,0 +1,291 @@
+"""The chunker on real-looking Markdown and reST: boundaries (not just sizes), limits, coverage, cost."""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+
+import pytest
+
+from sgpt_qdrant.ingest.chunk import chunk_text
+from sgpt_qdrant.testing import gpt2_tokenizer
+
+REF = gpt2_tokenizer()  # an independent tokenizer instance: the reference for token counts
+MARKUP_LINE = re.compile(r"[-=_*~^+#:|/`\s]*")  # the test's own definition of a pure markup line
+
+
+def ref_len(text: str) -> int:
+    return len(REF(text.strip(), add_special_tokens=False)["input_ids"])
+
+
+def check_guarantees(text: str, chunks, max_tokens: int = 75) -> None:
+    """≤ max tokens of exactly the embedded text, exact offsets, coverage bar pure markup lines."""
+    covered = bytearray(len(text))
+    for i, c in enumerate(chunks):
+        assert c.index == i and c.text == text[c.start:c.end] == c.text.strip() and c.text
+        assert ref_len(c.text) <= max_tokens and c.n_tokens == ref_len(c.text), c.text
+        assert not MARKUP_LINE.fullmatch(c.text), f"markup alone: {c.text!r}"
+        covered[c.start:c.end] = b"\1" * (c.end - c.start)
+    pos = 0
+    for line in text.split("\n"):
+        missing = [ch for k, ch in enumerate(line) if not covered[pos + k] and not ch.isspace()]
+        assert not missing or MARKUP_LINE.fullmatch(line), f"not covered: {line!r}"
+        pos += len(line) + 1
+
+
+def entry_spans(text: str, entries: list[str]) -> list[tuple[int, int]]:
+    spans, pos = [], 0
+    for e in entries:
+        start = text.index(e, pos)
+        spans.append((start, start + len(e)))
+        pos = start + len(e)
+    return spans
+
+
+def check_units(chunks, spans: list[tuple[int, int]], max_tokens: int = 75) -> None:
+    """A unit that fits is whole in one chunk; a split one shares none of its chunks with another unit."""
+    for a, b in spans:
+        touching = [c for c in chunks if c.start < b and a < c.end]
+        if ref_len(TEXT_OF[(a, b)]) <= max_tokens:
+            assert len(touching) == 1 and touching[0].start <= a and b <= touching[0].end, TEXT_OF[(a, b)]
+        else:
+            for c in touching:
+                others = [s for s in spans if s != (a, b) and c.start < s[1] and s[0] < c.end]
+                assert others == [], (c.text, TEXT_OF[(a, b)])
+
+
+TEXT_OF: dict[tuple[int, int], str] = {}
+
+
+def changelog(n: int, seed: int = 0) -> tuple[str, list[str]]:
+    """A fastapi-style release-notes page: emoji, PR links, some long multi-sentence entries."""
+    rng = random.Random(seed)
+    verbs = ["Add support for", "Fix", "Update translations for", "Refactor", "Document", "Deprecate"]
+    things = ["`Annotated` dependencies", "zh (update-outdated)", "OpenAPI callbacks", "WebSocket close codes",
+              "the tutorial on background tasks", "response model filtering", "`Depends()` caching"]
+    entries, out = [], ["# Release Notes\n"]
+    for i in range(n):
+        if i % 12 == 0:
+            out.append(f"\n## 0.{120 - i // 12}.0\n\n### Features\n")
+        body = f"{rng.choice(verbs)} {rng.choice(things)}."
+        if i % 5 == 3:  # a long entry: more than one chunk's worth
+            body += " " + " ".join(f"This change also touches {rng.choice(things)} and explains why in detail."
+                                   for _ in range(rng.randint(5, 9)))
+        pr = 16000 + i
+        entry = f"* ✨ {body} PR [#{pr}](https://github.com/fastapi/fastapi/pull/{pr}) by [@dev{i % 7}](https://github.com/dev{i % 7})."
+        entries.append(entry)
+        out.append(entry + "\n")
+    return "".join(out), entries
+
+
+def test_changelog_pr_numbers_stay_with_their_entry():
+    text, entries = changelog(60)
+    chunks = chunk_text(text, REF, 75)
+    check_guarantees(text, chunks)
+    spans = entry_spans(text, entries)
+    TEXT_OF.update({s: e for s, e in zip(spans, entries)})
+    check_units(chunks, spans)
+    for i, (a, b) in enumerate(spans):  # the PR number is in a chunk with its own entry's words only
+        pr = f"#{16000 + i}]"
+        (holder,) = [c for c in chunks if pr in c.text]
+        assert holder.start < b and a < holder.end
+        assert not any(f"#{16000 + j}]" in holder.text for j in range(len(entries)) if j != i and
+                       not (holder.start <= spans[j][0] and spans[j][1] <= holder.end))
+    assert any(ref_len(e) > 75 for e in entries)  # the test does exercise split entries
+    assert sum(c.n_tokens <= 5 for c in chunks) == 0
+
+
+ADMONITIONS = """\
+# Dependencies
+
+FastAPI has a very powerful but intuitive **Dependency Injection** system.
+
+/// tip
+
+If you are using Python 3.9 or above, use `Annotated` as shown here.
+
+///
+
+/// details | Why `Annotated`?
+
+It keeps the default value free for the parameter and plays well with editors and type checkers,
+and it lets you reuse the same dependency declaration in many path operations.
+
+///
+
+!!! warning "Careful"
+    Dependencies with `yield` run their exit code after the response is sent.
+    Do not raise `HTTPException` there.
+
+---
+
+| Parameter | Type | Meaning |
+|-----------|------|---------|
+| `use_cache` | bool | Reuse the value within one request |
+| `scope` | str | When the exit code runs: request or function |
+| `dependencies` | list | Dependencies of the dependency itself |
+
+```python
+from typing import Annotated
+
+from fastapi import Depends, FastAPI
+
+app = FastAPI()
+
+
+async def common_parameters(q: str | None = None, skip: int = 0, limit: int = 100):
+    return {"q": q, "skip": skip, "limit": limit}
+
+
+@app.get("/items/")
+async def read_items(commons: Annotated[dict, Depends(common_parameters)]):
+    return commons
+
+
+@app.get("/users/")
+async def read_users(commons: Annotated[dict, Depends(common_parameters)]):
+    return commons
+```
+
+That is all.
+"""
+
+
+def test_markdown_admonitions_tables_and_code_are_units():
+    chunks = chunk_text(ADMONITIONS, REF, 75)
+    check_guarantees(ADMONITIONS, chunks)
+    units = [
+        "/// tip\n\nIf you are using Python 3.9 or above, use `Annotated` as shown here.\n\n///",
+        ADMONITIONS[ADMONITIONS.index("/// details"):ADMONITIONS.index("!!! warning") - 2],
+        ADMONITIONS[ADMONITIONS.index("!!! warning"):ADMONITIONS.index("there.") + 6],
+        "| `use_cache` | bool | Reuse the value within one request |",
+        "| `scope` | str | When the exit code runs: request or function |",
+        "| `dependencies` | list | Dependencies of the dependency itself |",
+    ]
+    for unit in units:  # each fits, so it is whole in exactly one chunk
+        assert ref_len(unit) <= 75
+        assert sum(unit in c.text for c in chunks) == 1, unit
+    assert not any(c.text in ("///", "---") for c in chunks)
+    # the code block is too long for one chunk: split at line ends, never mixed with the prose around it
+    code_start, code_end = ADMONITIONS.index("```python"), ADMONITIONS.index("```\n\nThat") + 3
+    code_chunks = [c for c in chunks if c.start < code_end and code_start < c.end]
+    assert len(code_chunks) >= 2
+    for c in code_chunks:
+        assert code_start <= c.start and c.end <= code_end
+        assert ADMONITIONS[c.end] == "\n" and ADMONITIONS[c.start - 1] in "\n "
+    assert any(c.text == "That is all." or c.text.endswith("That is all.") for c in chunks)
+    assert not any("```" in c.text and "That is all." in c.text for c in chunks)
+
+
+def test_heading_stays_with_the_start_of_a_long_section():
+    body = " ".join(f"Sentence {i} of the section explains one more detail of the tides." for i in range(12))
+    text = f"# Tides\n\nIntro line here.\n\n## Spring and neap tides\n\n{body}\n\n## Next\n\nShort.\n"
+    chunks = chunk_text(text, REF, 75)
+    check_guarantees(text, chunks)
+    (holder,) = [c for c in chunks if "## Spring and neap tides" in c.text]
+    assert "Sentence 0 of the section" in holder.text
+    assert not any(c.text.startswith("#") and "\n" not in c.text for c in chunks)  # no lone heading
+
+
+RST = """\
+=========
+Beekeeping
+=========
+
+Hives
+-----
+
+.. note::
+
+   A colony needs a dry, sheltered spot facing the morning sun, away from
+   paths where people walk.
+
+.. code-block:: python
+
+   def honey_yield(frames: int) -> float:
+       return frames * 2.5
+
+Seasons
+-------
+
+- Spring: inspect every week, add a super when seven of ten frames are drawn.
+- Summer: watch for swarm cells; split strong colonies before the flow ends.
+- Autumn: treat for varroa, feed syrup, reduce the entrance against wasps.
+- Winter: leave them alone; heft the hive to judge the stores.
+
+#. First numbered step.
+#. Second numbered step.
+"""
+
+
+def test_rest_directives_and_lists():
+    chunks = chunk_text(RST, REF, 75)
+    check_guarantees(RST, chunks, 75)
+    note = RST[RST.index(".. note::"):RST.index("walk.") + 5]
+    code = RST[RST.index(".. code-block::"):RST.index("2.5") + 3]
+    items = [line for line in RST.splitlines() if line.startswith(("- ", "#. "))]
+    for unit in [note, code, *items]:
+        assert ref_len(unit) <= 75
+        assert sum(unit in c.text for c in chunks) == 1, unit
+    assert any(c.text.startswith("=========\nBeekeeping") and "A colony" in c.text for c in chunks)
+    # with 40 tokens the titles no longer fit with the whole note: they go with its first words
+    small = chunk_text(RST, REF, 40)
+    check_guarantees(RST, small, 40)
+    (hives,) = [c for c in small if "Hives" in c.text]
+    assert "A colony needs" in hives.text
+    (seasons,) = [c for c in small if "Seasons" in c.text]
+    assert "- Spring: inspect" in seasons.text
+
+
+@pytest.mark.parametrize("max_tokens,overlap", [(75, 0), (75, 20), (16, 5)])
+def test_mixed_corpus_guarantees(max_tokens, overlap):
+    text, _ = changelog(30, seed=3)
+    text = text + "\n" + ADMONITIONS + "\n" + RST
+    chunks = chunk_text(text, REF, max_tokens, overlap)
+    check_guarantees(text, chunks, max_tokens)
+    if overlap:
+        assert any(b.start < a.end for a, b in zip(chunks, chunks[1:]))
+    else:
+        assert all(a.end <= b.start for a, b in zip(chunks, chunks[1:]))
+
+
+class SpyTokenizer:
+    """The reference tokenizer, recording how many characters each call is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, text, **kwargs):
+        self.calls.append(len(text))
+        return REF(text, **kwargs)
+
+    def get_vocab(self):
+        return REF.get_vocab()
+
+
+def test_cost_is_linear_on_a_string_without_spaces():
+    rng = random.Random(1)
+    work = {}
+    for n in (40_000, 160_000):
+        blob = base64.b64encode(rng.randbytes(n * 3 // 4)).decode()
+        spy = SpyTokenizer()
+        chunks = chunk_text(blob, spy, 75)
+        assert "".join(c.text for c in chunks) == blob and max(c.n_tokens for c in chunks) <= 75
+        work[n] = sum(spy.calls)
+        assert max(spy.calls) <= 20_000
+    assert 3.0 <= work[160_000] / work[40_000] <= 5.0  # 4 for linear; the old chunker was ~16 (quadratic)
+    assert work[160_000] <= 12 * 160_000
+
+
+def test_one_long_line_is_tokenised_in_bounded_pieces():
+    """A single 300 kB paragraph: no tokenizer call sees more than a few thousand characters."""
+    rng = random.Random(2)
+    words = ["tide", "moon", "harbour", "salt", "wind", "rope", "gull", "keel", "sail", "anchor"]
+    text = " ".join(rng.choice(words) + ("," if rng.random() < 0.1 else "") for _ in range(50_000))
+    spy = SpyTokenizer()
+    chunks = chunk_text(text, spy, 75)
+    assert max(spy.calls) <= 20_000 and sum(spy.calls) <= 12 * len(text)
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    assert all(a.end <= b.start for a, b in zip(chunks, chunks[1:]))
+    assert all(c.n_tokens <= 75 for c in chunks[::50]) and all(ref_len(c.text) <= 75 for c in chunks[::50])
