@@ -1,7 +1,7 @@
 """Search what `sgpt-ingest` stored through Qdrant's own inference (FastEmbed), no torch at query time.
 
     sgpt-ingest examples/docs
-    sgpt-export-fastembed Muennighoff/SGPT-125M-mean-nli-linearthenpool5 sgpt-fastembed   # once
+    sgpt-export-fastembed sgpt-fastembed   # once, with torch: the checkpoint (--model) to ONNX
     python examples/query_fastembed.py "how do bees find flowers" --file-name bees.rst
 
 qdrant-client embeds the query itself: ``query_points(query=models.Document(text=..., model=NAME))``,

@@ -19,6 +19,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SGPTEmbedding": (".embedding", "SGPTEmbedding"),
     "Encoder": (".engine", "Encoder"),
     "SGPTModel": (".model", "SGPTModel"),
+    "export_fastembed": (".fastembed_export", "export_fastembed"),
+    "FastEmbedError": (".fastembed_register", "FastEmbedError"),
+    "FastEmbedModel": (".fastembed_register", "FastEmbedModel"),
+    "register_fastembed": (".fastembed_register", "register_fastembed"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -30,6 +34,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .checkpoint import save as save_checkpoint
     from .embedding import SGPTEmbedding
     from .engine import Encoder
+    from .fastembed_export import export_fastembed
+    from .fastembed_register import FastEmbedError, FastEmbedModel, register_fastembed
     from .model import SGPTModel
 
 

@@ -1,4 +1,4 @@
-"""``sgpt-export-fastembed MODEL [OUT]``: build the folder FastEmbed / Qdrant inference loads.
+"""``sgpt-export-fastembed [OUT] [--model ID_OR_PATH]``: build the folder FastEmbed / Qdrant inference loads.
 
 Prints the folder and the two lines a query process needs. Exit status 0, or 2 with one line
 for a model that cannot be loaded or exported.
@@ -15,11 +15,11 @@ from .checkpoint import DEFAULT_MODEL
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", default=DEFAULT_MODEL, required=False)
 @click.argument("out", required=False, type=click.Path(file_okay=False))
-def main(model: str, out: str | None) -> None:
-    """Export MODEL (Hub id, local folder or sgpt-train output; default the published SGPT) for
-    FastEmbed, into the cache and, if given, the folder OUT.
+@click.option("--model", envvar="SGPT_MODEL", default=DEFAULT_MODEL, show_default=True,
+              help="SGPT checkpoint: Hub id, local folder or sgpt-train output (also SGPT_MODEL).")
+def main(out: str | None, model: str) -> None:
+    """Export the model for FastEmbed into the cache and, if given, the folder OUT.
 
     The whole model (GPT-Neo + the per-token Dense layers, fp32) goes to ONNX with a tokenizer
     set up as the reference tokenises; FastEmbed mean-pools. Built once per weights and library

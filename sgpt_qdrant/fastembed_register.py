@@ -36,7 +36,7 @@ REQUIRED_FILES = (MODEL_FILE, META_FILE, "tokenizer.json", "tokenizer_config.jso
 #: Bumped when the folder layout or the graph changes; part of the export's cache key.
 FORMAT_VERSION = 1
 #: The command that builds a folder, named in every "missing export" message.
-BUILD_HINT = "build it with `sgpt-export-fastembed MODEL FOLDER` (needs the torch install once)"
+BUILD_HINT = "build it with `sgpt-export-fastembed FOLDER --model CHECKPOINT` (needs the torch install once)"
 
 
 class FastEmbedError(ValueError):
