@@ -2,8 +2,9 @@
 
 The graph is GPT-Neo + the per-token Dense stack in fp32, inputs ``input_ids`` and
 ``attention_mask``, output the token vectors after the last Dense layer (padding positions
-zeroed). FastEmbed mean-pools them over the attention mask, which is the reference's pooling,
-so the vectors equal :class:`~sgpt_qdrant.Encoder`'s fp32 vectors to float rounding.
+zeroed, so no pooling can pick up what a pad position computed). FastEmbed mean-pools them over
+the attention mask, which is the reference's pooling, so the vectors equal
+:class:`~sgpt_qdrant.Encoder`'s fp32 vectors to float rounding.
 
 The tokenizer is the checkpoint's own GPT-2 BPE with what the reference does around it written
 into the files, because FastEmbed calls ``encode_batch`` with no options: a normaliser that
