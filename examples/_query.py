@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -17,6 +18,10 @@ import click
 
 # The ingest's names for the store, in one place (the lead may move them to ingest.schema).
 from sgpt_qdrant.ingest.store import DEFAULT_COLLECTION, DEFAULT_PATH, VECTOR_NAME, StoreError, open_client
+
+# An unreachable server is reported by open_store in one line; qdrant-client would also warn about
+# its version check, from a background thread, so the filter is process-wide (these are scripts).
+warnings.filterwarnings("ignore", message="Failed to obtain server version")
 
 __all__ = ["VECTOR_NAME", "fail", "file_filter", "hit", "open_store", "print_hits", "store_options"]
 
@@ -45,21 +50,33 @@ def fail(message: str) -> NoReturn:
 def open_store(qdrant_path: str, qdrant_url: str | None, prefer_grpc: bool, collection: str,
                dim: int | None = None) -> Iterator:
     """A client on a store that holds ``collection`` (of ``dim``); anything else is one line, exit 2."""
+    with _client(qdrant_path, qdrant_url, prefer_grpc) as client:
+        if client is None:
+            fail(f"{qdrant_path}: no Qdrant store here; fill it first, e.g. `sgpt-ingest examples/docs`")
+        try:
+            exists = client.collection_exists(collection)
+        except Exception as exc:  # connection refused, timeout, TLS, auth: say where, not a traceback
+            fail(f"cannot query Qdrant at {qdrant_url or qdrant_path} ({type(exc).__name__}); "
+                 "check that the server is up, --qdrant-url / QDRANT_URL and QDRANT_API_KEY")
+        if not exists:
+            fail(f"collection {collection!r} does not exist in {qdrant_url or qdrant_path}; "
+                 "fill it first with sgpt-ingest (same --collection)")
+        if dim is not None:
+            vectors = client.get_collection(collection).config.params.vectors
+            stored = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else None
+            if stored is None or stored.size != dim:
+                fail(f"collection {collection!r} holds {VECTOR_NAME!r} vectors of dimension "
+                     f"{stored.size if stored else 'none'}, the model makes {dim}: query it with the model "
+                     "sgpt-ingest used")
+        yield client
+
+
+@contextlib.contextmanager
+def _client(qdrant_path: str, qdrant_url: str | None, prefer_grpc: bool) -> Iterator:
+    """ingest's client, never creating a store; a store in use by another process is one line."""
     try:
         with open_client(qdrant_path, qdrant_url, os.environ.get("QDRANT_API_KEY"), prefer_grpc,
                          create=False) as client:
-            if client is None:
-                fail(f"{qdrant_path}: no Qdrant store here; fill it first, e.g. `sgpt-ingest examples/docs`")
-            if not client.collection_exists(collection):
-                fail(f"collection {collection!r} does not exist in {qdrant_url or qdrant_path}; "
-                     "fill it first with sgpt-ingest (same --collection)")
-            if dim is not None:
-                vectors = client.get_collection(collection).config.params.vectors
-                stored = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else None
-                if stored is None or stored.size != dim:
-                    fail(f"collection {collection!r} holds {VECTOR_NAME!r} vectors of dimension "
-                         f"{stored.size if stored else 'none'}, the model makes {dim}: query it with the model "
-                         "sgpt-ingest used")
             yield client
     except StoreError as exc:
         fail(str(exc))

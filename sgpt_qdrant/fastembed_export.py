@@ -73,6 +73,11 @@ def check_representable(checkpoint: ckpt.Checkpoint) -> None:
                              f"(the graph must end with per-token vectors){use}")
     if checkpoint.normalize:
         raise FastEmbedError(f"{where}: a Normalize module is not exported for FastEmbed{use}")
+    size = 4 * (sum(t.numel() for t in checkpoint.transformer_state.values())
+                + sum(d.weight.numel() + (0 if d.bias is None else d.bias.numel()) for d in checkpoint.dense))
+    if size >= 2**31:  # protobuf's limit; larger graphs need external data files, not handled here
+        raise FastEmbedError(f"{where}: {size / 2**30:.1f} GiB of fp32 weights do not fit one ONNX file (2 GiB); "
+                             f"only models up to about 500M parameters are exported for FastEmbed{use}")
     config = checkpoint.config
     if "local" in config.attention_layers and int(config.window_size) < checkpoint.max_seq_length:
         raise FastEmbedError(f"{where}: local attention window {config.window_size} is shorter than "

@@ -98,7 +98,8 @@ def test_nothing_found_says_so_and_exits_1(store, tiny_model_dir):
 def test_store_problems_are_one_line_exit_2(store, tiny_model_dir, tmp_path):
     main = _example("query_qdrant").main
     for args, says in [(["--qdrant-path", str(tmp_path / "none")], "no Qdrant store here"),
-                       (["--qdrant-path", str(store), "--collection", "other"], "collection 'other' does not exist")]:
+                       (["--qdrant-path", str(store), "--collection", "other"], "collection 'other' does not exist"),
+                       (["--qdrant-url", "http://127.0.0.1:9"], "cannot query Qdrant at http://127.0.0.1:9")]:
         result = CliRunner().invoke(main, ["bees", "--model", str(tiny_model_dir), *args])
         assert result.exit_code == 2 and result.stderr.count("\n") == 1 and says in result.stderr
     assert not (tmp_path / "none").exists()  # a query never creates a store
