@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -35,6 +36,9 @@ from . import checkpoint as ckpt
 from .fastembed_register import FORMAT_VERSION, META_FILE, MODEL_FILE, FastEmbedError, read_meta
 from .model import SGPTModel
 from .runtime.cache import cache_root, weights_key
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ def check_representable(checkpoint: ckpt.Checkpoint) -> None:
                              f"max_seq_length {checkpoint.max_seq_length}; not exported for FastEmbed{use}")
 
 
-def fastembed_tokenizer(checkpoint: ckpt.Checkpoint):
+def fastembed_tokenizer(checkpoint: ckpt.Checkpoint) -> Tokenizer:
     """The checkpoint's tokenizer with the reference's stripping, no specials, truncation, padding."""
     from tokenizers import Regex, normalizers, processors
 
@@ -114,6 +118,8 @@ def export_key(checkpoint: ckpt.Checkpoint, model: SGPTModel) -> str:
 
 def default_name(source: str) -> str:
     """A Hub id is its own name; a local folder is ``sgpt/<folder name>``."""
+    if not source:
+        return "sgpt/model"
     path = Path(source).expanduser()
     if not path.exists() and source.count("/") == 1:
         return source
