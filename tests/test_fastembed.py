@@ -146,17 +146,24 @@ def test_cli_refuses_a_bad_model_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.fixture(scope="module")
+def store(tiny_model_dir, tmp_path_factory) -> Path:
+    """examples/docs ingested by sgpt-ingest's Python entry point into an embedded store."""
+    from sgpt_qdrant.ingest import run
+
+    path = tmp_path_factory.mktemp("ingested") / "qdrant"
+    assert run([str(ROOT / "examples" / "docs")], qdrant_path=str(path), model=str(tiny_model_dir), quiet=True) == 0
+    return path
+
+
 @pytest.mark.slow
-def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir, tmp_path):
+def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir, store):
     """A collection filled by sgpt-ingest, queried by models.Document in local mode: same hits, same order."""
     from qdrant_client import QdrantClient, models
 
     from sgpt_qdrant import Encoder
-    from sgpt_qdrant.ingest import run
     from sgpt_qdrant.ingest.store import DEFAULT_COLLECTION, VECTOR_NAME
 
-    store = tmp_path / "qdrant"
-    assert run([str(ROOT / "examples" / "docs")], qdrant_path=str(store), model=str(tiny_model_dir), quiet=True) == 0
     sgpt = register_fastembed(folder)
     encoder = Encoder(str(tiny_model_dir), device="cpu", dtype="fp32")
     queries = ["how do bees find flowers", "  why are there two tides a day?  ", "Sauerteig 🍞 ohne Hefe",
@@ -175,12 +182,8 @@ def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir
 
 
 @pytest.mark.slow
-def test_query_example_never_imports_torch(folder, tiny_model_dir, tmp_path):
+def test_query_example_never_imports_torch(folder, store):
     """examples/query_fastembed.py run in a fresh interpreter: hits printed, torch never imported."""
-    from sgpt_qdrant.ingest import run
-
-    store = tmp_path / "qdrant"
-    assert run([str(ROOT / "examples" / "docs")], qdrant_path=str(store), model=str(tiny_model_dir), quiet=True) == 0
     probe = (
         "import runpy, sys\n"
         f"sys.argv = ['query_fastembed.py', 'how do bees find flowers', '--model', {str(folder)!r}, "
