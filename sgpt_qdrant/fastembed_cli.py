@@ -11,24 +11,24 @@ import sys
 
 import click
 
-from .checkpoint import DEFAULT_MODEL
-
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("out", required=False, type=click.Path(file_okay=False))
-@click.option("--model", envvar="SGPT_MODEL", default=DEFAULT_MODEL, show_default=True,
-              help="SGPT checkpoint: Hub id, local folder or sgpt-train output (also SGPT_MODEL).")
-def main(out: str | None, model: str) -> None:
+@click.option("--model", envvar="SGPT_MODEL", default=None,
+              help="SGPT checkpoint: Hub id, local folder or sgpt-train output (also SGPT_MODEL; default "
+                   "Muennighoff/SGPT-125M-mean-nli-linearthenpool5).")
+def main(out: str | None, model: str | None) -> None:
     """Export the model for FastEmbed into the cache and, if given, the folder OUT.
 
     The whole model (GPT-Neo + the per-token Dense layers, fp32) goes to ONNX with a tokenizer
     set up as the reference tokenises; FastEmbed mean-pools. Built once per weights and library
     versions (cache: $SGPT_CACHE_DIR or ~/.cache/sgpt_qdrant).
     """
-    from .checkpoint import CheckpointError
+    from .checkpoint import DEFAULT_MODEL, CheckpointError  # torch: imported after --help
     from .fastembed_export import export_fastembed
     from .fastembed_register import FastEmbedError, read_meta
 
+    model = model or DEFAULT_MODEL
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     click.echo(f"exporting {model} for FastEmbed (a first export takes a while: ONNX export of the whole model)",
                err=True)
