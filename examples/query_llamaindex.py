@@ -1,42 +1,43 @@
 """Query what `sgpt-ingest` stored through LlamaIndex: QdrantVectorStore → VectorStoreIndex → retriever.
 
+    sgpt-ingest examples/docs
     python examples/query_llamaindex.py "why are there two tides a day"
 
 Takes the collection, storage and model like the CLI (--qdrant-url / QDRANT_URL and
-QDRANT_API_KEY for a server). Prints each source with its score.
+QDRANT_API_KEY for a server). Prints each source with its score; exit status as
+query_qdrant.py (0 hits, 1 nothing matched, 2 setup problem in one line).
 """
 
 from __future__ import annotations
 
-import os
-
 import click
-from llama_index.core import VectorStoreIndex
-from llama_index.vector_stores.qdrant import QdrantVectorStore
 
-from sgpt_qdrant.ingest import store
-from sgpt_qdrant import SGPTEmbedding
-from sgpt_qdrant.checkpoint import DEFAULT_MODEL
+from _query import fail, open_store, print_hits, store_options
+from sgpt_qdrant.checkpoint import DEFAULT_MODEL, CheckpointError
 
 
 @click.command()
 @click.argument("query")
-@click.option("--collection", default=store.DEFAULT_COLLECTION, show_default=True)
-@click.option("--qdrant-path", default=store.DEFAULT_PATH, show_default=True)
-@click.option("--qdrant-url", envvar="QDRANT_URL", default=None)
-@click.option("--prefer-grpc", is_flag=True, help="Talk to the server over gRPC.")
-@click.option("--model", envvar="SGPT_MODEL", default=DEFAULT_MODEL, show_default=True)
+@store_options
+@click.option("--model", envvar="SGPT_MODEL", default=DEFAULT_MODEL, show_default=True,
+              help="The checkpoint sgpt-ingest used: Hub id or local folder (also SGPT_MODEL).")
 @click.option("--top-k", default=3, show_default=True)
 def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, top_k):
-    embed_model = SGPTEmbedding(model_name=model)
-    with store.open_client(qdrant_path, qdrant_url, os.environ.get("QDRANT_API_KEY"), prefer_grpc) as client:
+    from llama_index.core import VectorStoreIndex
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+
+    from sgpt_qdrant import SGPTEmbedding
+
+    with open_store(qdrant_path, qdrant_url, prefer_grpc, collection) as client:
+        try:
+            embed_model = SGPTEmbedding(model_name=model)
+        except CheckpointError as exc:
+            fail(str(exc))
         vector_store = QdrantVectorStore(client=client, collection_name=collection)
         index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model)
-        for source in index.as_retriever(similarity_top_k=top_k).retrieve(query):
-            node = source.node
-            print(f"{source.score:.3f}  {node.metadata['file_name']} #{node.metadata['chunk_index']}  "
-                  f"(document {node.ref_doc_id})")
-            print(f"       {node.get_content()}")
+        sources = index.as_retriever(similarity_top_k=top_k).retrieve(query)
+    print_hits([(s.score, s.node.metadata["file_name"], s.node.metadata["chunk_index"], s.node.ref_doc_id,
+                 s.node.get_content()) for s in sources], f"collection {collection!r}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "Encoder": (".engine", "Encoder"),
     "SGPTModel": (".model", "SGPTModel"),
     "SGPTNodeParser": (".ingest.node_parser", "SGPTNodeParser"),
+    "export_fastembed": (".fastembed_export", "export_fastembed"),
+    "FastEmbedError": (".fastembed_register", "FastEmbedError"),
+    "FastEmbedModel": (".fastembed_register", "FastEmbedModel"),
+    "register_fastembed": (".fastembed_register", "register_fastembed"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -32,6 +36,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .embedding import SGPTEmbedding
     from .engine import Encoder
     from .ingest.node_parser import SGPTNodeParser
+    from .fastembed_export import export_fastembed
+    from .fastembed_register import FastEmbedError, FastEmbedModel, register_fastembed
     from .model import SGPTModel
 
 

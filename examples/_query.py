@@ -1,0 +1,111 @@
+"""What the query examples share: the store options, one-line errors, one output format.
+
+Not an example itself; ``python examples/query_*.py`` finds it next to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
+from typing import NoReturn
+
+import click
+
+# The ingest's names for the store, in one place (the lead may move them to ingest.schema).
+from sgpt_qdrant.ingest.store import DEFAULT_COLLECTION, DEFAULT_PATH, VECTOR_NAME, StoreError, open_client
+
+# An unreachable server is reported by open_store in one line; qdrant-client would also warn about
+# its version check, from a background thread, so the filter is process-wide (these are scripts).
+warnings.filterwarnings("ignore", message="Failed to obtain server version")
+
+__all__ = ["VECTOR_NAME", "fail", "file_filter", "hit", "open_store", "print_hits", "store_options"]
+
+
+def store_options(command):
+    """--collection, --qdrant-path, --qdrant-url, --prefer-grpc, as sgpt-ingest takes them."""
+    for option in reversed([
+        click.option("--collection", default=DEFAULT_COLLECTION, show_default=True),
+        click.option("--qdrant-path", default=DEFAULT_PATH, show_default=True,
+                     help="Embedded store folder written by sgpt-ingest (when no URL is given)."),
+        click.option("--qdrant-url", envvar="QDRANT_URL", default=None,
+                     help="A Qdrant server (also QDRANT_URL; the API key from QDRANT_API_KEY)."),
+        click.option("--prefer-grpc", is_flag=True, help="Talk to the server over gRPC."),
+    ]):
+        command = option(command)
+    return command
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2, as sgpt-ingest does for a setup problem."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@contextlib.contextmanager
+def open_store(qdrant_path: str, qdrant_url: str | None, prefer_grpc: bool, collection: str,
+               dim: int | None = None) -> Iterator:
+    """A client on a store that holds ``collection`` (of ``dim``); anything else is one line, exit 2."""
+    with _client(qdrant_path, qdrant_url, prefer_grpc) as client:
+        if client is None:
+            fail(f"{qdrant_path}: no Qdrant store here; fill it first, e.g. `sgpt-ingest examples/docs`")
+        try:
+            exists = client.collection_exists(collection)
+        except Exception as exc:  # connection refused, timeout, TLS, auth: say where, not a traceback
+            fail(f"cannot query Qdrant at {qdrant_url or qdrant_path} ({type(exc).__name__}); "
+                 "check that the server is up, --qdrant-url / QDRANT_URL and QDRANT_API_KEY")
+        if not exists:
+            fail(f"collection {collection!r} does not exist in {qdrant_url or qdrant_path}; "
+                 "fill it first with sgpt-ingest (same --collection)")
+        if dim is not None:
+            vectors = client.get_collection(collection).config.params.vectors
+            stored = vectors.get(VECTOR_NAME) if isinstance(vectors, dict) else None
+            if stored is None or stored.size != dim:
+                fail(f"collection {collection!r} holds {VECTOR_NAME!r} vectors of dimension "
+                     f"{stored.size if stored else 'none'}, the model makes {dim}: query it with the model "
+                     "sgpt-ingest used")
+        yield client
+
+
+@contextlib.contextmanager
+def _client(qdrant_path: str, qdrant_url: str | None, prefer_grpc: bool) -> Iterator:
+    """ingest's client, never creating a store; a store in use by another process is one line."""
+    try:
+        with open_client(qdrant_path, qdrant_url, os.environ.get("QDRANT_API_KEY"), prefer_grpc,
+                         create=False) as client:
+            yield client
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def file_filter(file_name: str | None):
+    """A payload filter on the ``file_name`` that sgpt-ingest stores, or None."""
+    if not file_name:
+        return None
+    from qdrant_client import models
+
+    return models.Filter(must=[models.FieldCondition(key="file_name", match=models.MatchValue(value=file_name))])
+
+
+def hit(score: float, payload: dict) -> tuple[float, str, int, str, str]:
+    """A printable hit from a point's payload (the layout sgpt-ingest writes)."""
+    text = json.loads(payload["_node_content"])["text"]  # the LlamaIndex node stored with the point
+    return score, payload["file_name"], payload["chunk_index"], payload["doc_id"], text
+
+
+def print_hits(hits: list[tuple[float, str, int, str, str]], where: str) -> None:
+    """``score  file #chunk  document`` then the chunk's text; nothing found: a message, exit 1.
+
+    Scores get six decimals: close matches differ in the fourth or fifth (and the random
+    stand-in model's scores are all near 1 and mean nothing).
+    """
+    if not hits:
+        click.echo(f"no match: {where} holds no chunk for this query", err=True)
+        sys.exit(1)
+    for score, file_name, chunk_index, doc_id, text in hits:
+        print(f"{score:.6f}  {file_name} #{chunk_index}  {doc_id}")
+        print(textwrap.indent(text, " " * 10))
