@@ -328,13 +328,13 @@ def test_bulk_load_restores_index_settings_after_a_normal_and_a_killed_run(tmp_p
 
 
 def test_python_api_creates_the_collection_with_the_given_settings(tmp_path, tiny_model_dir):
-    import sgpt_qdrant.ingest as ingest
+    from sgpt_qdrant import IngestOptions, ingest_paths
 
     (tmp_path / "a.txt").write_text("Vectors on disk, please.")
     store = tmp_path / "q"
-    status = ingest.run([tmp_path / "a.txt"], model=str(tiny_model_dir), qdrant_path=str(store), quiet=True,
-                        settings={"on_disk": True})
-    assert status == 0
+    summary = ingest_paths([tmp_path / "a.txt"], model=tiny_model_dir, path=store,
+                           options=IngestOptions(settings={"on_disk": True}))
+    assert summary.ingested == summary.new == summary.chunks_written == 1 and summary.failed == 0
     with closing(QdrantClient(path=str(store))) as client:
         params = client.get_collection(COLLECTION).config.params.vectors["text-dense"]
     assert params.on_disk is True and params.distance == models.Distance.COSINE
