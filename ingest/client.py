@@ -113,7 +113,7 @@ def setup_error(exc: BaseException, where: str) -> StoreError:
     status = getattr(exc, "status_code", None)
     source = getattr(exc, "source", None) if isinstance(exc, ResponseHandlingException) else exc
     if status in (401, 403):
-        hint = f"check {API_KEY_ENV} (the server's api-key or a read-write JWT)"
+        hint = f"check {API_KEY_ENV} (the key the server was started with, or a read-write JWT)"
     elif isinstance(source, json.JSONDecodeError) or status == 404:
         hint = "is --qdrant-url the REST address of a Qdrant server (port 6333, or 6334 with --prefer-grpc)?"
     elif isinstance(source, (ConnectionError, OSError)) or "connect" in cause.lower() or "refused" in cause.lower():
