@@ -39,6 +39,12 @@ PAGE = ("<html><head><title>Bridge history</title><script>var tracking = true;</
 INTRO = "Intro\n=====\n\nThe archive holds letters, maps and photographs.\n"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Model fingerprints are cached under XDG_CACHE_HOME: a test's own, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
 def ingest(*args, env=None, check=True):
     proc = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=180)
