@@ -24,6 +24,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "FastEmbedError": (".fastembed_register", "FastEmbedError"),
     "FastEmbedModel": (".fastembed_register", "FastEmbedModel"),
     "register_fastembed": (".fastembed_register", "register_fastembed"),
+    "ingest_paths": (".ingest.pipeline", "ingest_paths"),
+    "IngestOptions": (".ingest.pipeline", "IngestOptions"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .fastembed_export import export_fastembed
     from .fastembed_register import FastEmbedError, FastEmbedModel, register_fastembed
     from .model import SGPTModel
+    from .ingest.pipeline import IngestOptions, ingest_paths
 
 
 def __getattr__(name: str) -> Any:

@@ -322,17 +322,22 @@ def load_tokenizer(folder: Path) -> tuple[PreTrainedTokenizerBase, int]:
     return tokenizer, int(tokenizer.pad_token_id)
 
 
-def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
-    """Read a checkpoint (local directory or Hub id) into a :class:`Checkpoint`."""
-    root = resolve(model)
-    modules_path = root / "modules.json"
+def _read_modules(modules_path: Path) -> list[dict[str, Any]]:
+    """modules.json as a list of module entries in ``idx`` order."""
     modules = _read_json(modules_path)
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise CheckpointError(f"{modules_path}: expected a list of modules (objects with idx, path, type)")
     try:
-        modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+        return sorted(modules, key=lambda m: int(m.get("idx", 0)))
     except (TypeError, ValueError):
         raise CheckpointError(f"{modules_path}: field idx must be an integer in every module") from None
+
+
+def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
+    """Read a checkpoint (local directory or Hub id) into a :class:`Checkpoint`."""
+    root = resolve(model)
+    modules_path = root / "modules.json"
+    modules = _read_modules(modules_path)
     transformer = dense_list = pooling = None
     dense_list = []
     normalize = False
@@ -382,6 +387,29 @@ def _module_folder(root: Path, rel: object, modules_path: Path) -> Path:
     if Path(rel).is_absolute() or not folder.is_relative_to(root.resolve()):
         raise CheckpointError(f"{modules_path}: module path {rel!r} leaves the model folder")
     return root / rel
+
+
+def peek(model: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[Path, int, int]:
+    """(folder, output dimension, max_seq_length) from the config files alone, no weights read.
+
+    For callers that must check a store before deciding whether the model is needed at all."""
+    root = resolve(model)
+    modules_path = root / "modules.json"
+    dim = max_len = None
+    for entry in _read_modules(modules_path):
+        kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
+        if kind not in ("Transformer", "Dense"):
+            continue
+        cfg = _read_json(_module_folder(root, entry.get("path", ""), modules_path) / "config.json")
+        if kind == "Transformer":
+            dim, max_len = cfg.get("hidden_size"), cfg.get("max_position_embeddings")
+        elif kind == "Dense":
+            dim = cfg.get("out_features")
+    st_cfg_path = root / "sentence_bert_config.json"
+    max_len = (_read_json(st_cfg_path) if st_cfg_path.is_file() else {}).get("max_seq_length") or max_len
+    if not isinstance(dim, int) or not isinstance(max_len, int):
+        raise CheckpointError(f"{root / 'modules.json'}: no Transformer module with hidden_size and max length")
+    return root, dim, max_len
 
 
 # --------------------------------------------------------------------------- writing
