@@ -16,8 +16,9 @@ from typing import NoReturn
 
 import click
 
-# The ingest's names for the store, in one place (the lead may move them to ingest.schema).
-from sgpt_qdrant.ingest.store import DEFAULT_COLLECTION, DEFAULT_PATH, VECTOR_NAME, StoreError, open_client
+# The ingest's names for the store (its schema and client helpers), in one place.
+from sgpt_qdrant.ingest.client import DEFAULT_PATH, StoreError, open_client
+from sgpt_qdrant.ingest.schema import DEFAULT_COLLECTION, VECTOR_NAME
 
 # An unreachable server is reported by open_store in one line; qdrant-client would also warn about
 # its version check, from a background thread, so the filter is process-wide (these are scripts).

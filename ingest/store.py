@@ -7,8 +7,7 @@ is complete when all its points have one version and they are exactly the indice
 of a run (stale chunks of a changed document, pruned documents) is a delete *by id*: the
 embedded store evaluates a filter in Python over every stored point, which made a run quadratic.
 
-The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`; the names below are
-re-exported for callers that only import this module (the query examples).
+The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`.
 """
 
 from __future__ import annotations
@@ -19,11 +18,8 @@ from dataclasses import dataclass, field
 
 from qdrant_client import QdrantClient
 
-from .client import DEFAULT_PATH, StoreError, is_local, open_client  # noqa: F401 - re-exported
-from .schema import (  # noqa: F401 - re-exported
-    COUNT_FIELD, DEFAULT_COLLECTION, DOC_ID_FIELD, INDEX_FIELD, STATE_FIELDS, VECTOR_NAME, VERSION_FIELD,
-    make_points, point_id,
-)
+from .client import is_local
+from .schema import COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, STATE_FIELDS, VERSION_FIELD
 
 log = logging.getLogger(__name__)
 

@@ -72,10 +72,11 @@ def _example(name: str):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tiny_model_dir) -> Path:
-    from sgpt_qdrant.ingest import run
+    from sgpt_qdrant.ingest import ingest_paths
 
     path = tmp_path_factory.mktemp("examples") / "qdrant"
-    assert run([str(EXAMPLES / "docs")], qdrant_path=str(path), model=str(tiny_model_dir), quiet=True) == 0
+    summary = ingest_paths([str(EXAMPLES / "docs")], path=str(path), model=str(tiny_model_dir))
+    assert summary.ingested == 4 and summary.failed == 0
     return path
 
 

@@ -162,7 +162,7 @@ def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir
     from qdrant_client import QdrantClient, models
 
     from sgpt_qdrant import Encoder
-    from sgpt_qdrant.ingest.store import DEFAULT_COLLECTION, VECTOR_NAME
+    from sgpt_qdrant.ingest.schema import DEFAULT_COLLECTION, VECTOR_NAME
 
     sgpt = register_fastembed(folder)
     encoder = Encoder(str(tiny_model_dir), device="cpu", dtype="fp32")

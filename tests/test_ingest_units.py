@@ -10,7 +10,8 @@ from llama_index.core.schema import MetadataMode, TextNode
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 from qdrant_client import QdrantClient, models
 
-from sgpt_qdrant.ingest import store
+from sgpt_qdrant.ingest import schema, store
+from sgpt_qdrant.ingest.client import open_client
 from sgpt_qdrant.ingest.collection_config import CollectionMismatchError, check_collection, ensure_collection
 from sgpt_qdrant.ingest.chunk import chunk_text
 from sgpt_qdrant.ingest.read import SourceFile, Skipped, find_files, html_to_text, read_document
@@ -102,10 +103,10 @@ def test_read_binary_invalid_utf8_and_symlink_loop(tmp_path):
 
 def test_payload_is_what_llamaindex_reads():
     chunks = chunk_text("First sentence here. " * 3 + "\n\n" + "Second paragraph.", REF, 75)
-    (point,) = store.make_points("notes/a.md", "/data/notes/a.md", chunks[:1], [[0.5, 0.25]], chunk_count=1,
+    (point,) = schema.make_points("notes/a.md", "/data/notes/a.md", chunks[:1], [[0.5, 0.25]], chunk_count=1,
                                  content_hash="h", version="v", model="m")
     payload = point.payload
-    assert point.id == store.point_id("notes/a.md", 0)
+    assert point.id == schema.point_id("notes/a.md", 0)
     for key in ["_node_content", "_node_type", "doc_id", "document_id", "ref_doc_id", "file_path",
                 "chunk_index", "char_start", "char_end", "content_hash", "model"]:
         assert key in payload
@@ -120,12 +121,12 @@ def test_payload_is_what_llamaindex_reads():
 
 def test_wrong_dimension_is_refused():
     client = QdrantClient(":memory:")
-    client.create_collection("c", vectors_config={store.VECTOR_NAME: models.VectorParams(
+    client.create_collection("c", vectors_config={schema.VECTOR_NAME: models.VectorParams(
         size=7, distance=models.Distance.COSINE)})
     with pytest.raises(CollectionMismatchError, match="7-d Cosine"):
-        check_collection(client, "c", 32, vector_name=store.VECTOR_NAME)
-    assert check_collection(client, "c", 7, vector_name=store.VECTOR_NAME)
-    assert not check_collection(client, "other", 7, vector_name=store.VECTOR_NAME)
+        check_collection(client, "c", 32, vector_name=schema.VECTOR_NAME)
+    assert check_collection(client, "c", 7, vector_name=schema.VECTOR_NAME)
+    assert not check_collection(client, "other", 7, vector_name=schema.VECTOR_NAME)
 
 
 # -- the write order survives a stop after any request ------------------------------------------
@@ -161,7 +162,7 @@ def _write_docs(root, docs):
 
 
 def _run(client, root, encoder, writer=None, prune=True):
-    ensure_collection(client, "c", encoder.dimension, vector_name=store.VECTOR_NAME)
+    ensure_collection(client, "c", encoder.dimension, vector_name=schema.VECTOR_NAME)
     return sync(list(find_files([root])), store.read_state(client, "c"), tokenizer=encoder.tokenizer,
                 max_tokens=encoder.max_length, model="tiny", encode=encoder.encode,
                 writer=writer or _writer(client), batch_size=3, prune=prune, on_message=lambda m: None)
@@ -169,7 +170,7 @@ def _run(client, root, encoder, writer=None, prune=True):
 
 def _points(client):
     points, _ = client.scroll("c", limit=10_000, with_payload=True, with_vectors=True)
-    return {str(p.id): (p.payload, [round(x, 5) for x in p.vector[store.VECTOR_NAME]]) for p in points}
+    return {str(p.id): (p.payload, [round(x, 5) for x in p.vector[schema.VECTOR_NAME]]) for p in points}
 
 
 def test_stop_after_any_request_then_rerun_equals_clean_run(tmp_path, tiny_encoder):
@@ -204,14 +205,14 @@ def test_stop_after_any_request_then_rerun_equals_clean_run(tmp_path, tiny_encod
 
 def test_tuned_local_store_keeps_what_it_wrote(tmp_path):
     chunks = chunk_text("One sentence. Another one.", REF, 75)
-    points = store.make_points("a", "/a", chunks, [[1.0, 0.0]], chunk_count=1, content_hash="h", version="v",
+    points = schema.make_points("a", "/a", chunks, [[1.0, 0.0]], chunk_count=1, content_hash="h", version="v",
                                model="m")
-    with store.open_client(str(tmp_path / "q")) as client:
-        ensure_collection(client, "c", 2, vector_name=store.VECTOR_NAME)
+    with open_client(str(tmp_path / "q")) as client:
+        ensure_collection(client, "c", 2, vector_name=schema.VECTOR_NAME)
         assert store.tune_local(client, "c")
         with _writer(client) as writer:
             writer.upsert(points)
-    with store.open_client(str(tmp_path / "q")) as client:
+    with open_client(str(tmp_path / "q")) as client:
         assert store.read_state(client, "c")["a"].complete("v")
 
 
