@@ -23,7 +23,6 @@ asks for it.
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
 import sys
 import time
@@ -38,7 +37,7 @@ import numpy as np
 from . import store
 from .chunk import Chunk
 from .read import Skipped, SourceFile, read_document
-from .sync import PAUSE_ENV, Summary, Writer, _Producer
+from .sync import Summary, Writer, _Producer
 
 __all__ = ["RayOptions", "ServerTarget", "ray_sync", "RayUnavailable"]
 
@@ -304,7 +303,6 @@ def ray_sync(
     files = list(files)
     summary = Summary()
     start = time.perf_counter()
-    pause = float(os.environ.get(PAUSE_ENV) or 0)
     keep, driver_events = _contested(files)
     with connect(options.address) as ray:
         context = ray.data.DataContext.get_current()
@@ -331,19 +329,14 @@ def ray_sync(
                 summary.chunks_written = int(sum(outcome.points))
                 outcome.points = []
             else:
-                batches = 0
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     part = _outcome(batch, model)
                     writer.upsert(part.points)
                     summary.chunks_written += len(part.points)
                     outcome.add(part)
                     _count(summary, part.events, on_message)
-                    batches += 1
                     if on_progress is not None:
                         on_progress(summary)
-                    if pause:
-                        print(f"sgpt-ingest: test pause after batch {batches}", file=sys.stderr, flush=True)
-                        time.sleep(pause)
         # events counted on the driver as batches arrived need no second count
         _count(summary, driver_events if server is None else driver_events + outcome.events, on_message)
         events = sorted(outcome.events + driver_events, key=lambda e: e["file"])
