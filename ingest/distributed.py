@@ -311,6 +311,10 @@ def ray_sync(
         gpus = ray.cluster_resources().get("GPU", 0)
         gpus_per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1 if gpus else 0)
         actors = options.actors or (max(1, int(gpus // gpus_per_actor)) if gpus_per_actor else 1)
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus - actors * options.cpus_per_actor < 1:  # reading tasks would wait for ever
+            raise ValueError(f"{actors} embedding actor(s) with {options.cpus_per_actor:g} CPU each leave no CPU "
+                             f"of the Ray cluster's {cpus:g} for reading and chunking: use fewer actors")
         items = [{"file": i, "path": str(s.path), "doc_id": s.doc_id,
                   "stored": pickle.dumps(state[s.doc_id]) if s.doc_id in state else b""} for i, s in keep]
         outcome = _Outcome()
