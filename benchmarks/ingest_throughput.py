@@ -1,22 +1,40 @@
-"""Ingest throughput: chunks/s end to end, and the share of wall time outside the model.
+"""Ingest cost through the library pipeline (``ingest_paths``, what ``sgpt-ingest`` runs).
 
-The model has the full SGPT-125M shape with random weights (same compute as the published
-one). A synthetic corpus of prose files is ingested into a fresh embedded Qdrant store through
-the same code path as ``sgpt-ingest`` (read → chunk → plan → embed → upsert). The peer, measured
-in the same run, is the encoder alone on the same chunk texts: the ratio says how close the whole
-pipeline comes to the bare model.
+The corpus is generated Markdown of varied sizes (log-normal, from a few lines to ~2,000 lines:
+headings, prose paragraphs, bullet lists, code blocks), seeded, so runs compare. Parts:
 
-    python benchmarks/ingest_throughput.py --files 20 --sentences 30
+``scale``     tiny random model, embedded store: seconds per chunk on the corpus and on two
+              copies of the same tree (twice the chunks). Linear cost means a ratio near 1
+              (target <= 1.25).
+``no-model``  the encoder replaced by a no-op (constant vectors): chunks/s of everything
+              outside the model, into the embedded store and into the stand-in Qdrant REST
+              server of the tests (tests/conftest.py, on 127.0.0.1).
+``small``     many small files (default 20,000 of one or two paragraphs), tiny model,
+              embedded store: a first load and an unchanged re-run.
+``rerun``     the installed ``sgpt-ingest`` command with a 125M-shape random model: wall time
+              and peak RSS of an unchanged re-run and of ``--dry-run`` (neither loads the model),
+              against the first run that does.
+
+    python benchmarks/ingest_throughput.py --parts scale,no-model,small,rerun --files 150
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import random
+import resource
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("river bridge stone water morning light garden letter window harbour market winter summer "
          "train station road field forest mountain village city council meeting bread lamp tower ship "
          "sailor keeper storm wind cloud rain season history map archive museum school teacher student "
@@ -28,84 +46,165 @@ def sentence(rng: random.Random) -> str:
     return " ".join(words).capitalize() + rng.choice([".", ".", ".", "?", "!"])
 
 
-def write_corpus(root: Path, files: int, sentences: int, seed: int = 0) -> None:
+def markdown(rng: random.Random, blocks: int) -> str:
+    out = [f"# {sentence(rng)[:-1]}"]
+    for b in range(blocks):
+        kind = rng.random()
+        if b % 7 == 6:
+            out.append(f"## {sentence(rng)[:-1]}")
+        elif kind < 0.6:
+            out.append(" ".join(sentence(rng) for _ in range(rng.randint(1, 8))))
+        elif kind < 0.85:
+            out.append("\n".join(f"- {sentence(rng)}" for _ in range(rng.randint(2, 6))))
+        else:
+            out.append("```python\n" + "\n".join(f"{rng.choice(WORDS)}_{i} = {rng.randint(0, 999)}"
+                                                 for i in range(rng.randint(2, 10))) + "\n```")
+    return "\n\n".join(out) + "\n"
+
+
+def write_corpus(root: Path, files: int, seed: int = 0, mean_blocks: float = 25.0, sigma: float = 1.2) -> None:
+    """``files`` Markdown files in a few sub-folders, block counts log-normal around ``mean_blocks``."""
     rng = random.Random(seed)
+    mu = math.log(mean_blocks) - sigma * sigma / 2
     for i in range(files):
-        paragraphs, left = [], sentences
-        while left > 0:
-            n = min(left, rng.randint(2, 8))
-            paragraphs.append(" ".join(sentence(rng) for _ in range(n)))
-            left -= n
-        suffix = [".txt", ".md", ".rst"][i % 3]
-        (root / f"doc{i:04d}{suffix}").write_text(f"Document {i}\n\n" + "\n\n".join(paragraphs) + "\n")
+        folder = root / f"part{i % 5}"
+        folder.mkdir(parents=True, exist_ok=True)
+        blocks = max(1, min(2000, int(rng.lognormvariate(mu, sigma))))
+        (folder / f"doc{i:05d}.md").write_text(markdown(rng, blocks))
+
+
+class NoOpEncoder:
+    """Constant unit vectors at no cost: what is left is everything outside the model."""
+
+    def __init__(self, dimension: int, tokenizer, max_length: int) -> None:
+        self.dimension, self.tokenizer, self.max_length = dimension, tokenizer, max_length
+        self.model_name = "no-op"
+        self._row = np.full(dimension, 1 / math.sqrt(dimension), dtype=np.float32)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.broadcast_to(self._row, (len(texts), self.dimension))
+
+
+def ingest(paths, **kwargs):
+    from sgpt_qdrant.ingest import IngestOptions, ingest_paths
+
+    options = IngestOptions(batch_size=kwargs.pop("batch_size", 256))
+    t = time.perf_counter()
+    summary = ingest_paths(paths, options=options, **kwargs)
+    return summary, time.perf_counter() - t
+
+
+def part_scale(tmp: Path, model_dir: Path, files: int) -> None:
+    single = tmp / "single"
+    write_corpus(single / "docs", files)
+    double = tmp / "double"
+    shutil.copytree(single / "docs", double / "docs" / "a")
+    shutil.copytree(single / "docs", double / "docs" / "b")
+    results = {}
+    for name, docs in (("single", [single / "docs"]), ("double", [double / "docs"])):
+        s, wall = ingest(docs, model=model_dir, path=tmp / f"q-{name}")
+        work = wall - s.model_load_seconds  # the model loads once per run, whatever the corpus
+        results[name] = work / s.chunks_written
+        print(f"scale {name}: {s.files_seen} files, {s.chunks_written} chunks in {work:.1f}s after the model "
+              f"loaded ({1000 * results[name]:.2f} ms/chunk; encoder {s.embed_seconds:.1f}s)", flush=True)
+    print(f"scale: seconds per chunk, double / single = {results['double'] / results['single']:.3f} "
+          "(target <= 1.25)", flush=True)
+
+
+def part_no_model(tmp: Path, model_dir: Path, files: int) -> None:
+    from sgpt_qdrant import checkpoint as ckpt
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import StandIn  # the tests' stand-in Qdrant REST server
+
+    docs = tmp / "nm-docs"
+    write_corpus(docs, files, seed=1)
+    root, dim, max_len = ckpt.peek(model_dir)
+    encoder = NoOpEncoder(dim, ckpt.load_tokenizer(root)[0], max_len)
+    s, wall = ingest([docs], encoder=encoder, path=tmp / "q-nm")
+    print(f"no-model, embedded store: {s.chunks_written} chunks in {wall:.1f}s = {s.chunks_written / wall:.0f} chunks/s",
+          flush=True)
+    server = StandIn().start()
+    try:
+        s, wall = ingest([docs], encoder=encoder, url=server.url)
+    finally:
+        server.stop()
+    print(f"no-model, stand-in server: {s.chunks_written} chunks in {wall:.1f}s = "
+          f"{s.chunks_written / wall:.0f} chunks/s", flush=True)
+
+
+def part_small(tmp: Path, model_dir: Path, count: int) -> None:
+    docs = tmp / "small"
+    rng = random.Random(2)
+    for i in range(count):
+        folder = docs / f"d{i // 1000:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"n{i:05d}.md").write_text(f"# Note {i}\n\n" + " ".join(sentence(rng) for _ in range(rng.randint(1, 5))))
+    for label in ("first load", "unchanged re-run"):
+        s, wall = ingest([docs], model=model_dir, path=tmp / "q-small")
+        print(f"small files, {label}: {s.files_seen} files, {s.chunks_written} chunks written, "
+              f"{s.unchanged} unchanged in {wall:.1f}s", flush=True)
+
+
+def _timed_command(args: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, peak RSS in MB of the child, exit status) of the installed sgpt-ingest."""
+    binary = Path(sys.executable).parent / "sgpt-ingest"
+    code = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
+            "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode; "
+            "print(json.dumps([time.perf_counter() - t, "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, rc]))")
+    out = subprocess.run([sys.executable, "-c", code, str(binary), *args], capture_output=True, text=True, check=True)
+    import json
+
+    wall, rss, rc = json.loads(out.stdout)
+    return wall, rss, rc
+
+
+def part_rerun(tmp: Path, files: int) -> None:
+    from sgpt_qdrant.testing import SHAPE_125M, write_random_checkpoint
+
+    model = write_random_checkpoint(tmp / "model-125m", shape=SHAPE_125M)
+    docs = tmp / "rr-docs"
+    write_corpus(docs, files, seed=3, mean_blocks=6)
+    base = [str(docs), "--model", str(model), "--qdrant-path", str(tmp / "q-rr"), "--quiet"]
+    for label, extra in (("first run (loads the 125M-shape model)", []), ("unchanged re-run", []),
+                         ("--dry-run", ["--dry-run"])):
+        wall, rss, rc = _timed_command(base + extra)
+        print(f"command, {label}: {wall:.1f}s, peak RSS {rss:.0f} MB, exit {rc}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--files", type=int, default=20)
-    ap.add_argument("--sentences", type=int, default=30, help="sentences per file")
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--parts", default="scale,no-model,small,rerun")
+    ap.add_argument("--files", type=int, default=150, help="Markdown files of the scale / no-model corpus")
+    ap.add_argument("--small-files", type=int, default=20000)
+    ap.add_argument("--rerun-files", type=int, default=30)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
-
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from sgpt_qdrant.ingest import store
-    from sgpt_qdrant.ingest.collection_config import ensure_collection
-    from sgpt_qdrant.ingest.upload import Uploader
-    from sgpt_qdrant.ingest.read import find_files
-    from sgpt_qdrant.ingest.sync import sync
-    from sgpt_qdrant import Encoder
-    from sgpt_qdrant.checkpoint import load
-    from sgpt_qdrant.testing import SHAPE_125M, write_random_checkpoint
+    from sgpt_qdrant.testing import write_random_checkpoint
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    parts = set(args.parts.split(","))
+    t = time.perf_counter()
+    import llama_index.core.vector_stores.utils  # noqa: F401 - once per process, not per chunk: timed apart
+    print(f"cpu: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; LlamaIndex import "
+          f"{time.perf_counter() - t:.1f}s (once per process, outside the figures below)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = write_random_checkpoint(tmp / "model", shape=SHAPE_125M)
-        docs = tmp / "docs"
-        docs.mkdir()
-        write_corpus(docs, args.files, args.sentences)
-        checkpoint = load(str(model_dir))
-        t = time.perf_counter()
-        encoder = Encoder(checkpoint, device="cpu")
-        load_s = time.perf_counter() - t
-        encoder.encode(["warm up the kernels"] * 8)
-
-        with store.open_client(str(tmp / "qdrant")) as client:
-            ensure_collection(client, "bench", encoder.dimension, vector_name=store.VECTOR_NAME)
-            store.tune_local(client, "bench")  # as sgpt-ingest does
-            files = list(find_files([docs]))
-            summary = sync(files, store.read_state(client, "bench"), tokenizer=checkpoint.tokenizer,
-                           max_tokens=checkpoint.max_seq_length, model="random-125m", encode=encoder.encode,
-                           writer=Uploader(client, "bench", barrier_deletes=False), batch_size=args.batch_size,
-                           on_message=lambda m: None)
-            texts = []
-            offset = None
-            while True:
-                points, offset = client.scroll("bench", limit=4096, offset=offset, with_payload=["_node_content"])
-                texts += [p.payload["_node_content"] for p in points]
-                if offset is None:
-                    break
-        import json
-
-        chunk_texts = [json.loads(t)["text"] for t in texts]
-        t = time.perf_counter()
-        encoder.encode(chunk_texts)
-        peer_s = time.perf_counter() - t
-
-    n = summary.chunks_written
-    end_to_end = n / summary.seconds
-    peer = n / peer_s
-    outside = 1 - summary.embed_seconds / summary.seconds
-    mean_tokens = sum(len(x) for x in encoder.tokenize(chunk_texts)) / max(n, 1)
-    print(f"corpus: {summary.files_seen} files, {n} chunks (mean {mean_tokens:.1f} tokens); model load {load_s:.1f}s; "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"end to end (read+chunk+embed+upsert, embedded store): {summary.seconds:.2f}s  {end_to_end:.1f} chunks/s")
-    print(f"  of which in the encoder: {summary.embed_seconds:.2f}s; outside the model: {outside:.1%} (target < 10%)")
-    print(f"peer, encoder alone on the same chunks: {peer_s:.2f}s  {peer:.1f} chunks/s")
-    print(f"ratio end-to-end / encoder-alone: {end_to_end / peer:.3f}")
+        tiny = write_random_checkpoint(tmp / "tiny")  # GPT-Neo 2 layers, hidden 32, real GPT-2 BPE
+        if "scale" in parts:
+            part_scale(tmp, tiny, args.files)
+        if "no-model" in parts:
+            part_no_model(tmp, tiny, args.files)
+        if "small" in parts:
+            part_small(tmp, tiny, args.small_files)
+        if "rerun" in parts:
+            part_rerun(tmp, args.rerun_files)
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

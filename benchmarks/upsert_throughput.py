@@ -22,7 +22,8 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sgpt_qdrant.ingest.upload import Uploader, client_url  # noqa: E402
+from sgpt_qdrant.ingest.client import api_key_from_env, client_url, describe  # noqa: E402
+from sgpt_qdrant.ingest.upload import Uploader  # noqa: E402
 
 
 def reachable(url: str, api_key: str | None) -> str | None:
@@ -79,7 +80,7 @@ def main() -> None:
     args = ap.parse_args()
 
     url = os.environ.get("QDRANT_URL")
-    api_key = os.environ.get("QDRANT_API_KEY") or None
+    api_key = api_key_from_env()  # stripped; never printed
     if not url:
         print("skipped: set QDRANT_URL to a Qdrant server (e.g. http://localhost:6333)")
         return
@@ -106,9 +107,7 @@ def main() -> None:
                     print(f"{transport:>9} {batch:>6} {flight:>9} {'False':>5} {rate:>10,.0f} {rate / naive:>8.2f}x",
                           flush=True)
         except Exception as exc:  # e.g. gRPC port closed: report and go on with the next transport
-            details = getattr(exc, "details", None)
-            text = details() if callable(details) else str(exc).splitlines()[0]
-            print(f"{transport:>9} failed at {client_url(client)}: {type(exc).__name__}: {text}")
+            print(f"{transport:>9} failed at {client_url(client)}: {describe(exc)}")  # no raw body: no key
         finally:
             client.close()
 

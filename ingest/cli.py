@@ -1,79 +1,129 @@
-"""``sgpt-ingest``: click options → read, chunk, plan against Qdrant, embed, write; progress and summary.
+"""``sgpt-ingest``: click options → :func:`ingest.pipeline.ingest_paths` → progress, summary, exit status.
 
 Exit status: 0 when every readable file is in the store, 1 when some file failed (after all the
 others are done; each failure is named on stderr), 2 for a problem found before any work (bad
 argument, model, store or collection), 130 when interrupted (Ctrl-C).
+
+Everything printed goes through :func:`_say`, which removes the API key (``QDRANT_API_KEY``)
+from the text first, whatever library or server produced it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import sys
 import time
-import warnings
 
 import click
 
-from . import collection_config as cc
-from . import store
-from .partition import owns, parse_partition
-from .read import find_files
-from .sync import Summary, sync
-from .upload import Uploader, UploadError, is_local
+from . import client as qc
+from . import schema
+from .pipeline import IngestError, IngestOptions, ingest_paths
+from .sync import CATEGORIES, Summary
+from .upload import UploadError
 
 EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
+#: Test hook: seconds to sleep after each written batch (and a line on stderr), so a test can kill
+#: the process at a known point. It wraps the writer; the pipeline knows nothing of it.
+PAUSE_ENV = "SGPT_INGEST_TEST_PAUSE"
+#: How many documents per category a dry run names on the terminal (all of them with --json).
+DRY_RUN_SHOWN = 5
+
+_secrets: list[str | None] = []
+
+
+def _say(message: str, err: bool = True) -> None:
+    click.echo(qc.redact(message, _secrets), err=err)
 
 
 def _err(message: str) -> None:
-    click.echo(f"sgpt-ingest: {message}", err=True)
+    _say(f"sgpt-ingest: {message}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
 class _Progress:
-    """tqdm bar on a terminal only; messages printed around it."""
+    """Chunks written against the chunks expected: a tqdm bar on a terminal, else a line every
+    ``interval`` seconds. Updated after every written batch, so a long file moves it too."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, enabled: bool, tty: bool, interval: float) -> None:
         self.bar = None
+        self.enabled, self.tty, self.interval = enabled, tty, interval
         self.start = time.perf_counter()
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="file", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+        self.last = self.start
 
     def message(self, line: str) -> None:
         if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
+            self.bar.write(qc.redact(line, _secrets), file=sys.stderr)
         else:
-            click.echo(line, err=True)
+            _say(line)
+
+    def _rate(self, s: Summary) -> float:
+        busy = time.perf_counter() - self.start - s.model_load_seconds
+        return s.chunks_written / busy if busy > 0 else 0.0
 
     def update(self, s: Summary) -> None:
-        if self.bar is not None:
-            self.bar.n = s.files_seen
-            rate = s.chunks_written / max(time.perf_counter() - self.start, 1e-9)
-            self.bar.set_postfix(chunks=s.chunks_written, chunks_s=f"{rate:.1f}", refresh=False)
+        if not self.enabled:
+            return
+        total = max(s.estimated_chunks(), s.chunks_written)
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="chunk", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+            self.bar.total = total
+            self.bar.n = s.chunks_written
+            self.bar.set_postfix(files=f"{s.files_seen}/{s.files_total}", refresh=False)
             self.bar.refresh()
+            return
+        now = time.perf_counter()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        rate = self._rate(s)
+        eta = f", about {_duration((total - s.chunks_written) / rate)} left" if rate > 0 else ""
+        _say(f"sgpt-ingest: progress: {s.files_seen}/{s.files_total} files, {s.chunks_written}/~{total} chunks "
+             f"written, {rate:.1f} chunks/s{eta}; elapsed {_duration(now - self.start)}")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def _summary_line(s: Summary) -> str:
     write, delete = ("would write", "would delete") if s.dry_run else ("wrote", "deleted")
-    return (f"{s.files_seen} files: {s.ingested} ingested, {s.unchanged} unchanged, {s.skipped} skipped, "
-            f"{s.failed} failed; {write} {s.chunks_written} chunks, {delete} {s.chunks_deleted} "
-            f"({s.documents_deleted} documents pruned) in {s.seconds:.1f}s")
+    return (f"{s.files_seen} files: {s.ingested} ingested ({s.new} new, {s.changed} changed), {s.unchanged} "
+            f"unchanged, {s.skipped} skipped, {s.failed} failed; {write} {s.chunks_written} chunks, {delete} "
+            f"{s.chunks_deleted} ({s.documents_deleted} documents pruned) in {s.seconds:.1f}s")
+
+
+def _dry_run_lines(s: Summary) -> list[str]:
+    lines = []
+    for category in CATEGORIES:
+        names = s.documents.get(category, [])
+        if not names:
+            continue
+        shown = ", ".join(names[:DRY_RUN_SHOWN]) + (f" and {len(names) - DRY_RUN_SHOWN} more"
+                                                      if len(names) > DRY_RUN_SHOWN else "")
+        lines.append(f"  {category} ({len(names)}): {shown}")
+    return lines
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--collection", default=store.DEFAULT_COLLECTION, show_default=True, help="Qdrant collection name.")
-@click.option("--qdrant-path", default=store.DEFAULT_PATH, show_default=True,
+@click.option("--collection", default=schema.DEFAULT_COLLECTION, show_default=True, help="Qdrant collection name.")
+@click.option("--qdrant-path", default=qc.DEFAULT_PATH, show_default=True,
               help="Folder of the embedded Qdrant store (qdrant-client local mode); used when no URL is given.")
 @click.option("--qdrant-url", envvar="QDRANT_URL", default=None,
-              help="Qdrant server URL (env QDRANT_URL). The API key is read from env QDRANT_API_KEY only.")
+              help="Qdrant server URL (env QDRANT_URL). The API key is read from env QDRANT_API_KEY only "
+                   "(surrounding spaces and newlines are stripped; it is never printed).")
 @click.option("--prefer-grpc", is_flag=True, help="Talk to the server over gRPC.")
 @click.option("--timeout", type=int, default=None, help="Server request timeout in seconds.")
 @click.option("--model", envvar="SGPT_MODEL", default=None,
@@ -90,8 +140,12 @@ def _summary_line(s: Summary) -> str:
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out matching files (repeatable; wins).")
 @click.option("--prune", is_flag=True,
               help="Remove from the collection every document not found in this run's inputs.")
-@click.option("--dry-run", is_flag=True, help="Show what would change (new, changed, unchanged, pruned); embed and write nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+@click.option("--dry-run", is_flag=True,
+              help="List what would change (new, changed, unchanged, pruned); load no model, write nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON summary on stdout at the end (with --dry-run: every document per category).")
+@click.option("--progress-interval", type=click.FloatRange(0.1), default=30.0, show_default=True, metavar="SECONDS",
+              help="When stderr is not a terminal: seconds between one-line progress records.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary; errors and warnings still go to stderr.")
 @click.option("--partition", metavar="K/N", default=None,
               help="Take share K of N (1-based) of the documents, by a stable hash of the document id, so N "
@@ -115,7 +169,7 @@ def _summary_line(s: Summary) -> str:
 @click.option("--hnsw-m", type=click.IntRange(0), default=None, help="New collection: HNSW m (edges per node).")
 @click.option("--hnsw-ef-construct", type=click.IntRange(1), default=None, help="New collection: HNSW ef_construct.")
 def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model, device, dtype, batch_size,
-        chunk_overlap, include, exclude, prune, dry_run, as_json, quiet, partition, bulk_load, upsert_batch,
+        chunk_overlap, include, exclude, prune, dry_run, as_json, progress_interval, quiet, partition, bulk_load, upsert_batch,
         in_flight, shards, replication_factor, write_consistency, on_disk, on_disk_payload, quantization, hnsw_m,
         hnsw_ef_construct):
     """Chunk documents (.txt, .md, .rst, .html and other text files; folders are read
@@ -134,14 +188,15 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
     others are done); 2 a problem found before any work; 130 interrupted (Ctrl-C).
     """
     sys.exit(run(paths, collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url,
-                 prefer_grpc=prefer_grpc, timeout=timeout, model=model, device=device, dtype=dtype,
-                 batch_size=batch_size, chunk_overlap=chunk_overlap, include=include, exclude=exclude,
-                 prune=prune, dry_run=dry_run, as_json=as_json, quiet=quiet, partition=partition,
-                 bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
-                 settings=dict(shards=shards, replication_factor=replication_factor,
-                               write_consistency_factor=write_consistency, on_disk=on_disk,
-                               on_disk_payload=on_disk_payload, quantization=quantization == "int8",
-                               hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct)))
+                 prefer_grpc=prefer_grpc, timeout=timeout, model=model, as_json=as_json, quiet=quiet,
+                 progress_interval=progress_interval,
+                 options=dict(device=device, dtype=dtype, batch_size=batch_size, chunk_overlap=chunk_overlap,
+                              include=include, exclude=exclude, prune=prune, dry_run=dry_run, partition=partition,
+                              bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
+                              settings=dict(shards=shards, replication_factor=replication_factor,
+                                            write_consistency_factor=write_consistency, on_disk=on_disk,
+                                            on_disk_payload=on_disk_payload, quantization=quantization == "int8",
+                                            hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct))))
 
 
 class _LogToProgress(logging.Handler):
@@ -155,74 +210,58 @@ class _LogToProgress(logging.Handler):
         self.progress.message(f"warning: {record.getMessage()}")
 
 
-def run(paths, *, collection=store.DEFAULT_COLLECTION, qdrant_path=store.DEFAULT_PATH, qdrant_url=None,
-        prefer_grpc=False, timeout=None, model=None, device=None, dtype=None, batch_size=256, chunk_overlap=0,
-        include=(), exclude=(), prune=False, dry_run=False, as_json=False, quiet=False, partition=None,
-        bulk_load=False, upsert_batch=256, in_flight=4, settings=None) -> int:
-    """The command without click: returns the exit status. ``settings``: CollectionSettings fields."""
-    from sgpt_qdrant import checkpoint as ckpt
+class _PausingWriter:
+    """Test mode (``SGPT_INGEST_TEST_PAUSE``): a line and a sleep after each written batch."""
 
-    model = model or ckpt.DEFAULT_MODEL
-    progress = _Progress(0, enabled=False)
+    def __init__(self, writer, seconds: float) -> None:
+        self.writer, self.seconds, self.batches = writer, seconds, 0
+
+    def upsert(self, points) -> None:
+        self.writer.upsert(points)
+        self.batches += 1
+        print(f"sgpt-ingest: test pause after batch {self.batches}", file=sys.stderr, flush=True)
+        time.sleep(self.seconds)
+
+    def delete(self, selector) -> None:
+        self.writer.delete(selector)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_PATH, qdrant_url=None,
+        prefer_grpc=False, timeout=None, model=None, as_json=False, quiet=False, progress_interval=30.0,
+        options=None) -> int:
+    """The command without click: prints, returns the exit status. ``options``: IngestOptions fields."""
+    progress = _Progress(enabled=False, tty=False, interval=progress_interval)
     handler = _LogToProgress(progress)
-    loggers = [logging.getLogger("sgpt_qdrant")]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.propagate = False
-    bulk = False  # a bulk load of this run is on: end it when the run ends
+    logger = logging.getLogger("sgpt_qdrant")
+    logger.addHandler(handler)
+    logger.propagate = False
+    _secrets[:] = [os.environ.get(qc.API_KEY_ENV)]
+    pause = float(os.environ.get(PAUSE_ENV) or 0)
     try:
-        share = parse_partition(partition) if partition else None
-        collection_settings = cc.CollectionSettings(**(settings or {}))
-        files = [f for f in find_files(paths, include, exclude) if owns(share, f.doc_id)]
-        checkpoint = ckpt.load(model)
-        max_tokens = checkpoint.max_seq_length
-        if chunk_overlap >= max_tokens:
-            raise click.BadParameter(f"must be below the model's {max_tokens} tokens", param_hint="--chunk-overlap")
-        api_key = os.environ.get("QDRANT_API_KEY") or None
-        with store.open_client(qdrant_path, qdrant_url, api_key, prefer_grpc, timeout, create=not dry_run) as client:
-            cc.check_collection(client, collection, checkpoint.dimension, vector_name=store.VECTOR_NAME)  # before any work
-            encode = None
-            if not dry_run:
-                from sgpt_qdrant import Encoder
-
-                with warnings.catch_warnings():  # a fallback is also logged: printed once, as a warning line
-                    warnings.filterwarnings("ignore", message="sgpt_qdrant: ", category=RuntimeWarning)
-                    encoder = Encoder(checkpoint, device=device, dtype=dtype)
-                encode = encoder.encode
-                created = cc.ensure_collection(client, collection, checkpoint.dimension, collection_settings,
-                                               vector_name=store.VECTOR_NAME, bulk_load=bulk_load)
-                bulk = created.bulk_load
-                if is_local(client):
-                    store.tune_local(client, collection)
-            state = {doc_id: s for doc_id, s in store.read_state(client, collection).items() if owns(share, doc_id)}
-            progress = _Progress(len(files), enabled=not quiet and sys.stderr.isatty())
-            handler.progress = progress
-            writer = contextlib.nullcontext() if dry_run else Uploader(
-                client, collection, batch_size=upsert_batch, max_in_flight=in_flight, barrier_deletes=False)
-            try:
-                with writer:
-                    summary = sync(files, state, tokenizer=checkpoint.tokenizer, max_tokens=max_tokens, model=model,
-                                   overlap=chunk_overlap, encode=encode, writer=None if dry_run else writer,
-                                   batch_size=batch_size, prune=prune, dry_run=dry_run, on_progress=progress.update,
-                                   on_message=lambda m: None if quiet and m.startswith("skipped") else progress.message(m))
-            except KeyboardInterrupt:
-                progress.close()
-                if bulk:
-                    _restore_after_interrupt(client, collection)
-                raise
-            progress.close()
-            if bulk:
-                cc.end_bulk_load(client, collection)
-            if not dry_run:
-                cc.warn_if_large_local(client, collection)
+        api_key = qc.api_key_from_env()
+        _secrets.append(api_key)
+        opts = IngestOptions(**(options or {}))
+        progress = _Progress(enabled=not quiet, tty=sys.stderr.isatty(), interval=progress_interval)
+        handler.progress = progress
+        summary = ingest_paths(
+            paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
+            prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=progress.update,
+            on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model")))
+            else progress.message(m),
+            writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
+        progress.close()
     except KeyboardInterrupt:
         progress.close()
         _err("interrupted; what was written is consistent: run the same command again to finish")
         return EXIT_INTERRUPTED
-    except click.BadParameter as exc:
-        _err(f"error: {exc.format_message()}")
-        return EXIT_SETUP
-    except (store.StoreError, ckpt.CheckpointError, cc.BulkLoadError, FileNotFoundError, ValueError) as exc:
+    except (IngestError, qc.StoreError, ValueError) as exc:
+        progress.close()
         _err(f"error: {exc}")
         return EXIT_SETUP
     except UploadError as exc:  # the server stayed down mid-run: what was written is consistent
@@ -230,30 +269,24 @@ def run(paths, *, collection=store.DEFAULT_COLLECTION, qdrant_path=store.DEFAULT
         _err(f"error: {exc}")
         return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback, unless asked
+        progress.close()
         if os.environ.get("SGPT_INGEST_DEBUG"):
             raise
-        _err(f"error: {type(exc).__name__}: {exc}")
+        _err(f"error: {type(exc).__name__}: {qc.describe(exc)}")
         return EXIT_SETUP
     finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
-            logger.propagate = True
+        logger.removeHandler(handler)
+        logger.propagate = True
     if as_json:
-        click.echo(json.dumps(summary.to_dict(), sort_keys=True))
+        _say(json.dumps(summary.to_dict(), sort_keys=True), err=False)
     elif not quiet:
-        _err(("dry run: " if dry_run else "") + _summary_line(summary))
+        _err(("dry run: " if summary.dry_run else "") + _summary_line(summary))
+        if summary.dry_run:
+            for line in _dry_run_lines(summary):
+                _say(line)
     for failure in summary.failures:
         _err(f"failed: {failure}")
     return EXIT_FAILED if summary.failed else 0
-
-
-def _restore_after_interrupt(client, collection: str) -> None:
-    """Ctrl-C during a bulk load: put the index settings back now (best effort; the marker in
-    the collection lets the next run do it otherwise)."""
-    try:
-        cc.end_bulk_load(client, collection, interrupted=True)
-    except Exception as exc:  # noqa: BLE001 - the next run restores from the marker
-        _err(f"warning: index settings not restored now ({type(exc).__name__}); the next run restores them")
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from .upload import client_url, is_local
+from .client import client_url, is_local
+from .schema import DOC_ID_FIELD
 
 __all__ = [
     "DOC_ID_FIELD",
@@ -49,7 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DOC_ID_FIELD = "doc_id"  # what LlamaIndex's QdrantVectorStore filters and deletes by
 BULK_LOAD_KEY = "sgpt_bulk_load"  # collection metadata key of the bulk-load marker
 DEFAULT_INDEXING_THRESHOLD = 20000  # Qdrant's default (KB), restored when none was recorded
 LOCAL_POINTS_WARN = 20000  # qdrant-client's own "local mode is not recommended" threshold

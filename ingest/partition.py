@@ -16,6 +16,8 @@ import hashlib
 import re
 from typing import NamedTuple
 
+from .schema import doc_key
+
 __all__ = ["Partition", "PartitionError", "parse_partition", "in_partition", "share_of", "owns"]
 
 _MASK64 = (1 << 64) - 1
@@ -55,7 +57,8 @@ def parse_partition(spec: str) -> Partition:
 
 
 def _key(doc_id: str) -> int:
-    return int.from_bytes(hashlib.sha1(doc_id.encode("utf-8")).digest()[:8], "big")
+    # the stored form of the id: a name that is not UTF-8 hashes the same as a file and as a stored id
+    return int.from_bytes(hashlib.sha1(doc_key(doc_id).encode("utf-8")).digest()[:8], "big")
 
 
 def _jump(key: int, buckets: int) -> int:

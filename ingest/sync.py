@@ -1,26 +1,29 @@
 """The plan and its execution: documents against what the store holds, in a kill-safe order.
 
-Per document the stored state says one of: complete at this version (unchanged: nothing is read
-into the model), or anything else (new, changed, or left half-written by a killed run). For the
-latter the order of writes is
+Per document the stored state (:class:`ingest.store.DocState`, read once at the start) says one
+of: complete at this version (unchanged: nothing is read into the model), or anything else (new,
+changed, or left half-written by a killed run). For the latter the order of writes is
 
 1. upsert every new chunk (deterministic ids: the same position overwrites the same point),
-2. delete the document's points of any other version (old text, or positions past the new end).
+2. delete, by id, the document's stored points that step 1 did not overwrite (positions past
+   the new end, strays of an interrupted run); a new document has none, so it costs no delete.
 
 A kill between or inside those steps leaves a state that is not "complete at this version", so
 the next run redoes the document and ends where an uninterrupted run would have. Deletes of
-files that are gone (``prune``) only remove whole documents, which is idempotent too.
+files that are gone (``prune``) remove whole documents by their stored ids, idempotent too.
 
-Reading and chunking run on a producer thread ahead of the model; the main thread embeds in
-batches of ``batch_size`` chunks (the encoder packs them by its token budget) and writes.
+The steps are plain functions so that other executors (a Ray pipeline, a test) reuse them:
+:func:`prepare` one file → :class:`Outcome`; :func:`points_for` a prepared document's chunks and
+vectors; :func:`stale_ids` and :func:`prune_ids` for the deletes after the writes. :func:`sync`
+runs them in-process: reading and chunking on a producer thread ahead of the model, the main
+thread embedding in batches of ``batch_size`` chunks (the encoder packs them by token budget)
+and writing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,17 +32,19 @@ from typing import Protocol
 
 import numpy as np
 
-from . import store
+from . import schema
 from .chunk import Chunk, chunk_text
 from .read import Document, Skipped, SourceFile, read_document
+from .store import DocState
 
-#: Test hook: seconds to sleep after each write batch (and a line on stderr), so a test can kill
-#: the process at a known point.
-PAUSE_ENV = "SGPT_INGEST_TEST_PAUSE"
+CATEGORIES = ("new", "changed", "unchanged", "pruned")
 
 
 def version_of(content_hash: str, model: str, max_tokens: int, overlap: int) -> str:
-    """What a document's points were made from: change any part and they are rebuilt."""
+    """What a document's points were made from: change any part and they are rebuilt.
+
+    ``model`` is the model's fingerprint (:func:`ingest.model_id.model_fingerprint`), so
+    replaced weights at the same path re-embed."""
     key = f"{content_hash}\0{model}\0{max_tokens}\0{overlap}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
@@ -47,8 +52,8 @@ def version_of(content_hash: str, model: str, max_tokens: int, overlap: int) -> 
 class Writer(Protocol):
     """Where points go: :class:`ingest.upload.Uploader` (pipelined, retrying) or a test double.
 
-    Deletes are only of points this run does not write (other versions, pruned documents), so a
-    writer may reorder them against upserts."""
+    Deletes are only of points this run does not write (stale positions, pruned documents), so
+    a writer may reorder them against upserts."""
 
     def upsert(self, points: list) -> None: ...
 
@@ -59,8 +64,12 @@ class Writer(Protocol):
 
 @dataclass
 class Summary:
+    """What a run did (or, dry, would do); also the progress snapshot handed to ``on_progress``."""
+
     files_seen: int = 0
     ingested: int = 0
+    new: int = 0
+    changed: int = 0
     unchanged: int = 0
     skipped: int = 0
     failed: int = 0
@@ -69,9 +78,25 @@ class Summary:
     documents_deleted: int = 0
     seconds: float = 0.0
     embed_seconds: float = 0.0
+    model_load_seconds: float = 0.0
     dry_run: bool = False
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: dry runs: the document ids per category (new, changed, unchanged, pruned)
+    documents: dict[str, list[str]] = field(default_factory=dict)
+    # progress: files and bytes found, planned so far, chunks known so far
+    files_total: int = 0
+    bytes_total: int = 0
+    bytes_planned: int = 0
+    bytes_chunked: int = 0
+    chunks_planned: int = 0
+
+    def estimated_chunks(self) -> int:
+        """Chunks this run will write: those known, plus the unread bytes at the rate seen so far."""
+        if not self.bytes_chunked:
+            return self.chunks_planned
+        rest = max(0, self.bytes_total - self.bytes_planned) * self.chunks_planned / self.bytes_chunked
+        return self.chunks_planned + int(rest)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,34 +104,103 @@ class Summary:
 
 @dataclass
 class Prepared:
+    """A document to (re)write: its chunks, version and what the store held of it."""
+
     doc: Document
     chunks: list[Chunk]
     version: str
+    stored: DocState | None = None
+
+    @property
+    def key(self) -> str:
+        return schema.doc_key(self.doc.doc_id)
 
 
 @dataclass
-class _Event:
-    kind: str  # doc | unchanged | skipped | failed | warning
-    doc: Prepared | None = None
+class Outcome:
+    """What :func:`prepare` made of one file. ``kind``: new, changed, unchanged, skipped, failed."""
+
+    kind: str
+    key: str
+    prepared: Prepared | None = None
     message: str = ""
+    warnings: list[str] = field(default_factory=list)
+    size: int = 0  # bytes of the file, for progress
+
+
+def _size(source: SourceFile) -> int:
+    try:
+        return source.path.stat().st_size
+    except OSError:
+        return 0
+
+
+def prepare(source: SourceFile, state: dict[str, DocState], *, tokenizer, max_tokens: int, overlap: int,
+            model_id: str) -> Outcome:
+    """Read, hash, version and (unless unchanged) chunk one file. Never raises for a bad file."""
+    key = schema.doc_key(source.doc_id)
+    where = schema.display(source.path)
+    size = _size(source)
+    try:
+        doc = read_document(source)
+    except Skipped as exc:
+        return Outcome("skipped", key, message=schema.display(str(exc)), size=size)
+    except (OSError, ValueError) as exc:
+        return Outcome("failed", key, message=f"{where}: {getattr(exc, 'strerror', None) or exc}", size=size)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+        return Outcome("failed", key, message=f"{where}: cannot read: {type(exc).__name__}: {exc}", size=size)
+    warnings = [schema.display(w) for w in doc.warnings]
+    version = version_of(doc.content_hash, model_id, max_tokens, overlap)
+    stored = state.get(key)
+    if stored is not None and stored.complete(version):
+        return Outcome("unchanged", key, warnings=warnings, size=size)
+    try:
+        chunks = chunk_text(doc.text, tokenizer, max_tokens, overlap)
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
+        return Outcome("failed", key, message=f"{where}: cannot chunk: {exc}", warnings=warnings, size=size)
+    if not chunks and stored is None:
+        return Outcome("skipped", key, message=f"{where}: no text", warnings=warnings, size=size)
+    return Outcome("new" if stored is None else "changed", key, Prepared(doc, chunks, version, stored),
+                   warnings=warnings, size=size)
+
+
+def points_for(prepared: Prepared, chunks: list[Chunk], vectors, *, model: str) -> list:
+    """Qdrant points for some of a prepared document's chunks and their vectors (same order)."""
+    return schema.make_points(prepared.doc.doc_id, str(prepared.doc.path.absolute()), chunks, vectors,
+                              chunk_count=len(prepared.chunks), content_hash=prepared.doc.content_hash,
+                              version=prepared.version, model=model)
+
+
+def stale_ids(prepared: Prepared) -> list[str]:
+    """Stored ids of a rewritten document that its new chunks did not overwrite: delete them after
+    the new chunks are written. Empty for a new document."""
+    if prepared.stored is None:
+        return []
+    keep = {schema.point_id(prepared.doc.doc_id, c.index) for c in prepared.chunks}
+    return prepared.stored.stale_ids(keep)
+
+
+def prune_ids(state: dict[str, DocState], seen: set[str]) -> tuple[list[str], list[str]]:
+    """(document ids, point ids) stored but not among ``seen`` (the keys of this run's inputs)."""
+    gone = sorted(set(state) - seen)
+    return gone, [i for doc in gone for i in state[doc].ids]
 
 
 class _Producer(threading.Thread):
-    """Reads, hashes and chunks files into a bounded queue; the model never waits for disk."""
+    """Runs :func:`prepare` over the files into a bounded queue; the model never waits for disk."""
 
-    def __init__(self, files: Iterable[SourceFile], state: dict[str, store.DocState], tokenizer, max_tokens: int,
-                 overlap: int, model: str, maxsize: int = 64) -> None:
+    def __init__(self, files: Iterable[SourceFile], state: dict[str, DocState], prepare_one: Callable,
+                 maxsize: int = 64) -> None:
         super().__init__(name="sgpt-ingest-read", daemon=True)
-        self.files, self.state = files, state
-        self.tokenizer, self.max_tokens, self.overlap, self.model = tokenizer, max_tokens, overlap, model
+        self.files, self.state, self.prepare_one = files, state, prepare_one
         self.queue: queue.Queue = queue.Queue(maxsize)
         self.stop = threading.Event()
         self.seen: set[str] = set()
 
-    def _put(self, event: _Event | None) -> None:
+    def _put(self, item) -> None:
         while not self.stop.is_set():
             try:
-                self.queue.put(event, timeout=0.1)
+                self.queue.put(item, timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -118,81 +212,76 @@ class _Producer(threading.Thread):
                     return
                 self._put(self._one(source))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self._put(_Event("error", message=f"{exc}"))
+            self._put(exc)
         finally:
             self._put(None)
 
-    def _one(self, source: SourceFile) -> _Event:
-        if source.doc_id in self.seen:
-            return _Event("failed", message=f"{source.path}: document id {source.doc_id!r} already given by "
-                                            "another input; ingest the folders into separate collections")
-        self.seen.add(source.doc_id)
-        try:
-            doc = read_document(source)
-        except Skipped as exc:
-            self.seen.discard(source.doc_id)
-            return _Event("skipped", message=str(exc))
-        except (OSError, ValueError) as exc:
-            return _Event("failed", message=f"{source.path}: {getattr(exc, 'strerror', None) or exc}")
-        version = version_of(doc.content_hash, self.model, self.max_tokens, self.overlap)
-        stored = self.state.get(doc.doc_id)
-        if stored is not None and stored.complete(version):
-            return _Event("unchanged", message="\n".join(doc.warnings))
-        try:
-            chunks = chunk_text(doc.text, self.tokenizer, self.max_tokens, self.overlap)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-            return _Event("failed", message=f"{source.path}: cannot chunk: {exc}")
-        if not chunks and stored is None:
-            return _Event("skipped", message=f"{source.path}: no text")  # and nothing stored
-        return _Event("doc", Prepared(doc, chunks, version), "\n".join(doc.warnings))
+    def _one(self, source: SourceFile) -> Outcome:
+        key = schema.doc_key(source.doc_id)
+        if key in self.seen:
+            return Outcome("failed", key, message=f"{schema.display(source.path)}: document id {key!r} already "
+                           "given by another input; ingest the folders into separate collections",
+                           size=_size(source))
+        self.seen.add(key)
+        outcome = self.prepare_one(source)
+        if outcome.kind == "skipped":
+            self.seen.discard(key)  # not a document (any more): --prune removes what was stored of it
+        return outcome
 
 
 def sync(
     files: Iterable[SourceFile],
-    state: dict[str, store.DocState],
+    state: dict[str, DocState],
     *,
     tokenizer,
     max_tokens: int,
     model: str,
+    model_id: str | None = None,
     overlap: int = 0,
     encode: Callable[[list[str]], np.ndarray] | None = None,
     writer: Writer | None = None,
     batch_size: int = 256,
     prune: bool = False,
     dry_run: bool = False,
+    summary: Summary | None = None,
     on_progress: Callable[[Summary], None] | None = None,
-    on_message: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    on_message: Callable[[str], None] = lambda m: None,
 ) -> Summary:
-    """Bring the store in line with ``files``. ``dry_run`` counts what would change, writes nothing."""
+    """Bring the store in line with ``files``; ``dry_run`` counts and lists what would change.
+
+    ``model`` is stored in the payload; ``model_id`` (default: ``model``) goes into the version.
+    ``encode`` is called only when something must be embedded (it may load the model then)."""
     if not dry_run and (encode is None or writer is None):
         raise ValueError("encode and writer are needed unless dry_run")
-    summary = Summary(dry_run=dry_run)
+    summary = summary or Summary()
+    summary.dry_run = dry_run
+    if dry_run:
+        summary.documents = {c: [] for c in CATEGORIES}
     start = time.perf_counter()
-    pause = float(os.environ.get(PAUSE_ENV) or 0)
-    producer = _Producer(files, state, tokenizer, max_tokens, overlap, model)
+    model_id = model_id or model
+
+    def prepare_one(source: SourceFile) -> Outcome:
+        return prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
+                       model_id=model_id)
+
+    producer = _Producer(files, state, prepare_one)
     pending: list[tuple[Prepared, Chunk]] = []
-    batches = 0
 
     def done_doc(p: Prepared) -> None:
-        stored = state.get(p.doc.doc_id)
-        if stored is not None:
-            # old points at positions past the new end (exact when the old version was complete)
-            summary.chunks_deleted += max(0, stored.points - len(p.chunks))
-        if not dry_run:
-            writer.delete(store.stale_filter(p.doc.doc_id, p.version) if p.chunks
-                          else store.docs_filter([p.doc.doc_id]))
+        ids = stale_ids(p)
+        summary.chunks_deleted += len(ids)
+        if ids and not dry_run:
+            writer.delete(ids)
         summary.ingested += 1
 
     def flush(n: int) -> None:
-        nonlocal batches
         take, pending[:] = pending[:n], pending[n:]
         if not take:
             return
         t = time.perf_counter()
         vectors = encode([c.text for _, c in take])
         summary.embed_seconds += time.perf_counter() - t
-        points = []
-        finished = []
+        points, finished = [], []
         i = 0
         while i < len(take):
             p = take[i][0]
@@ -200,9 +289,7 @@ def sync(
             while j < len(take) and take[j][0] is p:
                 j += 1
             group = [c for _, c in take[i:j]]
-            points += store.make_points(p.doc.doc_id, str(p.doc.path.absolute()), group, vectors[i:j],
-                                        chunk_count=len(p.chunks), content_hash=p.doc.content_hash,
-                                        version=p.version, model=model)
+            points += points_for(p, group, vectors[i:j], model=model)
             if group[-1].index == len(p.chunks) - 1:
                 finished.append(p)
             i = j
@@ -210,35 +297,39 @@ def sync(
         summary.chunks_written += len(points)
         for p in finished:
             done_doc(p)
-        batches += 1
-        if pause:
-            print(f"sgpt-ingest: test pause after batch {batches}", file=sys.stderr, flush=True)
-            time.sleep(pause)
+        if on_progress is not None:
+            on_progress(summary)
 
     producer.start()
     try:
         while True:
-            event = producer.queue.get()
-            if event is None:
+            item = producer.queue.get()
+            if item is None:
                 break
-            if event.message and event.kind in {"doc", "unchanged"}:
-                for line in event.message.splitlines():
-                    summary.warnings.append(line)
-                    on_message(f"warning: {line}")
-            if event.kind == "error":
-                raise RuntimeError(event.message)
+            if isinstance(item, BaseException):
+                raise item
+            outcome: Outcome = item
+            for line in outcome.warnings:
+                summary.warnings.append(line)
+                on_message(f"warning: {line}")
             summary.files_seen += 1
-            if event.kind == "skipped":
+            summary.bytes_planned += outcome.size
+            if dry_run and outcome.kind in CATEGORIES:
+                summary.documents[outcome.kind].append(outcome.key)
+            if outcome.kind == "skipped":
                 summary.skipped += 1
-                on_message(f"skipped: {event.message}")
-            elif event.kind == "failed":
+                on_message(f"skipped: {outcome.message}")
+            elif outcome.kind == "failed":
                 summary.failed += 1
-                summary.failures.append(event.message)
-                on_message(f"error: {event.message}")
-            elif event.kind == "unchanged":
+                summary.failures.append(outcome.message)
+                on_message(f"error: {outcome.message}")
+            elif outcome.kind == "unchanged":
                 summary.unchanged += 1
-            elif event.kind == "doc":
-                p = event.doc
+            else:
+                p = outcome.prepared
+                setattr(summary, outcome.kind, getattr(summary, outcome.kind) + 1)
+                summary.chunks_planned += len(p.chunks)
+                summary.bytes_chunked += outcome.size
                 if dry_run or not p.chunks:
                     if dry_run:
                         summary.chunks_written += len(p.chunks)
@@ -252,13 +343,13 @@ def sync(
         while pending:
             flush(batch_size)
         if prune:
-            gone = sorted(set(state) - producer.seen)
-            for doc_id in gone:
-                summary.chunks_deleted += state[doc_id].points
+            gone, ids = prune_ids(state, producer.seen)
+            summary.chunks_deleted += len(ids)
             summary.documents_deleted = len(gone)
-            if gone and not dry_run:
-                for k in range(0, len(gone), 256):
-                    writer.delete(store.docs_filter(gone[k:k + 256]))
+            if dry_run:
+                summary.documents["pruned"] = gone
+            elif ids:
+                writer.delete(ids)
         if not dry_run:
             writer.close()
     finally:

@@ -15,8 +15,10 @@ Ordering guarantee: a `delete()` is a barrier by default. It waits until every e
 it has been acknowledged. Writes between two barriers may be applied in any order among
 themselves, except that an id upserted twice is never in flight twice at once (the later value
 wins). `delete(..., barrier=False)` is for deletes that cannot touch a point written in this
-run (e.g. "chunks of this document from any other version"): those are coalesced and pipelined
-without draining, so a delete per document does not serialise a first load. On a cluster
+run (e.g. "this document's chunks past its new end", or pruned documents): those are coalesced and
+pipelined without draining, so a delete per document does not serialise a first load. Ids are
+collected into one id list per request (``batch_size`` ids): the embedded store then deletes by
+id, where a filter would be evaluated over every stored point (quadratic over a run). On a cluster
 with replication_factor > 1 pass `ordering=WriteOrdering.MEDIUM` (or STRONG) so that replicas
 see the same order.
 
@@ -33,10 +35,11 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from .client import client_url, describe as _describe, grpc_code_name as _grpc_code_name, is_local
 
 __all__ = ["Uploader", "UploadError", "is_retryable", "is_local", "client_url", "FLUSH_MARKER_ID"]
 
@@ -51,41 +54,6 @@ _RETRY_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
 
 class UploadError(RuntimeError):
     """A write that failed for good: the server stayed unreachable, or rejected the request."""
-
-
-def is_local(client: QdrantClient) -> bool:
-    """True for qdrant-client's embedded local mode (path or ":memory:")."""
-    inner = getattr(client, "_client", None)
-    return type(inner).__name__ in {"QdrantLocal", "AsyncQdrantLocal"}
-
-
-def client_url(client: QdrantClient) -> str:
-    """Where the client writes, for messages: no credentials, no query string."""
-    inner = getattr(client, "_client", None)
-    if is_local(client):
-        return f"local:{getattr(inner, 'location', '?')}"
-    if getattr(inner, "_prefer_grpc", False) and getattr(inner, "_host", None):
-        return f"{inner._host}:{inner._grpc_port} (gRPC)"
-    raw = getattr(inner, "rest_uri", None) or "the Qdrant server"
-    try:
-        parts = urlsplit(raw)
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", "")) or raw
-    except ValueError:
-        return "the Qdrant server"
-
-
-def _grpc_code_name(exc: BaseException) -> str | None:
-    code = getattr(exc, "code", None)
-    if not callable(code):
-        return None
-    try:
-        value = code()
-    except Exception:
-        return None
-    return getattr(value, "name", None)
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -106,18 +74,6 @@ def is_retryable(exc: BaseException) -> bool:
     if name is not None:
         return name in _RETRY_GRPC
     return False
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, UnexpectedResponse):
-        return f"HTTP {exc.status_code} {exc.reason_phrase}".strip()
-    name = _grpc_code_name(exc)
-    if name is not None:
-        return f"gRPC {name}"
-    if isinstance(exc, ResponseHandlingException) and exc.source is not None:
-        exc = exc.source
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class Uploader:
@@ -171,6 +127,7 @@ class Uploader:
         self._rng = rng or random.Random()
         self._buffer: dict[Any, models.PointStruct] = {}
         self._deletes: list[models.Filter] = []
+        self._delete_ids: list[Any] = []
         self._pool = None if self.local else ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="qdrant-upload")
         self._slots = threading.BoundedSemaphore(self.max_in_flight)
         self._lock = threading.Lock()
@@ -204,10 +161,13 @@ class Uploader:
         barrier=True: sent after every earlier write is acknowledged, and later
         writes wait for it. barrier=False: for deletes that cannot match a point written in this
         run (ingest's "this document's chunks of any other version", or pruning documents that
-        are gone): they are coalesced, `delete_batch` at a time, into one `should` filter and
-        pipelined like upserts, with no ordering against them.
+        are gone): filters are coalesced, `delete_batch` at a time, into one `should` filter, ids
+        into one id list of up to `batch_size` ids, and pipelined like upserts, with no ordering
+        against them.
         """
         self._check_open()
+        if isinstance(points_selector, (list, tuple)) and not points_selector:
+            return  # nothing to delete (an empty id list is an error for Qdrant)
         if barrier is None:
             barrier = self.barrier_deletes
         if not barrier:
@@ -216,7 +176,10 @@ class Uploader:
             elif isinstance(points_selector, models.PointIdsList):
                 points_selector = list(points_selector.points)
             if isinstance(points_selector, (list, tuple)):
-                points_selector = models.Filter(must=[models.HasIdCondition(has_id=list(points_selector))])
+                self._delete_ids.extend(points_selector)  # by id: no filter pass over the collection
+                if len(self._delete_ids) >= self.batch_size:
+                    self._send_deletes()
+                return
             if not isinstance(points_selector, models.Filter):
                 raise TypeError(f"delete(barrier=False) takes a Filter, FilterSelector or ids, not {points_selector!r}")
             self._deletes.append(points_selector)
@@ -272,6 +235,7 @@ class Uploader:
             return
         self._buffer.clear()
         self._deletes.clear()
+        self._delete_ids.clear()
         self._stop.set()
         try:
             self._wait_all()
@@ -308,7 +272,7 @@ class Uploader:
     def _drain(self) -> None:
         if self._buffer:
             self._send_buffer()
-        if self._deletes:
+        if self._deletes or self._delete_ids:
             self._send_deletes()
         self._wait_all()
         self._raise_pending()
@@ -333,19 +297,25 @@ class Uploader:
         self._submit(lambda: self._write(batch), ids)
 
     def _send_deletes(self) -> None:
-        filters = self._deletes
-        self._deletes = []
-        flt = filters[0] if len(filters) == 1 else models.Filter(should=filters)
-        selector = models.FilterSelector(filter=flt)
-        self._submit(
-            lambda: self._call(
-                "delete",
-                lambda: self.client.delete(
-                    self.collection_name, points_selector=selector, wait=self.wait, ordering=self.ordering
+        selectors = []
+        if self._delete_ids:
+            selectors.append(models.PointIdsList(points=self._delete_ids))
+            self._delete_ids = []
+        if self._deletes:
+            filters = self._deletes
+            self._deletes = []
+            flt = filters[0] if len(filters) == 1 else models.Filter(should=filters)
+            selectors.append(models.FilterSelector(filter=flt))
+        for selector in selectors:
+            self._submit(
+                lambda selector=selector: self._call(
+                    "delete",
+                    lambda: self.client.delete(
+                        self.collection_name, points_selector=selector, wait=self.wait, ordering=self.ordering
+                    ),
                 ),
-            ),
-            set(),
-        )
+                set(),
+            )
 
     def _submit(self, job: Callable[[], None], ids: set[Any]) -> None:
         self._raise_pending()

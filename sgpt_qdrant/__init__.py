@@ -19,6 +19,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SGPTEmbedding": (".embedding", "SGPTEmbedding"),
     "Encoder": (".engine", "Encoder"),
     "SGPTModel": (".model", "SGPTModel"),
+    "ingest_paths": (".ingest.pipeline", "ingest_paths"),
+    "IngestOptions": (".ingest.pipeline", "IngestOptions"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .embedding import SGPTEmbedding
     from .engine import Encoder
     from .model import SGPTModel
+    from .ingest.pipeline import IngestOptions, ingest_paths
 
 
 def __getattr__(name: str) -> Any:

@@ -285,6 +285,27 @@ def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
     return Checkpoint(config, state, dense_list, pooling, max_len, tokenizer, pad_id, normalize, str(model))
 
 
+def peek(model: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[Path, int, int]:
+    """(folder, output dimension, max_seq_length) from the config files alone, no weights read.
+
+    For callers that must check a store before deciding whether the model is needed at all."""
+    root = resolve(model)
+    modules = sorted(_read_json(root / "modules.json"), key=lambda m: int(m.get("idx", 0)))
+    dim = max_len = None
+    for entry in modules:
+        kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
+        cfg = _read_json(root / entry.get("path", "") / "config.json") if kind in ("Transformer", "Dense") else {}
+        if kind == "Transformer":
+            dim, max_len = cfg.get("hidden_size"), cfg.get("max_position_embeddings")
+        elif kind == "Dense":
+            dim = cfg.get("out_features")
+    st_cfg_path = root / "sentence_bert_config.json"
+    max_len = (_read_json(st_cfg_path) if st_cfg_path.is_file() else {}).get("max_seq_length") or max_len
+    if not isinstance(dim, int) or not isinstance(max_len, int):
+        raise CheckpointError(f"{root / 'modules.json'}: no Transformer module with hidden_size and max length")
+    return root, dim, max_len
+
+
 # --------------------------------------------------------------------------- writing
 
 

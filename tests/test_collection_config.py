@@ -23,7 +23,6 @@ from sgpt_qdrant.ingest.collection_config import (
     ensure_collection,
     warn_if_large_local,
 )
-from test_upload_standin import StandIn, standin  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,6 +157,7 @@ def test_bulk_load_context_restores_after_an_exception(standin):
     client.close()
 
 
+@pytest.mark.slow
 def test_embedded_store_bulk_load_survives_sigkill_and_is_restored(tmp_path, caplog):
     store = tmp_path / "store"
     script = textwrap.dedent(
@@ -213,7 +213,7 @@ def test_workers_creating_the_collection_at_once_all_succeed(standin):
         finally:
             client.close()
 
-    real_exists = StandIn.dispatch
+    real_exists = type(standin).dispatch
 
     def slow_exists(self, method, path, body, entry):  # everyone sees "missing" before anyone creates
         if path.endswith("/exists"):
@@ -236,7 +236,7 @@ def test_bulk_load_refuses_a_server_without_collection_metadata(standin, mode):
 
     client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
     ensure_collection(client, "docs", 8)
-    real_update = StandIn.update
+    real_update = type(standin).update
 
     def old_server_update(self, name, body):
         if body.get("metadata") is not None and mode == "rejected":
@@ -244,7 +244,7 @@ def test_bulk_load_refuses_a_server_without_collection_metadata(standin, mode):
         body = {k: v for k, v in body.items() if k != "metadata"}  # an old server drops the field
         return real_update(self, name, body)
 
-    real_dispatch = StandIn.dispatch
+    real_dispatch = type(standin).dispatch
 
     def dispatch(self, method, path, body, entry):
         try:

@@ -87,7 +87,8 @@ def test_ingest_rerun_edit_prune(tmp_path, tiny_model_dir):
     store = tmp_path / "qdrant"
     base = [docs, "--model", tiny_model_dir, "--qdrant-path", store, "--json", "--batch-size", 16]
 
-    first = ingest(*base)
+    first = inproc(*base)
+    assert first.exit_code == 0, first.stderr
     summary = json.loads(first.stdout)
     assert summary["files_seen"] == 8 and summary["skipped"] == 3 and summary["failed"] == 0
     assert summary["ingested"] == 5  # guide, notes, page, intro, latin1 (not: png, bin2, empty)
@@ -109,16 +110,16 @@ def test_ingest_rerun_edit_prune(tmp_path, tiny_model_dir):
     page_text = " ".join(json.loads(p["_node_content"])["text"] for p in by_doc["sub/page.html"])
     assert "finished in 1821" in page_text and "tracking" not in page_text and "<p>" not in page_text
 
-    again = json.loads(ingest(*base).stdout)
+    again = json.loads(inproc(*base).stdout)
     assert again["unchanged"] == 5 and again["ingested"] == 0
-    assert again["chunks_written"] == 0 and again["embed_seconds"] == 0
+    assert again["chunks_written"] == 0 and again["embed_seconds"] == 0 and again["model_load_seconds"] == 0
     assert stored(store) == points
 
     (docs / "guide.md").write_text("# Garden guide\n\nOnly tomatoes now.")  # shrinks to one chunk
     (docs / "sub" / "notes.txt").unlink()
     dry = json.loads(inproc(*base, "--prune", "--dry-run").stdout)
     assert dry["ingested"] == 1 and dry["documents_deleted"] == 1 and stored(store) == points
-    edited = json.loads(ingest(*base, "--prune").stdout)
+    edited = json.loads(inproc(*base, "--prune").stdout)
     assert edited["ingested"] == 1 and edited["unchanged"] == 3 and edited["documents_deleted"] == 1
     after = stored(store)
     guide = [p for p, _ in after.values() if p["doc_id"] == "guide.md"]
@@ -141,16 +142,6 @@ def test_wrong_dimension_refused_up_front(tmp_path, tiny_model_dir):
     assert stored(store) == {}
 
 
-def test_locked_folder_one_line_error(tmp_path, tiny_model_dir):
-    store = tmp_path / "qdrant"
-    (tmp_path / "a.txt").write_text("Some text.")
-    with closing(QdrantClient(path=str(store))):
-        proc = ingest(tmp_path / "a.txt", "--model", tiny_model_dir, "--qdrant-path", store, check=False)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "in use by another process" in proc.stderr
-    assert inproc(tmp_path / "a.txt", "--model", tiny_model_dir, "--qdrant-path", store).exit_code == 0  # released
-
-
 def _start_paused(args):
     return subprocess.Popen([str(BIN), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "SGPT_INGEST_TEST_PAUSE": "30"})
@@ -165,6 +156,7 @@ def _wait_for_batch(proc, n):
     raise AssertionError("".join(lines))
 
 
+@pytest.mark.slow
 def test_sigint_and_sigkill_then_rerun_equals_clean_run(tmp_path, tiny_model_dir):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -205,6 +197,7 @@ def test_sigint_and_sigkill_then_rerun_equals_clean_run(tmp_path, tiny_model_dir
     assert stored(store) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("example,extra", [("query_qdrant.py", ["--file-name", "intro.rst", "--limit", "1"]),
                                            ("query_llamaindex.py", ["--top-k", "1"])])
 def test_examples_find_a_stored_passage(tmp_path_factory, tiny_model_dir, example, extra):
@@ -300,6 +293,7 @@ def _bulk_marker(path):
         return (client.get_collection(COLLECTION).config.metadata or {}).get("sgpt_bulk_load")
 
 
+@pytest.mark.slow
 def test_bulk_load_restores_index_settings_after_a_normal_and_a_killed_run(tmp_path, tiny_model_dir):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -328,19 +322,20 @@ def test_bulk_load_restores_index_settings_after_a_normal_and_a_killed_run(tmp_p
 
 
 def test_python_api_creates_the_collection_with_the_given_settings(tmp_path, tiny_model_dir):
-    import sgpt_qdrant.ingest as ingest
+    from sgpt_qdrant import IngestOptions, ingest_paths
 
     (tmp_path / "a.txt").write_text("Vectors on disk, please.")
     store = tmp_path / "q"
-    status = ingest.run([tmp_path / "a.txt"], model=str(tiny_model_dir), qdrant_path=str(store), quiet=True,
-                        settings={"on_disk": True})
-    assert status == 0
+    summary = ingest_paths([tmp_path / "a.txt"], model=tiny_model_dir, path=store,
+                           options=IngestOptions(settings={"on_disk": True}))
+    assert summary.ingested == summary.new == summary.chunks_written == 1 and summary.failed == 0
     with closing(QdrantClient(path=str(store))) as client:
         params = client.get_collection(COLLECTION).config.params.vectors["text-dense"]
     assert params.on_disk is True and params.distance == models.Distance.COSINE
     assert len(stored(store)) == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_bulk_load_restores_the_index_settings_at_once(tmp_path, tiny_model_dir):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -354,3 +349,217 @@ def test_ctrl_c_during_a_bulk_load_restores_the_index_settings_at_once(tmp_path,
     assert proc.returncode == 130 and "Traceback" not in err
     assert "restored the index settings of an interrupted bulk load" in err
     assert _bulk_marker(store) is None
+
+
+# -- work it does not need: the model is loaded only to embed ---------------------------------------
+
+class _NoModel:
+    """Stands in for sgpt_qdrant.Encoder: building it fails the test."""
+
+    def __init__(self, *args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+
+def test_unchanged_rerun_dry_run_and_locked_store_never_load_the_model(tmp_path, tiny_model_dir, monkeypatch):
+    import sgpt_qdrant
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(8):
+        (docs / f"n{i}.md").write_text(f"Note {i} about the harbour lights. " * (3 + i))
+    store = tmp_path / "q"
+    base = [docs, "--model", tiny_model_dir, "--qdrant-path", store]
+    first = inproc(*base)
+    assert first.exit_code == 0 and "loading the model" in first.stderr  # said while it loads
+    monkeypatch.setattr(sgpt_qdrant, "Encoder", _NoModel, raising=False)
+
+    again = inproc(*base, "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["unchanged"] == 8 and "loading the model" not in again.stderr
+
+    (docs / "n0.md").write_text("Rewritten note.")
+    (docs / "n1.md").unlink()
+    (docs / "new.md").write_text("A new note.")
+    dry = inproc(*base, "--dry-run", "--prune", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    assert json.loads(dry.stdout)["documents"] == {
+        "new": ["new.md"], "changed": ["n0.md"], "unchanged": [f"n{i}.md" for i in range(2, 8)], "pruned": ["n1.md"]}
+    terminal = inproc(*base, "--dry-run", "--prune")
+    assert terminal.exit_code == 0
+    assert "  unchanged (6): n2.md, n3.md, n4.md, n5.md, n6.md and 1 more" in terminal.stderr
+    assert "  new (1): new.md" in terminal.stderr and "  pruned (1): n1.md" in terminal.stderr
+
+    with closing(QdrantClient(path=str(store))):  # another process holds the folder
+        locked = inproc(*base)
+    assert locked.exit_code == 2 and "in use by another process" in locked.stderr
+    assert len(locked.stderr.strip().splitlines()) == 1
+
+
+def test_progress_is_counted_in_chunks_and_printed_periodically_off_a_terminal(tmp_path, tiny_model_dir):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long.txt").write_text(" ".join(f"Sentence {i} of one long file about lighthouses." for i in range(400)))
+    proc = inproc(docs, "--model", tiny_model_dir, "--qdrant-path", tmp_path / "q", "--batch-size", 2,
+                  "--progress-interval", "0.1", "--json")
+    assert proc.exit_code == 0, proc.stderr
+    total = json.loads(proc.stdout)["chunks_written"]
+    lines = [line for line in proc.stderr.splitlines() if "progress:" in line]
+    assert lines, proc.stderr  # one file only, yet the record moves while it is embedded
+    written = [int(line.split("files, ")[1].split("/")[0]) for line in lines]
+    assert any(0 < w < total for w in written) and written == sorted(written)
+    assert all(f"/~{total} chunks" in line for line in lines)  # the file's chunks are known once it is read
+
+
+def test_long_paragraph_does_not_print_the_tokenizer_length_warning(tmp_path, tiny_model_dir):
+    import logging
+
+    from sgpt_qdrant import IngestOptions, ingest_paths
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("transformers")  # where transformers prints from (it does not propagate)
+    logger.addHandler(handler)
+    try:
+        (tmp_path / "a.txt").write_text("word " * 5000)  # one paragraph of 5,000 tokens > the tokenizer's 2,048
+        summary = ingest_paths([tmp_path / "a.txt"], model=tiny_model_dir, path=tmp_path / "q",
+                               options=IngestOptions())
+    finally:
+        logger.removeHandler(handler)
+    assert summary.chunks_written > 60
+    assert not [r for r in records if "Token indices sequence length" in r.getMessage()]
+
+
+# -- hostile input: file names, model identity ------------------------------------------------------
+
+def test_a_non_utf8_file_name_is_ingested_and_blocks_nothing(tmp_path, tiny_model_dir):
+    import hashlib
+    import uuid
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    raw = os.fsencode(docs) + b"/caf\xff.txt"
+    with open(raw, "wb") as f:
+        f.write(b"A file whose name is not UTF-8.")
+    for i in range(3):
+        (docs / f"ok{i}.txt").write_text(f"Ordinary file {i}.")
+    base = [docs, "--model", tiny_model_dir, "--qdrant-path", tmp_path / "q", "--json", "--prune"]
+    proc = inproc(*base)
+    assert proc.exit_code == 0, proc.stderr
+    assert json.loads(proc.stdout)["ingested"] == 4
+    points = stored(tmp_path / "q")
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/sgpt-qdrant/ingest")
+    # RFC 4122 name-based id over the name's bytes, by hand
+    expected = str(uuid.UUID(bytes=hashlib.sha1(namespace.bytes + b"caf\xff.txt#0").digest()[:16], version=5))
+    payload, _ = points[expected]
+    assert payload["doc_id"] == "caf\\xff.txt" and payload["file_path"].endswith("/caf\\xff.txt")
+    assert str(uuid.uuid5(namespace, "ok0.txt#0")) in points  # UTF-8 names keep their ids
+    again = inproc(*base)
+    assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] == 4  # and it is found again
+
+
+def test_a_model_replaced_at_the_same_path_re_embeds(tmp_path):
+    from sgpt_qdrant.testing import write_random_checkpoint
+
+    model = tmp_path / "model"
+    write_random_checkpoint(model, seed=1)
+    (tmp_path / "a.txt").write_text("The same text, embedded by two different models.")
+    base = [tmp_path / "a.txt", "--model", model, "--qdrant-path", tmp_path / "q", "--json"]
+    assert inproc(*base).exit_code == 0
+    before = stored(tmp_path / "q")
+    assert json.loads(inproc(*base).stdout)["unchanged"] == 1
+    write_random_checkpoint(model, seed=2)  # new weights, same folder
+    proc = inproc(*base)
+    assert json.loads(proc.stdout)["changed"] == 1
+    after = stored(tmp_path / "q")
+    assert after.keys() == before.keys() and all(after[k][1] != before[k][1] for k in after)
+
+
+# -- the API key is never printed; set-up errors name the server and what to do ---------------------
+
+KEY = "SECRET-XYZ"
+
+
+def _key_run(url, docs, model, key, *extra):
+    runner = CliRunner(env={"QDRANT_API_KEY": key})
+    return runner.invoke(cli, [str(docs), "--model", str(model), "--qdrant-url", url, "--timeout", "2", *extra])
+
+
+def _no_key(proc):
+    for text in (proc.stdout, proc.stderr):
+        assert KEY not in text and "api-key" not in text.lower()
+
+
+def test_api_key_with_whitespace_is_stripped_and_never_printed(tmp_path, tiny_model_dir, standin):
+    (tmp_path / "a.txt").write_text("Text for the server.")
+    standin.api_key = KEY
+    ok = _key_run(standin.url, tmp_path / "a.txt", tiny_model_dir, f" {KEY} \r\n", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert json.loads(ok.stdout)["chunks_written"] == 1 and len(standin.points(COLLECTION)) == 1
+    _no_key(ok)
+
+    standin.api_key = "another-key"  # 401 whose body echoes our headers, key included
+    for extra in ([], ["--json"]):
+        denied = _key_run(standin.url, tmp_path / "a.txt", tiny_model_dir, KEY, *extra)
+        assert denied.exit_code == 2, denied.output
+        _no_key(denied)
+        assert standin.url in denied.stderr and "QDRANT_API_KEY" in denied.stderr
+
+    bad = _key_run(standin.url, tmp_path / "a.txt", tiny_model_dir, KEY + "é")
+    assert bad.exit_code == 2 and "QDRANT_API_KEY" in bad.stderr and "non-ASCII" in bad.stderr
+    _no_key(bad)
+
+
+def test_a_write_rejected_mid_run_names_the_server_not_the_key(tmp_path, tiny_model_dir, standin):
+    (tmp_path / "a.txt").write_text("Text for the server.")
+    real = type(standin).dispatch
+
+    def reject_upserts(self, method, path, body, entry):  # echoes the request as a careless server would
+        if path.endswith("/points") and method == "PUT":
+            return 400, {"status": {"error": f"bad request; api-key: {KEY}"}}
+        return real(self, method, path, body, entry)
+
+    standin.dispatch = reject_upserts.__get__(standin)
+    proc = _key_run(standin.url, tmp_path / "a.txt", tiny_model_dir, KEY, "--json")
+    assert proc.exit_code == 1 and "rejected the upsert" in proc.stderr and standin.url in proc.stderr
+    _no_key(proc)
+
+
+def test_connection_refused_and_a_server_that_is_not_qdrant(tmp_path, tiny_model_dir):
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    (tmp_path / "a.txt").write_text("Some text.")
+    with socket.socket() as s:  # a free port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused = _key_run(f"http://127.0.0.1:{port}", tmp_path / "a.txt", tiny_model_dir, KEY)
+    assert refused.exit_code == 2 and f"http://127.0.0.1:{port}" in refused.stderr
+    assert "is the server running" in refused.stderr
+    _no_key(refused)
+
+    class NotQdrant(BaseHTTPRequestHandler):
+        def _answer(self):
+            body = b"<html>a web page</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotQdrant)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        proc = _key_run(url, tmp_path / "a.txt", tiny_model_dir, KEY)
+    finally:
+        server.shutdown()
+    assert proc.exit_code == 2 and url in proc.stderr and "REST address of a Qdrant server" in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "sgpt-ingest: error" in line]) == 1
+    _no_key(proc)

@@ -213,3 +213,50 @@ def test_tuned_local_store_keeps_what_it_wrote(tmp_path):
             writer.upsert(points)
     with store.open_client(str(tmp_path / "q")) as client:
         assert store.read_state(client, "c")["a"].complete("v")
+
+
+class _Recording:
+    """A writer that records every delete it is given, then passes it on."""
+
+    def __init__(self, writer):
+        self.writer, self.deletes = writer, []
+
+    def upsert(self, points):
+        self.writer.upsert(points)
+
+    def delete(self, selector):
+        self.deletes.append(selector)
+        self.writer.delete(selector)
+
+    def close(self):
+        self.writer.close()
+
+
+def test_new_documents_cost_no_delete_and_stale_chunks_are_deleted_by_id(tmp_path, tiny_encoder):
+    import uuid
+
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/sgpt-qdrant/ingest")
+    root = tmp_path / "docs"
+    root.mkdir()
+    long = " ".join(f"Line {i} of the long file says something new." for i in range(60))
+    _write_docs(root, {"a.txt": long, "b.md": "# B\n\nShort one.", "c.txt": "Will be deleted. " * 30})
+    client = QdrantClient(":memory:")
+    first = _Recording(_writer(client))
+    _run(client, root, tiny_encoder, writer=first)
+    assert first.deletes == []  # a first load deletes nothing: no cost per stored point
+    before = {p["doc_id"]: 0 for p, _ in _points(client).values()}
+    for payload, _ in _points(client).values():
+        before[payload["doc_id"]] = max(before[payload["doc_id"]], payload["chunk_index"] + 1)
+
+    _write_docs(root, {"a.txt": long[: len(long) // 3], "b.md": "# B\n\nShort one."})
+    second = _Recording(_writer(client))
+    summary = _run(client, root, tiny_encoder, writer=second)
+    a_now = sum(1 for p, _ in _points(client).values() if p["doc_id"] == "a.txt")
+    assert 0 < a_now < before["a.txt"]
+    deleted = [i for d in second.deletes for i in d]  # lists of ids only, never a filter
+    assert all(isinstance(d, list) for d in second.deletes)
+    expected = {str(uuid.uuid5(namespace, f"a.txt#{i}")) for i in range(a_now, before["a.txt"])}
+    expected |= {str(uuid.uuid5(namespace, f"c.txt#{i}")) for i in range(before["c.txt"])}
+    assert sorted(deleted) == sorted(expected)
+    assert summary.chunks_deleted == len(expected) and summary.documents_deleted == 1
+    assert {p["doc_id"] for p, _ in _points(client).values()} == {"a.txt", "b.md"}

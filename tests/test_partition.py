@@ -52,6 +52,7 @@ def test_growing_n_moves_only_documents_to_the_new_share():
     assert 0.15 < len(moved) / len(IDS) < 0.25  # about 1/5
 
 
+@pytest.mark.slow
 def test_stable_across_processes_with_different_hash_seeds():
     code = (
         "import json,sys; from sgpt_qdrant.ingest.partition import share_of; "

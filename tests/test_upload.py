@@ -11,7 +11,6 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from sgpt_qdrant.ingest.upload import FLUSH_MARKER_ID, Uploader, UploadError, is_retryable
-from test_upload_standin import StandIn, standin  # noqa: F401  (fixture)
 
 DIM = 4
 NS = uuid.UUID("12345678-1234-5678-1234-567812345678")
@@ -31,7 +30,7 @@ def _points(doc: str, n: int, version: int = 0) -> list[models.PointStruct]:
     ]
 
 
-def _setup(server: StandIn, timeout: float = 5.0) -> QdrantClient:
+def _setup(server, timeout: float = 5.0) -> QdrantClient:
     client = QdrantClient(url=server.url, timeout=timeout, check_compatibility=False)
     client.create_collection("c", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
     return client

@@ -1,0 +1,280 @@
+"""The ingest pipeline as a Python function: paths → chunks → SGPT vectors → Qdrant, incremental.
+
+:func:`ingest_paths` is what ``sgpt-ingest`` runs and what Python users call. It raises (never
+prints or exits): :class:`IngestError` for a problem found before any work (bad option, model,
+store, collection, server), :class:`ingest.upload.UploadError` when the server stays down
+mid-run (what was written is consistent: run again), ``KeyboardInterrupt`` as is. A file that
+cannot be read fails alone: it is counted and named in the returned :class:`Summary`.
+
+Order of work, cheapest first, so that a run with nothing to embed never loads the model:
+model files are peeked at (dimension, max length: JSON only) → files discovered → store opened
+(a locked folder is refused here) → collection checked → state read → files read, hashed and
+planned → the encoder is built at the first chunk that must be embedded.
+
+The building blocks an executor other than this one (e.g. Ray) reuses: :func:`discover`,
+:func:`open_store_state`, and in :mod:`ingest.sync` ``prepare``, ``points_for``, ``stale_ids``,
+``prune_ids``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import client as qc
+from . import collection_config as cc
+from . import schema, store
+from .partition import Partition, owns, parse_partition
+from .read import SourceFile, find_files
+from .sync import Summary, Writer, sync
+from .upload import Uploader
+
+__all__ = ["IngestError", "IngestOptions", "Summary", "discover", "ingest_paths", "open_store_state"]
+
+log = logging.getLogger(__name__)
+
+#: No token-count warning from transformers: the chunker tokenises whole paragraphs on purpose.
+_NO_LENGTH_LIMIT = int(1e30)
+
+
+class IngestError(RuntimeError):
+    """A problem found before any work (option, model, store, collection, server): one line."""
+
+
+@dataclass
+class IngestOptions:
+    """How to ingest; the command's options of the same names."""
+
+    batch_size: int = 256  # chunks embedded and written per step
+    chunk_overlap: int = 0  # tokens of the previous chunk repeated inside a paragraph
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+    prune: bool = False  # remove stored documents not among the inputs
+    dry_run: bool = False  # plan and list, write nothing, never load the model
+    partition: str | Partition | None = None  # "K/N": this worker's share of the documents
+    bulk_load: bool = False
+    upsert_batch: int = 256
+    in_flight: int = 4
+    settings: cc.CollectionSettings = field(default_factory=cc.CollectionSettings)
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "upsert_batch", "in_flight"):
+            if getattr(self, name) < 1:
+                raise IngestError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.chunk_overlap < 0:
+            raise IngestError(f"chunk-overlap must be at least 0, got {self.chunk_overlap}")
+        if isinstance(self.settings, dict):
+            self.settings = cc.CollectionSettings(**self.settings)
+
+
+def discover(paths: Sequence[str | os.PathLike[str]], include: Sequence[str] = (), exclude: Sequence[str] = (),
+             partition: Partition | None = None) -> list[SourceFile]:
+    """Every input file of this worker (its ``partition`` share), sorted as found. Raises
+    FileNotFoundError for a path that does not exist."""
+    return [f for f in find_files(paths, include, exclude) if owns(partition, schema.doc_key(f.doc_id))]
+
+
+def open_store_state(client, collection: str, partition: Partition | None = None) -> dict[str, store.DocState]:
+    """The stored state of this worker's documents (one scroll); server errors as :class:`IngestError`."""
+    where = qc.client_url(client) if client is not None else "the embedded store"
+    try:
+        return store.read_state(client, collection, owns=lambda d: owns(partition, d))
+    except Exception as exc:  # noqa: BLE001 - first contact: name the server and what to do
+        raise qc.setup_error(exc, where) from exc
+
+
+@dataclass
+class _Model:
+    """What the plan needs of the model, without building it."""
+
+    name: str  # stored in the payload
+    model_id: str  # into ingest_version
+    dimension: int
+    max_tokens: int
+    tokenizer: object
+    load: Callable[[], object]  # builds the encoder
+
+
+def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions) -> _Model:
+    from sgpt_qdrant import checkpoint as ckpt
+
+    from .model_id import model_fingerprint
+
+    if encoder is not None:
+        name = str(model or getattr(encoder, "model_name", type(encoder).__name__))
+        folder = Path(name)
+        model_id = model_fingerprint(folder) if folder.is_dir() else name
+        tokenizer = copy.copy(encoder.tokenizer)
+        tokenizer.model_max_length = _NO_LENGTH_LIMIT
+        return _Model(name, model_id, int(encoder.dimension), int(encoder.max_length), tokenizer, lambda: encoder)
+    name = str(model or ckpt.DEFAULT_MODEL)
+    try:
+        root, dim, max_len = ckpt.peek(name)
+        tokenizer, _ = ckpt.load_tokenizer(root)
+    except (ckpt.CheckpointError, OSError, ValueError) as exc:
+        raise IngestError(str(exc)) from None
+    tokenizer.model_max_length = _NO_LENGTH_LIMIT
+
+    def load():
+        from sgpt_qdrant import Encoder
+
+        return Encoder(str(root), device=options.device, dtype=options.dtype)
+
+    return _Model(name, model_fingerprint(root), dim, max_len, tokenizer, load)
+
+
+class _LazyEncode:
+    """The encoder's ``encode``, built at the first call: a run with nothing to embed never loads it."""
+
+    def __init__(self, model: _Model, summary: Summary, on_message: Callable[[str], None]) -> None:
+        self.model, self.summary, self.on_message = model, summary, on_message
+        self.encode = None
+
+    def __call__(self, texts: list[str]):
+        if self.encode is None:
+            import warnings
+
+            self.on_message(f"loading the model {self.model.name} ...")
+            t = time.perf_counter()
+            with warnings.catch_warnings():  # a fallback is also logged: printed once, as a warning line
+                warnings.filterwarnings("ignore", message="sgpt_qdrant: ", category=RuntimeWarning)
+                encoder = self.model.load()
+            if int(encoder.dimension) != self.model.dimension:
+                raise IngestError(f"{self.model.name}: the model makes {encoder.dimension}-d vectors, its config "
+                                  f"files say {self.model.dimension}")
+            self.summary.model_load_seconds = time.perf_counter() - t
+            device = getattr(encoder, "device", None)
+            self.on_message(f"model loaded in {self.summary.model_load_seconds:.1f}s"
+                            + (f" on {device}" if device is not None else ""))
+            self.encode = encoder.encode
+        return self.encode(texts)
+
+
+@contextlib.contextmanager
+def _client(client, path, url, api_key, prefer_grpc, timeout, create) -> Iterator:
+    if client is not None:
+        yield client
+        return
+    with qc.open_client(path, url, api_key, prefer_grpc, timeout, create=create) as opened:
+        yield opened
+
+
+def ingest_paths(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    collection: str = schema.DEFAULT_COLLECTION,
+    client=None,
+    url: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    api_key: str | None = None,
+    prefer_grpc: bool = False,
+    timeout: int | None = None,
+    encoder=None,
+    model: str | os.PathLike[str] | None = None,
+    options: IngestOptions | None = None,
+    on_progress: Callable[[Summary], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
+    writer_hook: Callable[[Writer], Writer] | None = None,
+) -> Summary:
+    """Ingest files and folders into a Qdrant collection; returns what was done.
+
+    The store: ``client`` (a ``QdrantClient``, left open), or ``url`` (+ ``api_key``,
+    ``prefer_grpc``, ``timeout``), or ``path``, an embedded store folder (default
+    ``./qdrant_storage``). The model: ``encoder`` (an :class:`sgpt_qdrant.Encoder`, or anything
+    with ``encode``, ``dimension``, ``max_length``, ``tokenizer``), or ``model``, a Hub id or
+    folder, loaded only if something must be embedded. ``on_progress`` gets the running
+    :class:`Summary` after each file and each written batch; ``on_message`` one-line notes
+    (skipped and failed files, warnings, model loading). ``writer_hook`` wraps the writer (tests).
+    """
+    options = options or IngestOptions()
+    say = on_message or (lambda m: None)
+    secrets = [api_key]
+    try:
+        share = parse_partition(options.partition) if isinstance(options.partition, str) else options.partition
+        m = _model(model, encoder, options)
+        if options.chunk_overlap >= m.max_tokens:
+            raise IngestError(f"--chunk-overlap {options.chunk_overlap} must be below the model's {m.max_tokens} tokens")
+        files = discover(paths, options.include, options.exclude, share)
+    except (ValueError, FileNotFoundError) as exc:
+        raise IngestError(qc.redact(str(exc), secrets)) from None
+    summary = Summary(files_total=len(files), bytes_total=sum(_size(f.path) for f in files))
+    try:
+        return _run(files, summary, m, share, collection, client, path, url, api_key, prefer_grpc, timeout, options,
+                    on_progress, say, writer_hook)
+    except qc.StoreError as exc:  # the store cannot be used (locked folder, bad URL, server)
+        raise IngestError(qc.redact(str(exc), secrets)) from exc
+
+
+def _run(files, summary, m, share, collection, client, path, url, api_key, prefer_grpc, timeout, options,
+         on_progress, say, writer_hook) -> Summary:
+    secrets = [api_key]
+    dry = options.dry_run
+    with _client(client, path and str(path), url, api_key, prefer_grpc, timeout, create=not dry) as handle:
+        where = qc.client_url(handle) if handle is not None else f"local:{path or qc.DEFAULT_PATH}"
+        bulk = False
+        try:
+            cc.check_collection(handle, collection, m.dimension, vector_name=schema.VECTOR_NAME)
+            if not dry:
+                created = cc.ensure_collection(handle, collection, m.dimension, options.settings,
+                                               vector_name=schema.VECTOR_NAME, bulk_load=options.bulk_load)
+                bulk = created.bulk_load
+                if qc.is_local(handle):
+                    store.tune_local(handle, collection)
+        except (cc.CollectionMismatchError, cc.BulkLoadError) as exc:
+            raise IngestError(qc.redact(str(exc), secrets)) from None
+        except IngestError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - first contact with a server: say where and what to do
+            raise IngestError(qc.redact(str(qc.setup_error(exc, where)), secrets)) from exc
+        try:
+            state = open_store_state(handle, collection, share)
+        except qc.StoreError as exc:
+            raise IngestError(qc.redact(str(exc), secrets)) from exc
+        writer = None
+        if not dry:
+            writer = Uploader(handle, collection, batch_size=options.upsert_batch, max_in_flight=options.in_flight,
+                              barrier_deletes=False)
+            if writer_hook is not None:
+                writer = writer_hook(writer)
+        try:
+            summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
+                           model_id=m.model_id, overlap=options.chunk_overlap,
+                           encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
+                           batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
+                           on_progress=on_progress, on_message=say)
+        except BaseException:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    (getattr(writer, "abort", None) or writer.close)()
+            if bulk:
+                _restore_after_interrupt(handle, collection)
+            raise
+        if bulk:
+            cc.end_bulk_load(handle, collection)
+        if not dry:
+            cc.warn_if_large_local(handle, collection)
+    return summary
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _restore_after_interrupt(client, collection: str) -> None:
+    """Interrupted during a bulk load: put the index settings back now (best effort; the marker
+    in the collection lets the next run do it otherwise)."""
+    try:
+        cc.end_bulk_load(client, collection, interrupted=True)
+    except Exception as exc:  # noqa: BLE001 - the next run restores from the marker
+        log.warning("index settings not restored now (%s); the next run restores them", type(exc).__name__)

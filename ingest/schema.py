@@ -1,0 +1,88 @@
+"""What one ingested chunk looks like in Qdrant: the vector name, payload keys and point id.
+
+The one home of the storage schema, so the writer, the state reader, the collection check and
+the query examples agree. Payloads are made by LlamaIndex itself (``node_to_metadata_dict`` of a
+``TextNode``), so ``QdrantVectorStore`` reads them back as nodes: ``_node_content``,
+``_node_type``, ``doc_id`` / ``document_id`` / ``ref_doc_id`` (the document id) and the metadata
+keys flat. The metadata is stored but excluded from embedding; the chunk text alone is embedded.
+
+A document id is a file's path relative to its root, as ``os.fsdecode`` gives it: a name that is
+not valid UTF-8 holds surrogate escapes (``'\\udcff'``), which JSON and Qdrant cannot carry. The
+point id is therefore made from the name's *bytes*, and what is stored and shown is
+:func:`doc_key`, the name with undecodable bytes written as ``\\xff``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: LlamaIndex QdrantVectorStore's default dense vector name, so it reads and writes the same field.
+VECTOR_NAME = "text-dense"
+#: What LlamaIndex's QdrantVectorStore filters and deletes by.
+DOC_ID_FIELD = "doc_id"
+DEFAULT_COLLECTION = "documents"
+#: uuid5 namespace for point ids: uuid5(NAMESPACE, b"<doc id bytes>#<chunk index>").
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/sgpt-qdrant/ingest")
+#: Payload keys the state reader needs (see :mod:`ingest.store`).
+VERSION_FIELD, COUNT_FIELD, INDEX_FIELD = "ingest_version", "chunk_count", "chunk_index"
+STATE_FIELDS = [DOC_ID_FIELD, VERSION_FIELD, COUNT_FIELD, INDEX_FIELD]
+#: Metadata kept out of the LLM prompt (LlamaIndex shows only file_path / file_name).
+INTERNAL_KEYS = [INDEX_FIELD, COUNT_FIELD, "char_start", "char_end", "content_hash", VERSION_FIELD, "model"]
+
+
+def name_bytes(name: str) -> bytes:
+    """The bytes of a file name as the OS gave them (surrogate escapes back to raw bytes)."""
+    return name.encode("utf-8", "surrogateescape")
+
+
+def doc_key(doc_id: str) -> str:
+    """The document id as stored and shown: valid Unicode, undecodable bytes as ``\\xNN``.
+
+    Identical to ``doc_id`` for every UTF-8 name."""
+    return name_bytes(doc_id).decode("utf-8", "backslashreplace")
+
+
+def display(path: str | Path) -> str:
+    """A path safe to print and to put in JSON (undecodable bytes as ``\\xNN``)."""
+    return doc_key(str(path))
+
+
+def point_id(doc_id: str, index: int) -> str:
+    """uuid5 of the document id's bytes and the chunk index: the same chunk always overwrites itself.
+
+    Equal to ``uuid5(NAMESPACE, f"{doc_id}#{index}")`` for UTF-8 names (so stores written
+    before non-UTF-8 names were supported keep their ids)."""
+    digest = hashlib.sha1(NAMESPACE.bytes + name_bytes(doc_id) + f"#{index}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def make_points(doc_id: str, file_path: str, chunks: Sequence, vectors, *, chunk_count: int, content_hash: str,
+                version: str, model: str) -> list:
+    """Points whose payload is what LlamaIndex's QdrantVectorStore writes for the same nodes."""
+    from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+    from qdrant_client import models
+
+    key, file_path = doc_key(doc_id), display(file_path)
+    points = []
+    for chunk, vector in zip(chunks, vectors):
+        metadata: dict[str, Any] = {
+            "file_path": file_path, "file_name": Path(file_path).name,
+            INDEX_FIELD: chunk.index, COUNT_FIELD: chunk_count,
+            "char_start": chunk.start, "char_end": chunk.end,
+            "content_hash": content_hash, VERSION_FIELD: version, "model": model,
+        }
+        node = TextNode(
+            id_=point_id(doc_id, chunk.index), text=chunk.text, metadata=metadata,
+            start_char_idx=chunk.start, end_char_idx=chunk.end,
+            excluded_embed_metadata_keys=list(metadata), excluded_llm_metadata_keys=list(INTERNAL_KEYS),
+            relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=key)},
+        )
+        payload = node_to_metadata_dict(node, remove_text=False, flat_metadata=True)
+        points.append(models.PointStruct(id=node.node_id, vector={VECTOR_NAME: [float(x) for x in vector]},
+                                         payload=payload))
+    return points
