@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,19 +33,22 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from . import schema
+from . import client as qc
 from .chunk import Chunk
-from .read import Skipped, SourceFile, read_document
-from .sync import Summary, Writer, _Producer
+from .read import SourceFile
+from .store import DocState
+from .sync import Outcome, Summary, Writer, _Producer, prepare, prune_ids, stale_ids
 
-__all__ = ["RayOptions", "ServerTarget", "ray_sync", "RayUnavailable"]
+__all__ = ["RayOptions", "ServerTarget", "ray_sync", "RaySetupError"]
 
 #: Row kinds: one "chunk" row per chunk; one row per file for what happened to it.
 CHUNK = "chunk"
 
 
-class RayUnavailable(RuntimeError):
-    """Ray (the ``[ray]`` extra) is not installed, or the cluster cannot be reached."""
+class RaySetupError(RuntimeError):
+    """Before any work: Ray (the ``[ray]`` extra) is missing, the cluster unreachable, or the actor
+    pool does not fit it."""
 
 
 @dataclass
@@ -86,7 +88,7 @@ def _import_ray():
         import ray
         import ray.data  # noqa: F401 - the [data] part of the extra
     except ImportError:
-        raise RayUnavailable("Ray is not installed: pip install 'sgpt-qdrant[ray]'") from None
+        raise RaySetupError("Ray is not installed: pip install 'sgpt-qdrant[ray]'") from None
     return ray
 
 
@@ -100,7 +102,7 @@ def connect(address: str | None) -> Iterator[Any]:
     try:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise RayUnavailable(f"cannot connect to the Ray cluster {address or '(default)'}: {exc}") from None
+        raise RaySetupError(f"cannot connect to the Ray cluster {address or '(default)'}: {exc}") from None
     try:
         yield ray
     finally:
@@ -109,21 +111,32 @@ def connect(address: str | None) -> Iterator[Any]:
 
 # -- stage 1: read + chunk (Ray tasks) --------------------------------------------------------
 
-def _prepare(row: dict, *, tokenizer, max_tokens: int, overlap: int, model: str) -> list[dict]:
-    """One file → its event row, plus one row per chunk when it is (re)ingested."""
+def _event_row(file: int, outcome: Outcome) -> dict:
+    """What the driver needs of one file's outcome; the same for files settled on the driver."""
+    p = outcome.prepared
+    return {"file": file, "kind": outcome.kind, "key": outcome.key, "message": outcome.message,
+            "warnings": "\n".join(outcome.warnings), "size": outcome.size,
+            "chunk_count": len(p.chunks) if p is not None else 0,
+            # ids this document's new chunks do not overwrite: deleted after every write
+            "stale": ",".join(stale_ids(p)) if p is not None else ""}
+
+
+_CHUNK_ROW = {"doc_id": "", "path": "", "text": "", "index": -1, "start": 0, "end": 0, "content_hash": "",
+              "version": ""}
+
+
+def _prepare(row: dict, *, tokenizer, max_tokens: int, overlap: int, model_id: str) -> list[dict]:
+    """One file → its event row, plus one row per chunk when it is (re)written."""
     source = SourceFile(Path(row["path"]), row["doc_id"])
     stored = pickle.loads(row["stored"]) if row["stored"] else None
-    state = {} if stored is None else {source.doc_id: stored}
-    event = _Producer([], state, tokenizer, max_tokens, overlap, model)._one(source)
-    base = {"file": row["file"], "doc_id": source.doc_id, "path": "", "text": "", "index": -1, "start": 0,
-            "end": 0, "chunk_count": 0, "content_hash": "", "version": ""}
-    rows = [{**base, "kind": event.kind, "message": event.message}]
-    if event.kind == "doc":
-        p = event.doc
-        rows[0].update(version=p.version, chunk_count=len(p.chunks))
+    state = {} if stored is None else {schema.doc_key(source.doc_id): stored}
+    outcome = prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap, model_id=model_id)
+    rows = [{**_event_row(row["file"], outcome), **_CHUNK_ROW}]
+    p = outcome.prepared
+    if p is not None:
         path = str(p.doc.path.absolute())
-        rows += [{**base, "kind": CHUNK, "message": "", "path": path, "text": c.text, "index": c.index,
-                  "start": c.start, "end": c.end, "chunk_count": len(p.chunks),
+        rows += [{**rows[0], "kind": CHUNK, "message": "", "warnings": "", "stale": "", "doc_id": p.doc.doc_id,
+                  "path": path, "text": c.text, "index": c.index, "start": c.start, "end": c.end,
                   "content_hash": p.doc.content_hash, "version": p.version} for c in p.chunks]
     return rows
 
@@ -137,9 +150,8 @@ class _Embedder:
         import ray
 
         from sgpt_qdrant import Encoder
-        from sgpt_qdrant import checkpoint as ckpt
 
-        self.encoder = Encoder(ckpt.load(model), device=device, dtype=dtype)
+        self.encoder = Encoder(model, device=device, dtype=dtype)
         context = ray.get_runtime_context()
         self.name = f"{context.get_node_id()[:8]}/{context.get_actor_id()[:8]}"
 
@@ -160,16 +172,21 @@ class _Embedder:
 
 # -- stage 3: points + events out of embedded batches (driver or sink) ------------------------
 
+EVENT_FIELDS = ("file", "kind", "key", "message", "warnings", "size", "chunk_count", "stale")
+
+
 @dataclass
 class _Outcome:
     """What a set of embedded rows says: points to write, file events, who embedded what."""
 
     points: list = field(default_factory=list)
+    written: int = 0
     events: list[dict] = field(default_factory=list)
     per_actor: Counter = field(default_factory=Counter)
     embed_seconds: float = 0.0
 
     def add(self, other: "_Outcome") -> None:
+        self.written += other.written
         self.events += other.events
         self.per_actor.update(other.per_actor)
         self.embed_seconds += other.embed_seconds
@@ -181,20 +198,19 @@ def _outcome(batch: dict[str, np.ndarray], model: str) -> _Outcome:
     chunk_rows = np.flatnonzero(kinds == CHUNK)
     out.per_actor.update(str(a) for a in batch["actor"][chunk_rows])
     for i in np.flatnonzero(kinds != CHUNK):
-        out.events.append({k: _plain(batch[k][i]) for k in ("file", "kind", "doc_id", "message", "version",
-                                                             "chunk_count")})
-    # consecutive rows of one document become one make_points call
-    groups: dict[tuple[str, str], list[int]] = {}
+        out.events.append({k: _plain(batch[k][i]) for k in EVENT_FIELDS})
+    groups: dict[tuple[str, str], list[int]] = {}  # rows of one document: one make_points call
     for i in chunk_rows:
         groups.setdefault((str(batch["doc_id"][i]), str(batch["version"][i])), []).append(int(i))
     for (doc_id, version), rows in groups.items():
         first = rows[0]
         chunks = [Chunk(int(batch["index"][i]), str(batch["text"][i]), int(batch["start"][i]),
                         int(batch["end"][i]), 0) for i in rows]
-        out.points += store.make_points(doc_id, str(batch["path"][first]), chunks, batch["vector"][rows],
-                                        chunk_count=int(batch["chunk_count"][first]),
-                                        content_hash=str(batch["content_hash"][first]), version=version,
-                                        model=model)
+        out.points += schema.make_points(doc_id, str(batch["path"][first]), chunks, batch["vector"][rows],
+                                         chunk_count=int(batch["chunk_count"][first]),
+                                         content_hash=str(batch["content_hash"][first]), version=version,
+                                         model=model)
+    out.written = len(out.points)
     return out
 
 
@@ -215,25 +231,21 @@ def _make_sink(target: ServerTarget, model: str):
             from .upload import Uploader
 
             total = _Outcome()
-            with store.open_client(url=target.url, api_key=target.api_key, prefer_grpc=target.prefer_grpc,
-                                   timeout=target.timeout) as client:
+            with qc.open_client(url=target.url, api_key=target.api_key, prefer_grpc=target.prefer_grpc,
+                                timeout=target.timeout) as client:
                 with Uploader(client, target.collection, batch_size=target.upsert_batch,
                               max_in_flight=target.in_flight) as uploader:
                     for block in blocks:
                         batch = BlockAccessor.for_block(block).to_batch_format("numpy")
-                        if not len(batch.get("kind", ())):
-                            continue
-                        part = _outcome(batch, model)
-                        uploader.upsert(part.points)
-                        total.add(part)
-                        total.points.append(len(part.points))
-            total.points = [sum(total.points)]  # a count travels back, not the points
+                        if len(batch.get("kind", ())):
+                            part = _outcome(batch, model)
+                            uploader.upsert(part.points)
+                            total.add(part)  # counts travel back, not the points
             return total
 
         def on_write_complete(self, write_result) -> None:
             for part in write_result.write_returns:
                 self.outcome.add(part)
-                self.outcome.points += part.points
 
         def get_name(self) -> str:
             return "QdrantWrite"
@@ -243,45 +255,38 @@ def _make_sink(target: ServerTarget, model: str):
 
 # -- the run ----------------------------------------------------------------------------------
 
-def _contested(files: Sequence[SourceFile]) -> tuple[list[tuple[int, SourceFile]], list[dict]]:
-    """Files to distribute, and events decided on the driver for ids that several inputs give.
+def _settle_contested(files: Sequence[SourceFile], prepare_one: Callable[[SourceFile], Outcome]
+                      ) -> tuple[list[tuple[int, SourceFile]], list[dict]]:
+    """Files to distribute, and the events of files whose document id several inputs give.
 
-    In-process, the first readable file with an id wins and later ones fail; that depends on the
-    order, so files whose id is given more than once are settled here, in input order.
+    In-process, the first of them that is not skipped wins and later ones fail: that depends on
+    the order, so those files go through the in-process rule here, on the driver, in input order;
+    the winner that must be written is then distributed like any other file.
     """
-    counts = Counter(f.doc_id for f in files)
-    seen: set[str] = set()
+    counts = Counter(schema.doc_key(f.doc_id) for f in files)
+    judge = _Producer([], {}, prepare_one)
     keep, events = [], []
     for i, source in enumerate(files):
-        if counts[source.doc_id] == 1:
+        if counts[schema.doc_key(source.doc_id)] == 1:
             keep.append((i, source))
             continue
-        event = {"file": i, "doc_id": source.doc_id, "version": "", "chunk_count": 0}
-        if source.doc_id in seen:
-            events.append({**event, "kind": "failed", "message": (
-                f"{source.path}: document id {source.doc_id!r} already given by another input; "
-                "ingest the folders into separate collections")})
-            continue
-        try:
-            read_document(source)
-        except Skipped as exc:
-            events.append({**event, "kind": "skipped", "message": str(exc)})
-            continue
-        except (OSError, ValueError):
-            pass  # the task reports it as in-process would
-        seen.add(source.doc_id)
-        keep.append((i, source))
+        outcome = judge._one(source)
+        if outcome.kind in {"new", "changed"}:
+            keep.append((i, source))
+        else:
+            events.append(_event_row(i, outcome))
     return keep, events
 
 
 def ray_sync(
     files: Iterable[SourceFile],
-    state: dict[str, store.DocState],
+    state: dict[str, DocState],
     *,
     tokenizer,
     max_tokens: int,
     model: str,
     writer: Writer,
+    model_id: str | None = None,
     overlap: int = 0,
     device: str | None = None,
     dtype: str | None = None,
@@ -289,39 +294,52 @@ def ray_sync(
     prune: bool = False,
     server: ServerTarget | None = None,
     options: RayOptions | None = None,
+    summary: Summary | None = None,
     on_progress: Callable[[Summary], None] | None = None,
-    on_message: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    on_message: Callable[[str], None] = lambda m: None,
     on_actor_chunks: Callable[[dict[str, int]], None] | None = None,
 ) -> Summary:
     """:func:`ingest.sync.sync` on Ray: the same plan, the same points, the same Summary.
 
-    ``writer`` is the driver's (deletes, and the points themselves for the embedded store);
-    with ``server`` the workers write the points. ``on_actor_chunks`` receives the chunks each
-    embedding actor embedded (the spread of work). No dry run here: a dry run embeds nothing.
+    ``model`` is what every embedding actor loads (a Hub id or a folder each node can read) and
+    what the payload names; ``model_id`` (default ``model``) goes into the version. ``writer`` is
+    the driver's: deletes, and the points themselves for the embedded store; with ``server`` the
+    workers write the points. ``on_actor_chunks`` gets the chunks each embedding actor embedded
+    (the spread of work). No dry run here: a dry run embeds nothing, in-process is enough.
     """
     options = options or RayOptions()
+    model_id = model_id or model
     files = list(files)
-    summary = Summary()
+    summary = summary or Summary()
     start = time.perf_counter()
-    keep, driver_events = _contested(files)
+
+    def prepare_one(source: SourceFile) -> Outcome:
+        return prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
+                       model_id=model_id)
+
+    keep, events = _settle_contested(files, prepare_one)
+    _count(summary, events, on_message)
+    outcome = _Outcome()
     with connect(options.address) as ray:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = options.show_progress
-        context.print_on_execution_start = False
-        gpus = ray.cluster_resources().get("GPU", 0)
+        resources = ray.cluster_resources()
+        gpus = resources.get("GPU", 0)
         gpus_per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1 if gpus else 0)
         actors = options.actors or (max(1, int(gpus // gpus_per_actor)) if gpus_per_actor else 1)
-        cpus = ray.cluster_resources().get("CPU", 0)
+        cpus = resources.get("CPU", 0)
         if cpus - actors * options.cpus_per_actor < 1:  # reading tasks would wait for ever
-            raise ValueError(f"{actors} embedding actor(s) with {options.cpus_per_actor:g} CPU each leave no CPU "
+            raise RaySetupError(f"{actors} embedding actor(s) with {options.cpus_per_actor:g} CPU each leave no CPU "
                              f"of the Ray cluster's {cpus:g} for reading and chunking: use fewer actors")
+        on_message(f"ray: {actors} embedding actor(s) with {gpus_per_actor:g} GPU each, on a cluster of "
+                   f"{cpus:g} CPUs and {gpus:g} GPUs")
         items = [{"file": i, "path": str(s.path), "doc_id": s.doc_id,
-                  "stored": pickle.dumps(state[s.doc_id]) if s.doc_id in state else b""} for i, s in keep]
-        outcome = _Outcome()
+                  "stored": pickle.dumps(state[k]) if (k := schema.doc_key(s.doc_id)) in state else b""}
+                 for i, s in keep]
         if items:
             ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(8, len(items) // 4)))
             ds = ds.flat_map(_prepare, fn_kwargs=dict(tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
-                                                      model=model))
+                                                      model_id=model_id))
             ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(model=model, device=device, dtype=dtype),
                                 batch_size=options.batch_size or batch_size, batch_format="numpy",
                                 compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus_per_actor or None,
@@ -330,24 +348,21 @@ def ray_sync(
                 sink = _make_sink(server, model)
                 ds.write_datasink(sink)
                 outcome = sink.outcome
-                summary.chunks_written = int(sum(outcome.points))
-                outcome.points = []
+                summary.chunks_written += outcome.written
+                _count(summary, outcome.events, on_message)
             else:
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     part = _outcome(batch, model)
                     writer.upsert(part.points)
-                    summary.chunks_written += len(part.points)
+                    summary.chunks_written += part.written
                     outcome.add(part)
                     _count(summary, part.events, on_message)
                     if on_progress is not None:
                         on_progress(summary)
-        # events counted on the driver as batches arrived need no second count
-        _count(summary, driver_events if server is None else driver_events + outcome.events, on_message)
-        events = sorted(outcome.events + driver_events, key=lambda e: e["file"])
-        summary.embed_seconds = outcome.embed_seconds
-        summary.failures = [e["message"] for e in events if e["kind"] == "failed"]
-        summary.warnings = [line for e in events if e["kind"] in {"doc", "unchanged"} and e["message"]
-                            for line in e["message"].splitlines()]
+    events = sorted(events + outcome.events, key=lambda e: e["file"])
+    summary.embed_seconds += outcome.embed_seconds
+    summary.failures = [e["message"] for e in events if e["kind"] == "failed"]
+    summary.warnings = [line for e in events if e["warnings"] for line in e["warnings"].splitlines()]
     _finish(summary, events, state, writer, prune)
     summary.seconds = time.perf_counter() - start
     if on_actor_chunks is not None:
@@ -358,12 +373,13 @@ def ray_sync(
 
 
 def _count(summary: Summary, events: list[dict], on_message: Callable[[str], None]) -> None:
+    """Tally file events as :func:`ingest.sync.sync` does (lists are set, in input order, at the end)."""
     for e in events:
-        summary.files_seen += 1
         kind, message = e["kind"], e["message"]
-        if kind in {"doc", "unchanged"} and message:
-            for line in message.splitlines():
-                on_message(f"warning: {line}")
+        for line in e["warnings"].splitlines():
+            on_message(f"warning: {line}")
+        summary.files_seen += 1
+        summary.bytes_planned += e["size"]
         if kind == "skipped":
             summary.skipped += 1
             on_message(f"skipped: {message}")
@@ -372,27 +388,24 @@ def _count(summary: Summary, events: list[dict], on_message: Callable[[str], Non
             on_message(f"error: {message}")
         elif kind == "unchanged":
             summary.unchanged += 1
-        elif kind == "doc":
+        else:
+            setattr(summary, kind, getattr(summary, kind) + 1)
             summary.ingested += 1
+            summary.chunks_planned += e["chunk_count"]
+            summary.bytes_chunked += e["size"]
 
 
-def _finish(summary: Summary, events: list[dict], state: dict[str, store.DocState], writer: Writer,
-            prune: bool) -> None:
-    """After every write: stale chunks of re-ingested documents, then documents that are gone."""
-    seen = {e["doc_id"] for e in events if e["kind"] != "skipped"}
-    for e in events:
-        if e["kind"] != "doc":
-            continue
-        doc_id, n = e["doc_id"], int(e["chunk_count"])
-        stored = state.get(doc_id)
-        if stored is not None:
-            summary.chunks_deleted += max(0, stored.points - n)
-        writer.delete(store.stale_filter(doc_id, e["version"]) if n else store.docs_filter([doc_id]))
+def _finish(summary: Summary, events: list[dict], state: dict[str, DocState], writer: Writer, prune: bool) -> None:
+    """After every write: ids of re-written documents their new chunks did not overwrite, then
+    documents that are gone (``prune``), then the writer's final wait."""
+    stale = [i for e in events if e["stale"] for i in e["stale"].split(",")]
+    summary.chunks_deleted += len(stale)
+    if stale:
+        writer.delete(stale)
     if prune:
-        gone = sorted(set(state) - seen)
-        for doc_id in gone:
-            summary.chunks_deleted += state[doc_id].points
+        gone, ids = prune_ids(state, {e["key"] for e in events if e["kind"] != "skipped"})
+        summary.chunks_deleted += len(ids)
         summary.documents_deleted = len(gone)
-        for k in range(0, len(gone), 256):
-            writer.delete(store.docs_filter(gone[k:k + 256]))
+        if ids:
+            writer.delete(ids)
     writer.close()

@@ -30,6 +30,7 @@ from pathlib import Path
 from . import client as qc
 from . import collection_config as cc
 from . import schema, store
+from .distributed import RayOptions, RaySetupError, ServerTarget, ray_sync
 from .partition import Partition, owns, parse_partition
 from .read import SourceFile, find_files
 from .sync import Summary, Writer, sync
@@ -64,6 +65,7 @@ class IngestOptions:
     settings: cc.CollectionSettings = field(default_factory=cc.CollectionSettings)
     device: str | None = None
     dtype: str | None = None
+    ray: RayOptions | None = None  # run on a Ray cluster (ingest.distributed); dry runs stay in-process
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "upsert_batch", "in_flight"):
@@ -245,11 +247,15 @@ def _run(files, summary, m, share, collection, client, path, url, api_key, prefe
             if writer_hook is not None:
                 writer = writer_hook(writer)
         try:
-            summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
-                           model_id=m.model_id, overlap=options.chunk_overlap,
-                           encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
-                           batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
-                           on_progress=on_progress, on_message=say)
+            if options.ray is not None and not dry:
+                summary = _on_ray(files, state, m, writer, handle, url, api_key, prefer_grpc, timeout, collection,
+                                  options, summary, on_progress, say)
+            else:
+                summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
+                               model_id=m.model_id, overlap=options.chunk_overlap,
+                               encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
+                               batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
+                               on_progress=on_progress, on_message=say)
         except BaseException:
             if writer is not None:
                 with contextlib.suppress(Exception):
@@ -262,6 +268,22 @@ def _run(files, summary, m, share, collection, client, path, url, api_key, prefe
         if not dry:
             cc.warn_if_large_local(handle, collection)
     return summary
+
+
+def _on_ray(files, state, m: _Model, writer, handle, url, api_key, prefer_grpc, timeout, collection, options,
+            summary, on_progress, say) -> Summary:
+    """The same run on Ray (:mod:`ingest.distributed`): workers write to a server, the driver to a folder."""
+    server = None if qc.is_local(handle) or not url else ServerTarget(
+        url, collection, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
+        upsert_batch=options.upsert_batch, in_flight=options.in_flight)
+    try:
+        return ray_sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
+                        model_id=m.model_id, overlap=options.chunk_overlap, device=options.device,
+                        dtype=options.dtype, writer=writer, batch_size=options.batch_size, prune=options.prune,
+                        server=server, options=options.ray, summary=summary, on_progress=on_progress,
+                        on_message=say)
+    except RaySetupError as exc:
+        raise IngestError(str(exc)) from None
 
 
 def _size(path: Path) -> int:

@@ -7,12 +7,10 @@ points (ids, payloads, vectors to 1e-6) and report the same Summary. Skipped whe
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from contextlib import closing
 from pathlib import Path
@@ -25,16 +23,14 @@ pytest.importorskip("ray.data")
 
 from qdrant_client import QdrantClient  # noqa: E402
 
-from sgpt_qdrant import checkpoint as ckpt  # noqa: E402
-from sgpt_qdrant.ingest import distributed, store  # noqa: E402
-from sgpt_qdrant.ingest.collection_config import CollectionSettings, ensure_collection  # noqa: E402
-from sgpt_qdrant.ingest.read import find_files  # noqa: E402
-from sgpt_qdrant.ingest.sync import sync  # noqa: E402
-from sgpt_qdrant.ingest.upload import Uploader  # noqa: E402
+from sgpt_qdrant.ingest import schema  # noqa: E402
+from sgpt_qdrant.ingest.distributed import RayOptions  # noqa: E402
+from sgpt_qdrant.ingest.pipeline import IngestOptions, ingest_paths  # noqa: E402
 
 pytestmark = pytest.mark.slow
 COLLECTION = "documents"
-TIMING = {"seconds", "embed_seconds"}
+TIMING = {"seconds", "embed_seconds", "model_load_seconds"}
+BIN = Path(sys.executable).parent / "sgpt-ingest"
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +41,6 @@ def ray_address():
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tiny_model_dir):
-    return ckpt.load(str(tiny_model_dir))
 
 
 def make_tree(root: Path) -> list[Path]:
@@ -71,32 +62,20 @@ def make_tree(root: Path) -> list[Path]:
     return [one, two]
 
 
-def run(path: Path, inputs, checkpoint, *, use_ray: bool, prune: bool = False, batch_size: int = 8,
-        writer_wrapper=None, server=None, state=None, **ray_kwargs):
-    """The CLI's wiring: open the store, read the state, one Uploader, then sync or ray_sync."""
-    dim, model = checkpoint.dimension, str(checkpoint.source)
-    with store.open_client(str(path)) as client:
-        ensure_collection(client, COLLECTION, dim, CollectionSettings(), vector_name=store.VECTOR_NAME)
-        state = store.read_state(client, COLLECTION) if state is None else state
-        files = list(find_files(inputs))
-        messages: list[str] = []
-        uploader = Uploader(client, COLLECTION, barrier_deletes=False)
-        writer = writer_wrapper(uploader) if writer_wrapper else uploader
-        common = dict(tokenizer=checkpoint.tokenizer, max_tokens=checkpoint.max_seq_length, model=model,
-                      writer=writer, batch_size=batch_size, prune=prune, on_message=messages.append)
-        if use_ray:
-            summary = distributed.ray_sync(files, state, server=server, **common, **ray_kwargs)
-        else:
-            from sgpt_qdrant import Encoder
-
-            summary = sync(files, state, encode=Encoder(checkpoint, device="cpu").encode, **common)
-    return summary, sorted(messages)
+def run(store_path: Path | None, inputs, model_dir, *, use_ray: bool, prune: bool = False, batch_size: int = 8,
+        writer_hook=None, url: str | None = None):
+    """``ingest_paths`` in-process or on the session's Ray; the messages without model-loading notes."""
+    messages: list[str] = []
+    options = IngestOptions(batch_size=batch_size, prune=prune, device="cpu", ray=RayOptions() if use_ray else None)
+    summary = ingest_paths(inputs, path=store_path, url=url, model=str(model_dir), options=options,
+                           on_message=messages.append, writer_hook=writer_hook)
+    return summary, sorted(m for m in messages if not m.startswith(("loading the model", "model loaded", "ray:")))
 
 
 def stored(path: Path) -> dict:
     with closing(QdrantClient(path=str(path))) as client:
         points, _ = client.scroll(COLLECTION, limit=100_000, with_payload=True, with_vectors=True)
-    return {str(p.id): (p.payload, np.asarray(p.vector[store.VECTOR_NAME])) for p in points}
+    return {str(p.id): (p.payload, np.asarray(p.vector[schema.VECTOR_NAME])) for p in points}
 
 
 def assert_same_points(a: dict, b: dict) -> None:
@@ -110,11 +89,11 @@ def comparable(summary) -> dict:
     return {k: v for k, v in summary.to_dict().items() if k not in TIMING}
 
 
-def test_ray_and_in_process_store_the_same_points_first_run_and_incremental(tmp_path, ray_address, checkpoint):
+def test_ray_and_in_process_store_the_same_points_first_run_and_incremental(tmp_path, ray_address, tiny_model_dir):
     inputs = make_tree(tmp_path / "docs")
     local, distributed_store = tmp_path / "local", tmp_path / "ray"
-    ref, ref_msgs = run(local, inputs, checkpoint, use_ray=False)
-    got, got_msgs = run(distributed_store, inputs, checkpoint, use_ray=True)
+    ref, ref_msgs = run(local, inputs, tiny_model_dir, use_ray=False)
+    got, got_msgs = run(distributed_store, inputs, tiny_model_dir, use_ray=True)
     # hand count: 11 files; ingested guide, notes, page, tiny, latin1, one/same, other; skipped 2 png + empty;
     # failed: two/same.txt (its id is one/same.txt's)
     assert (ref.files_seen, ref.ingested, ref.skipped, ref.failed) == (11, 7, 3, 1)
@@ -126,8 +105,8 @@ def test_ray_and_in_process_store_the_same_points_first_run_and_incremental(tmp_
     (inputs[0] / "guide.md").write_text("# Guide\n\nOnly tomatoes now.")
     (inputs[0] / "sub" / "notes.txt").unlink()
     (inputs[1] / "new.md").write_text("# New\n\n" + "Fresh text here. " * 30)
-    ref, _ = run(local, inputs, checkpoint, use_ray=False, prune=True)
-    got, _ = run(distributed_store, inputs, checkpoint, use_ray=True, prune=True)
+    ref, _ = run(local, inputs, tiny_model_dir, use_ray=False, prune=True)
+    got, _ = run(distributed_store, inputs, tiny_model_dir, use_ray=True, prune=True)
     assert (ref.ingested, ref.documents_deleted) == (2, 1) and ref.chunks_deleted > 0
     assert comparable(got) == comparable(ref)
     assert_same_points(stored(local), stored(distributed_store))
@@ -153,9 +132,9 @@ def _actor_pids() -> set[int]:
     return pids
 
 
-def test_an_embedding_worker_killed_mid_run_is_retried_and_the_result_unchanged(tmp_path, ray_address, checkpoint):
+def test_an_embedding_worker_killed_mid_run_is_retried_and_the_result_unchanged(tmp_path, ray_address, tiny_model_dir):
     inputs = make_tree(tmp_path / "docs")
-    run(tmp_path / "local", inputs, checkpoint, use_ray=False, batch_size=2)
+    run(tmp_path / "local", inputs, tiny_model_dir, use_ray=False, batch_size=2)
     killed: list[int] = []
 
     class KillOnFirstWrite:
@@ -181,57 +160,33 @@ def test_an_embedding_worker_killed_mid_run_is_retried_and_the_result_unchanged(
         def close(self):
             self.inner.close()
 
-    summary, _ = run(tmp_path / "ray", inputs, checkpoint, use_ray=True, batch_size=2, writer_wrapper=KillOnFirstWrite)
+    summary, _ = run(tmp_path / "ray", inputs, tiny_model_dir, use_ray=True, batch_size=2, writer_hook=KillOnFirstWrite)
     assert killed and summary.failed == 1 and summary.ingested == 7
     assert_same_points(stored(tmp_path / "local"), stored(tmp_path / "ray"))
 
 
-DRIVER = textwrap.dedent("""
-    import sys, time, ray
-    sys.path.insert(0, {tests!r})
-    from test_ray_ingest import run, make_tree
-    from sgpt_qdrant import checkpoint as ckpt
-    from pathlib import Path
-
-    class PauseAfterSecondWrite:
-        def __init__(self, inner):
-            self.inner, self.n = inner, 0
-        def upsert(self, points):
-            self.inner.upsert(points)
-            self.n += 1
-            print(f"wrote batch {{self.n}}", flush=True)
-            if self.n == 2:
-                time.sleep(120)
-        def delete(self, selector):
-            self.inner.delete(selector)
-        def close(self):
-            self.inner.close()
-
-    ray.init(address={address!r}, logging_level="WARNING")
-    inputs = [Path(p) for p in {inputs!r}]
-    run(Path({store!r}), inputs, ckpt.load({model!r}), use_ray=True, batch_size=2, prune=True,
-        writer_wrapper=PauseAfterSecondWrite)
-""")
-
-
-def test_driver_killed_then_rerun_equals_a_clean_run(tmp_path, ray_address, checkpoint):
+def test_driver_killed_then_rerun_equals_a_clean_run(tmp_path, ray_address, tiny_model_dir):
+    """``sgpt-ingest --ray=ADDRESS`` joins the session's cluster as a second driver and is SIGKILLed."""
     inputs = make_tree(tmp_path / "docs")
     store_path, clean = tmp_path / "ray", tmp_path / "clean"
-    run(store_path, inputs, checkpoint, use_ray=True)  # v1 stored
+    run(store_path, inputs, tiny_model_dir, use_ray=True)  # v1 stored
     (inputs[0] / "guide.md").write_text("# Guide\n\n" + " ".join(f"Bed {i} gets sand." for i in range(30)))
     (inputs[0] / "tiny.txt").unlink()
     (inputs[1] / "new.md").write_text("# New\n\n" + "Fresh text here. " * 30)
-    run(clean, inputs, checkpoint, use_ray=False, prune=True)  # what v2 looks like from scratch
+    run(clean, inputs, tiny_model_dir, use_ray=False, prune=True)  # what v2 looks like from scratch
 
-    script = DRIVER.format(tests=str(Path(__file__).parent), address=ray_address, inputs=[str(p) for p in inputs],
-                           store=str(store_path), model=str(checkpoint.source))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [*inputs, f"--ray={ray_address}", "--model", tiny_model_dir, "--qdrant-path", store_path, "--device", "cpu",
+            "--batch-size", 2, "--prune"]
+    proc = subprocess.Popen([str(BIN), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SGPT_INGEST_TEST_PAUSE": "60"})
     try:
-        for line in proc.stdout:
-            if "wrote batch 2" in line:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "test pause after batch 2" in line:
                 break
         else:
-            raise AssertionError(proc.stderr.read())
+            raise AssertionError("".join(lines))
         proc.kill()  # SIGKILL: no cleanup in the driver
         proc.communicate(timeout=60)
     finally:
@@ -240,36 +195,20 @@ def test_driver_killed_then_rerun_equals_a_clean_run(tmp_path, ray_address, chec
     assert proc.returncode == -signal.SIGKILL
     assert stored(store_path).keys() != stored(clean).keys()  # half done
 
-    summary, _ = run(store_path, inputs, checkpoint, use_ray=True, prune=True)
+    summary, _ = run(store_path, inputs, tiny_model_dir, use_ray=True, prune=True)
     assert summary.failed == 1 and summary.documents_deleted == 1
     assert_same_points(stored(clean), stored(store_path))
 
 
-def test_workers_write_to_a_server_through_the_datasink_with_retries(tmp_path, ray_address, checkpoint):
-    from test_upload_standin import StandIn
-
+def test_workers_write_to_a_server_through_the_datasink_with_retries(tmp_path, ray_address, tiny_model_dir,
+                                                                       standin):
     inputs = make_tree(tmp_path / "docs")
-    ref, ref_msgs = run(tmp_path / "local", inputs, checkpoint, use_ray=False)
-    server = StandIn().start()
-    try:
-        with closing(QdrantClient(url=server.url, check_compatibility=False)) as client:
-            ensure_collection(client, COLLECTION, checkpoint.dimension, CollectionSettings(),
-                              vector_name=store.VECTOR_NAME)
-        server.fail("upsert", 2, "503")  # the workers' Uploader retries these
-        target = distributed.ServerTarget(url=server.url, collection=COLLECTION, upsert_batch=4)
-        with closing(QdrantClient(url=server.url, check_compatibility=False)) as client:
-            uploader = Uploader(client, COLLECTION, barrier_deletes=False)
-            messages: list[str] = []
-            summary = distributed.ray_sync(
-                list(find_files(inputs)), {}, tokenizer=checkpoint.tokenizer, max_tokens=checkpoint.max_seq_length,
-                model=str(checkpoint.source), writer=uploader, batch_size=8, server=target,
-                on_message=messages.append)
-        points = {str(pid): (p["payload"], np.asarray(p["vector"][store.VECTOR_NAME]))
-                  for pid, p in server.points(COLLECTION).items()}
-        upserts = [e for e in server.log if e["path"].endswith("/points") and e["method"] == "PUT"]
-    finally:
-        server.stop()
-    assert comparable(summary) == comparable(ref) and sorted(messages) == ref_msgs
-    assert len(upserts) >= 2 + summary.chunks_written // 4  # the two refused ones were sent again
-    local = {k: (json.loads(json.dumps(p)), v) for k, (p, v) in stored(tmp_path / "local").items()}
-    assert_same_points(local, points)
+    ref, ref_msgs = run(tmp_path / "local", inputs, tiny_model_dir, use_ray=False)
+    standin.fail("upsert", 2, "503")  # the workers' Uploader retries these
+    summary, messages = run(None, inputs, tiny_model_dir, use_ray=True, url=standin.url)
+    points = {str(pid): (p["payload"], np.asarray(p["vector"][schema.VECTOR_NAME]))
+              for pid, p in standin.points(COLLECTION).items()}
+    upserts = [e for e in standin.log if e["path"].endswith("/points") and e["method"] == "PUT"]
+    assert comparable(summary) == comparable(ref) and messages == ref_msgs
+    assert len(upserts) >= 2 + 1  # the two refused requests were sent again
+    assert_same_points(stored(tmp_path / "local"), points)
