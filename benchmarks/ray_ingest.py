@@ -22,6 +22,7 @@ import json
 import random
 import tempfile
 import time
+from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
@@ -43,33 +44,21 @@ def write_skewed_corpus(root: Path, files: int, max_exp: int, seed: int = 0) -> 
     return sizes
 
 
-def ingest(store_path: Path, docs: Path, checkpoint, *, use_ray: bool, batch_size: int, actors: int) -> dict:
-    from sgpt_qdrant import Encoder
-    from sgpt_qdrant.ingest import distributed, store
-    from sgpt_qdrant.ingest.collection_config import CollectionSettings, ensure_collection
-    from sgpt_qdrant.ingest.read import find_files
-    from sgpt_qdrant.ingest.sync import sync
-    from sgpt_qdrant.ingest.upload import Uploader
+def ingest(store_path: Path, docs: Path, model_dir: Path, *, ray_options, batch_size: int) -> dict:
+    """One ``ingest_paths`` run into a fresh embedded store: seconds, chunks and the stored vectors."""
+    from qdrant_client import QdrantClient
 
-    out: dict = {}
-    with store.open_client(str(store_path)) as client:
-        ensure_collection(client, "documents", checkpoint.dimension, CollectionSettings(),
-                          vector_name=store.VECTOR_NAME)
-        store.tune_local(client, "documents")
-        files = list(find_files([docs]))
-        common = dict(tokenizer=checkpoint.tokenizer, max_tokens=checkpoint.max_seq_length,
-                      model=str(checkpoint.source), batch_size=batch_size, on_message=lambda m: None)
-        start = time.perf_counter()
-        with Uploader(client, "documents", barrier_deletes=False) as writer:
-            if use_ray:
-                summary = distributed.ray_sync(files, {}, writer=writer, options=distributed.RayOptions(actors=actors),
-                                               on_actor_chunks=lambda c: out.update(per_actor=c), **common)
-            else:
-                encoder = Encoder(checkpoint, device="cpu")
-                summary = sync(files, {}, encode=encoder.encode, writer=writer, **common)
-        out.update(seconds=time.perf_counter() - start, chunks=summary.chunks_written)
+    from sgpt_qdrant import IngestOptions, ingest_paths
+
+    start = time.perf_counter()
+    summary = ingest_paths([docs], path=store_path, model=str(model_dir),
+                           options=IngestOptions(batch_size=batch_size, device="cpu", ray=ray_options))
+    out = {"seconds": time.perf_counter() - start, "chunks": summary.chunks_written,
+           "model_load_seconds": summary.model_load_seconds}
+    with closing(QdrantClient(path=str(store_path))) as client:
         points, _ = client.scroll("documents", limit=1_000_000, with_payload=["doc_id"], with_vectors=True)
-        out["points"] = {str(p.id): p.vector["text-dense"] for p in points}
+    out["points"] = {str(p.id): p.vector["text-dense"] for p in points}
+    out["chunks_per_doc"] = dict(Counter(p.payload["doc_id"] for p in points))
     return out
 
 
@@ -87,9 +76,8 @@ def main() -> None:
 
     import numpy as np
     import ray
-    from qdrant_client import QdrantClient
 
-    from sgpt_qdrant.checkpoint import load
+    from sgpt_qdrant import RayOptions
     from sgpt_qdrant.ingest.partition import share_of
     from sgpt_qdrant.testing import SHAPE_125M, write_random_checkpoint
 
@@ -98,47 +86,43 @@ def main() -> None:
         docs = root / "docs"
         docs.mkdir()
         sizes = write_skewed_corpus(docs, args.files, args.max_exp)
-        kwargs = SHAPE_125M if args.shape == "125m" else {}
-        checkpoint = load(str(write_random_checkpoint(root / "model", **kwargs)))
+        model_dir = write_random_checkpoint(root / "model", **(SHAPE_125M if args.shape == "125m" else {}))
 
-        local = ingest(root / "local", docs, checkpoint, use_ray=False, batch_size=args.batch_size,
-                       actors=args.actors)
+        local = ingest(root / "local", docs, model_dir, ray_options=None, batch_size=args.batch_size)
         start = time.perf_counter()
         ray.init(num_cpus=args.cpus or args.actors + 1, include_dashboard=False, logging_level="WARNING")
         ray_start = time.perf_counter() - start
+        per_actor: dict[str, int] = {}
         try:
-            on_ray = ingest(root / "ray", docs, checkpoint, use_ray=True, batch_size=args.batch_size,
-                            actors=args.actors)
+            on_ray = ingest(root / "ray", docs, model_dir, batch_size=args.batch_size,
+                            ray_options=RayOptions(actors=args.actors, on_actor_chunks=per_actor.update))
         finally:
             ray.shutdown()
-        assert on_ray["points"].keys() == local["points"].keys()
-        worst = max(float(np.max(np.abs(np.subtract(on_ray["points"][k], v)))) for k, v in local["points"].items())
-
-        chunks_per_doc: dict[str, int] = {}
-        with closing(QdrantClient(path=str(root / "local"))) as c:
-            points, _ = c.scroll("documents", limit=1_000_000, with_payload=["doc_id"])
-            for p in points:
-                chunks_per_doc[p.payload["doc_id"]] = chunks_per_doc.get(p.payload["doc_id"], 0) + 1
-        shares = [0] * args.actors
-        for doc_id, n in chunks_per_doc.items():
-            shares[share_of(doc_id, args.actors) - 1] += n
+    assert on_ray["points"].keys() == local["points"].keys()
+    worst = max(float(np.max(np.abs(np.subtract(on_ray["points"][k], v)))) for k, v in local["points"].items())
+    shares = [0] * args.actors
+    for doc_id, n in local["chunks_per_doc"].items():
+        shares[share_of(doc_id, args.actors) - 1] += n
 
     result = {
         "files": args.files, "sentences_min_max": [min(sizes), max(sizes)], "chunks": local["chunks"],
+        "largest_file_chunks": max(local["chunks_per_doc"].values()),
         "shape": args.shape, "batch_size": args.batch_size, "actors": args.actors,
-        "in_process_chunks_per_s": round(local["chunks"] / local["seconds"], 1),
         "in_process_seconds": round(local["seconds"], 2),
+        "in_process_model_load_seconds": round(local["model_load_seconds"], 2),
+        "in_process_chunks_per_s": round(local["chunks"] / local["seconds"], 1),
+        "ray_init_seconds": round(ray_start, 2),
+        "ray_seconds": round(on_ray["seconds"], 2),
         "ray_chunks_per_s": round(on_ray["chunks"] / on_ray["seconds"], 1),
-        "ray_seconds": round(on_ray["seconds"], 2), "ray_start_seconds": round(ray_start, 2),
-        "ray_chunks_per_actor": sorted(on_ray["per_actor"].values(), reverse=True),
-        "partition_chunks_per_share": shares,
+        "ray_chunks_per_actor": sorted(per_actor.values(), reverse=True),
+        "partition_chunks_per_share": sorted(shares, reverse=True),
         "max_abs_vector_difference": worst,
     }
     if args.json:
         print(json.dumps(result))
         return
     for key, value in result.items():
-        print(f"{key:28s} {value}")
+        print(f"{key:30s} {value}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ asks for it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import pickle
 import time
 from collections import Counter
@@ -68,6 +69,8 @@ class RayOptions:
     batch_size: int | None = None
     #: Ray Data's own progress bars (stderr).
     show_progress: bool = False
+    #: Called at the end with the chunks each embedding actor embedded (the spread of work).
+    on_actor_chunks: Callable[[dict[str, int]], None] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -297,15 +300,13 @@ def ray_sync(
     summary: Summary | None = None,
     on_progress: Callable[[Summary], None] | None = None,
     on_message: Callable[[str], None] = lambda m: None,
-    on_actor_chunks: Callable[[dict[str, int]], None] | None = None,
 ) -> Summary:
     """:func:`ingest.sync.sync` on Ray: the same plan, the same points, the same Summary.
 
     ``model`` is what every embedding actor loads (a Hub id or a folder each node can read) and
     what the payload names; ``model_id`` (default ``model``) goes into the version. ``writer`` is
     the driver's: deletes, and the points themselves for the embedded store; with ``server`` the
-    workers write the points. ``on_actor_chunks`` gets the chunks each embedding actor embedded
-    (the spread of work). No dry run here: a dry run embeds nothing, in-process is enough.
+    workers write the points. No dry run here: a dry run embeds nothing, in-process is enough.
     """
     options = options or RayOptions()
     model_id = model_id or model
@@ -323,6 +324,8 @@ def ray_sync(
     with connect(options.address) as ray:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = options.show_progress
+        if not options.show_progress:  # nor Ray Data's INFO lines (plan, start, finish) on the console
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
         resources = ray.cluster_resources()
         gpus = resources.get("GPU", 0)
         gpus_per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1 if gpus else 0)
@@ -341,9 +344,9 @@ def ray_sync(
             ds = ds.flat_map(_prepare, fn_kwargs=dict(tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
                                                       model_id=model_id))
             ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(model=model, device=device, dtype=dtype),
-                                batch_size=options.batch_size or batch_size, batch_format="numpy",
-                                compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=gpus_per_actor or None,
-                                num_cpus=options.cpus_per_actor)
+                                batch_size=options.batch_size or batch_size,
+                                batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+                                num_gpus=gpus_per_actor or None, num_cpus=options.cpus_per_actor)
             if server is not None:
                 sink = _make_sink(server, model)
                 ds.write_datasink(sink)
@@ -365,8 +368,8 @@ def ray_sync(
     summary.warnings = [line for e in events if e["warnings"] for line in e["warnings"].splitlines()]
     _finish(summary, events, state, writer, prune)
     summary.seconds = time.perf_counter() - start
-    if on_actor_chunks is not None:
-        on_actor_chunks(dict(outcome.per_actor))
+    if options.on_actor_chunks is not None:
+        options.on_actor_chunks(dict(outcome.per_actor))
     if on_progress is not None:
         on_progress(summary)
     return summary

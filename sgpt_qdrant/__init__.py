@@ -21,6 +21,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SGPTModel": (".model", "SGPTModel"),
     "ingest_paths": (".ingest.pipeline", "ingest_paths"),
     "IngestOptions": (".ingest.pipeline", "IngestOptions"),
+    "RayOptions": (".ingest.distributed", "RayOptions"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .embedding import SGPTEmbedding
     from .engine import Encoder
     from .model import SGPTModel
+    from .ingest.distributed import RayOptions
     from .ingest.pipeline import IngestOptions, ingest_paths
 
 
