@@ -86,7 +86,8 @@ def main() -> None:
         docs = root / "docs"
         docs.mkdir()
         sizes = write_skewed_corpus(docs, args.files, args.max_exp)
-        model_dir = write_random_checkpoint(root / "model", **({"shape": SHAPE_125M} if args.shape == "125m" else {}))
+        shape = {"shape": SHAPE_125M} if args.shape == "125m" else {}
+        model_dir = write_random_checkpoint(root / "model", **shape)
 
         local = ingest(root / "local", docs, model_dir, ray_options=None, batch_size=args.batch_size)
         start = time.perf_counter()

@@ -247,7 +247,8 @@ def _make_sink(target: ServerTarget, model: str):
             return total
 
         def on_write_complete(self, write_result) -> None:
-            for part in write_result.write_returns:
+            # Ray >= 2.40 passes a WriteResult; older versions the list of write() returns
+            for part in getattr(write_result, "write_returns", write_result):
                 self.outcome.add(part)
 
         def get_name(self) -> str:
@@ -318,8 +319,6 @@ def ray_sync(
         return prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
                        model_id=model_id)
 
-    keep, events = _settle_contested(files, prepare_one)
-    _count(summary, events, on_message)
     outcome = _Outcome()
     with connect(options.address) as ray:
         context = ray.data.DataContext.get_current()
@@ -336,11 +335,13 @@ def ray_sync(
                              f"of the Ray cluster's {cpus:g} for reading and chunking: use fewer actors")
         on_message(f"ray: {actors} embedding actor(s) with {gpus_per_actor:g} GPU each, on a cluster of "
                    f"{cpus:g} CPUs and {gpus:g} GPUs")
+        keep, events = _settle_contested(files, prepare_one)
+        _count(summary, events, on_message)
         items = [{"file": i, "path": str(s.path), "doc_id": s.doc_id,
                   "stored": pickle.dumps(state[k]) if (k := schema.doc_key(s.doc_id)) in state else b""}
                  for i, s in keep]
         if items:
-            ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(8, len(items) // 4)))
+            ds = ray.data.from_items(items)  # up to 200 blocks of files: tasks small enough to balance
             ds = ds.flat_map(_prepare, fn_kwargs=dict(tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
                                                       model_id=model_id))
             ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(model=model, device=device, dtype=dtype),

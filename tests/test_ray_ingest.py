@@ -89,7 +89,8 @@ def comparable(summary) -> dict:
     return {k: v for k, v in summary.to_dict().items() if k not in TIMING}
 
 
-def test_ray_and_in_process_store_the_same_points_first_run_and_incremental(tmp_path, ray_address, tiny_model_dir):
+def test_ray_and_in_process_store_the_same_points_first_run_and_incremental(tmp_path, ray_address,
+                                                                            tiny_model_dir):
     inputs = make_tree(tmp_path / "docs")
     local, distributed_store = tmp_path / "local", tmp_path / "ray"
     ref, ref_msgs = run(local, inputs, tiny_model_dir, use_ray=False)
@@ -132,7 +133,8 @@ def _actor_pids() -> set[int]:
     return pids
 
 
-def test_an_embedding_worker_killed_mid_run_is_retried_and_the_result_unchanged(tmp_path, ray_address, tiny_model_dir):
+def test_an_embedding_worker_killed_mid_run_is_retried_and_the_result_unchanged(tmp_path, ray_address,
+                                                                                 tiny_model_dir):
     inputs = make_tree(tmp_path / "docs")
     run(tmp_path / "local", inputs, tiny_model_dir, use_ray=False, batch_size=2)
     killed: list[int] = []
@@ -145,11 +147,12 @@ def test_an_embedding_worker_killed_mid_run_is_retried_and_the_result_unchanged(
 
         def upsert(self, points):
             if not killed:
-                (pid,) = _actor_pids()
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+                before = _actor_pids()
+                for pid in before:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
                 deadline = time.monotonic() + 120
-                while not (_actor_pids() - {pid}):  # a new process: the run was not over yet
+                while not (_actor_pids() - before):  # a new process: the run was not over yet
                     assert time.monotonic() < deadline, "the killed actor was not restarted"
                     time.sleep(0.2)
             self.inner.upsert(points)
@@ -160,7 +163,8 @@ def test_an_embedding_worker_killed_mid_run_is_retried_and_the_result_unchanged(
         def close(self):
             self.inner.close()
 
-    summary, _ = run(tmp_path / "ray", inputs, tiny_model_dir, use_ray=True, batch_size=2, writer_hook=KillOnFirstWrite)
+    summary, _ = run(tmp_path / "ray", inputs, tiny_model_dir, use_ray=True, batch_size=2,
+                     writer_hook=KillOnFirstWrite)
     assert killed and summary.failed == 1 and summary.ingested == 7
     assert_same_points(stored(tmp_path / "local"), stored(tmp_path / "ray"))
 
@@ -169,7 +173,7 @@ def test_driver_killed_then_rerun_equals_a_clean_run(tmp_path, ray_address, tiny
     """``sgpt-ingest --ray=ADDRESS`` joins the session's cluster as a second driver and is SIGKILLed."""
     inputs = make_tree(tmp_path / "docs")
     store_path, clean = tmp_path / "ray", tmp_path / "clean"
-    run(store_path, inputs, tiny_model_dir, use_ray=True)  # v1 stored
+    run(store_path, inputs, tiny_model_dir, use_ray=False)  # v1 stored (the paths agree: first test)
     (inputs[0] / "guide.md").write_text("# Guide\n\n" + " ".join(f"Bed {i} gets sand." for i in range(30)))
     (inputs[0] / "tiny.txt").unlink()
     (inputs[1] / "new.md").write_text("# New\n\n" + "Fresh text here. " * 30)
@@ -212,3 +216,17 @@ def test_workers_write_to_a_server_through_the_datasink_with_retries(tmp_path, r
     assert comparable(summary) == comparable(ref) and messages == ref_msgs
     assert len(upserts) >= 2 + 1  # the two refused requests were sent again
     assert_same_points(stored(tmp_path / "local"), points)
+
+
+def test_setup_problems_are_one_line_errors_before_any_embedding(tmp_path, ray_address, tiny_model_dir, monkeypatch):
+    from sgpt_qdrant.ingest.pipeline import IngestError
+
+    (tmp_path / "a.txt").write_text("Some text.")
+    options = IngestOptions(device="cpu", ray=RayOptions(actors=2))  # 2 actors x 1 CPU = every CPU of the cluster
+    with pytest.raises(IngestError, match="leave no CPU of the Ray cluster's 2 for reading"):
+        ingest_paths([tmp_path / "a.txt"], path=tmp_path / "q", model=str(tiny_model_dir), options=options)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
+    with pytest.raises(IngestError, match=r"pip install 'sgpt-qdrant\[ray\]'"):
+        ingest_paths([tmp_path / "a.txt"], path=tmp_path / "q", model=str(tiny_model_dir), options=options)
+    with closing(QdrantClient(path=str(tmp_path / "q"))) as client:
+        assert client.count(COLLECTION).count == 0
