@@ -134,16 +134,25 @@ def part_no_model(tmp: Path, model_dir: Path, files: int) -> None:
 
 
 def part_small(tmp: Path, model_dir: Path, count: int) -> None:
-    docs = tmp / "small"
+    """First loads of count/10 and count small files: linear cost means the same seconds per file."""
     rng = random.Random(2)
-    for i in range(count):
-        folder = docs / f"d{i // 1000:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"n{i:05d}.md").write_text(f"# Note {i}\n\n" + " ".join(sentence(rng) for _ in range(rng.randint(1, 5))))
-    for label in ("first load", "unchanged re-run"):
-        s, wall = ingest([docs], model=model_dir, path=tmp / "q-small")
-        print(f"small files, {label}: {s.files_seen} files, {s.chunks_written} chunks written, "
-              f"{s.unchanged} unchanged in {wall:.1f}s", flush=True)
+    per_file = {}
+    for n in (count // 10, count):
+        docs = tmp / f"small-{n}"
+        for i in range(n):
+            folder = docs / f"d{i // 1000:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"n{i:05d}.md").write_text(f"# Note {i}\n\n" + " ".join(sentence(rng)
+                                                                         for _ in range(rng.randint(1, 5))))
+        for label in ("first load", "unchanged re-run"):
+            s, wall = ingest([docs], model=model_dir, path=tmp / f"q-small-{n}")
+            work = wall - s.model_load_seconds
+            if label == "first load":
+                per_file[n] = work / n
+            print(f"small files, {label}: {s.files_seen} files, {s.chunks_written} chunks written, "
+                  f"{s.unchanged} unchanged in {work:.1f}s (+ model load {s.model_load_seconds:.1f}s)", flush=True)
+    print(f"small files: seconds per file, {count} / {count // 10} files = "
+          f"{per_file[count] / per_file[count // 10]:.3f} (linear: about 1)", flush=True)
 
 
 def _timed_command(args: list[str]) -> tuple[float, float, int]:

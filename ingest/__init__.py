@@ -13,6 +13,6 @@ from .pipeline import IngestError, IngestOptions, discover, ingest_paths, open_s
 from .sync import Summary
 from .upload import Uploader, UploadError
 
-__all__ = ["CollectionSettings", "IngestError", "IngestOptions", "RayOptions", "StoreError", "Summary", "UploadError", "Uploader",
-           "api_key_from_env", "discover", "ensure_collection", "ingest_paths", "open_client", "open_store_state",
+__all__ = ["CollectionSettings", "IngestError", "IngestOptions", "RayOptions", "StoreError", "Summary", "UploadError",
+           "Uploader", "api_key_from_env", "discover", "ensure_collection", "ingest_paths", "open_client", "open_store_state",
            "owns", "parse_partition"]

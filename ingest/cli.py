@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 
 import click
 
@@ -256,6 +257,8 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
     logger.propagate = False
     _secrets[:] = [os.environ.get(qc.API_KEY_ENV)]
     pause = float(os.environ.get(PAUSE_ENV) or 0)
+    show_warning = warnings.showwarning  # library warnings (qdrant-client's) as one redacted line each
+    warnings.showwarning = lambda message, *args, **kwargs: progress.message(f"warning: {message}")
     try:
         api_key = qc.api_key_from_env()
         _secrets.append(api_key)
@@ -290,6 +293,7 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
+        warnings.showwarning = show_warning
     if as_json:
         _say(json.dumps(summary.to_dict(), sort_keys=True), err=False)
     elif not quiet:

@@ -147,6 +147,11 @@ def open_client(path: str | None = None, url: str | None = None, api_key: str | 
                 raise StoreError(f"{path}: the Qdrant storage folder is in use by another process "
                                  "(another sgpt-ingest or a client); wait for it or use a Qdrant server") from None
             raise
+        except (ValueError, OSError, EOFError, KeyError) as exc:  # e.g. a truncated meta.json
+            meta = Path(path) / "meta.json"
+            raise StoreError(f"{meta if meta.exists() else path}: the embedded Qdrant store cannot be opened "
+                             f"({describe(exc)}); if it was not written by qdrant-client or is damaged, move it "
+                             "away or pass another --qdrant-path") from None
     try:
         yield client
     finally:

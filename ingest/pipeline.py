@@ -153,6 +153,7 @@ class _LazyEncode:
                 raise IngestError(f"{self.model.name}: the model makes {encoder.dimension}-d vectors, its config "
                                   f"files say {self.model.dimension}")
             self.summary.model_load_seconds = time.perf_counter() - t
+            self.summary.embed_seconds -= self.summary.model_load_seconds  # sync times this call: not embedding
             device = getattr(encoder, "device", None)
             self.on_message(f"model loaded in {self.summary.model_load_seconds:.1f}s"
                             + (f" on {device}" if device is not None else ""))
@@ -198,84 +199,83 @@ def ingest_paths(
     """
     options = options or IngestOptions()
     say = on_message or (lambda m: None)
-    secrets = [api_key]
     try:
-        share = parse_partition(options.partition) if isinstance(options.partition, str) else options.partition
-        m = _model(model, encoder, options)
-        if options.chunk_overlap >= m.max_tokens:
-            raise IngestError(f"--chunk-overlap {options.chunk_overlap} must be below the model's {m.max_tokens} tokens")
-        files = discover(paths, options.include, options.exclude, share)
-    except (ValueError, FileNotFoundError) as exc:
-        raise IngestError(qc.redact(str(exc), secrets)) from None
-    summary = Summary(files_total=len(files), bytes_total=sum(_size(f.path) for f in files))
-    try:
-        return _run(files, summary, m, share, collection, client, path, url, api_key, prefer_grpc, timeout, options,
-                    on_progress, say, writer_hook)
-    except qc.StoreError as exc:  # the store cannot be used (locked folder, bad URL, server)
-        raise IngestError(qc.redact(str(exc), secrets)) from exc
-
-
-def _run(files, summary, m, share, collection, client, path, url, api_key, prefer_grpc, timeout, options,
-         on_progress, say, writer_hook) -> Summary:
-    secrets = [api_key]
-    dry = options.dry_run
-    with _client(client, path and str(path), url, api_key, prefer_grpc, timeout, create=not dry) as handle:
-        where = qc.client_url(handle) if handle is not None else f"local:{path or qc.DEFAULT_PATH}"
-        bulk = False
         try:
-            cc.check_collection(handle, collection, m.dimension, vector_name=schema.VECTOR_NAME)
-            if not dry:
-                created = cc.ensure_collection(handle, collection, m.dimension, options.settings,
-                                               vector_name=schema.VECTOR_NAME, bulk_load=options.bulk_load)
-                bulk = created.bulk_load
-                if qc.is_local(handle):
-                    store.tune_local(handle, collection)
-        except (cc.CollectionMismatchError, cc.BulkLoadError) as exc:
-            raise IngestError(qc.redact(str(exc), secrets)) from None
-        except IngestError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - first contact with a server: say where and what to do
-            raise IngestError(qc.redact(str(qc.setup_error(exc, where)), secrets)) from exc
-        try:
+            share = parse_partition(options.partition) if isinstance(options.partition, str) else options.partition
+            m = _model(model, encoder, options)
+            if options.chunk_overlap >= m.max_tokens:
+                raise IngestError(f"--chunk-overlap {options.chunk_overlap} must be below the model's "
+                                  f"{m.max_tokens} tokens")
+            files = discover(paths, options.include, options.exclude, share)
+        except (ValueError, FileNotFoundError) as exc:
+            raise IngestError(str(exc)) from None
+        summary = Summary(files_total=len(files), bytes_total=sum(_size(f.path) for f in files))
+        with _client(client, path and str(path), url, api_key, prefer_grpc, timeout,
+                     create=not options.dry_run) as handle:
+            bulk = _prepare_collection(handle, collection, m.dimension, options, path)
             state = open_store_state(handle, collection, share)
-        except qc.StoreError as exc:
-            raise IngestError(qc.redact(str(exc), secrets)) from exc
-        writer = None
-        if not dry:
-            writer = Uploader(handle, collection, batch_size=options.upsert_batch, max_in_flight=options.in_flight,
-                              barrier_deletes=False)
-            if writer_hook is not None:
-                writer = writer_hook(writer)
-        try:
-            if options.ray is not None and not dry:
-                summary = _on_ray(files, state, m, writer, handle, url, api_key, prefer_grpc, timeout, collection,
-                                  options, summary, on_progress, say)
-            else:
-                summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
-                               model_id=m.model_id, overlap=options.chunk_overlap,
-                               encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
-                               batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
-                               on_progress=on_progress, on_message=say)
-        except BaseException:
-            if writer is not None:
-                with contextlib.suppress(Exception):
-                    (getattr(writer, "abort", None) or writer.close)()
-            if bulk:
-                _restore_after_interrupt(handle, collection)
-            raise
+            server = None if options.ray is None or not url or qc.is_local(handle) else ServerTarget(
+                url, collection, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
+                upsert_batch=options.upsert_batch, in_flight=options.in_flight)  # Ray workers write there
+            return _write(handle, collection, files, state, summary, m, options, bulk, on_progress, say, writer_hook,
+                          server)
+    except (IngestError, qc.StoreError) as exc:  # set-up problems: no secret in their text, whatever raised them
+        raise IngestError(qc.redact(str(exc), [api_key])) from exc
+
+
+def _prepare_collection(handle, collection: str, dim: int, options: IngestOptions, path) -> bool:
+    """Check (dry run) or create the collection before any work; True when a bulk load began."""
+    where = qc.client_url(handle) if handle is not None else f"local:{path or qc.DEFAULT_PATH}"
+    try:
+        cc.check_collection(handle, collection, dim, vector_name=schema.VECTOR_NAME)
+        if options.dry_run:
+            return False
+        created = cc.ensure_collection(handle, collection, dim, options.settings, vector_name=schema.VECTOR_NAME,
+                                       bulk_load=options.bulk_load)
+        if qc.is_local(handle):
+            store.tune_local(handle, collection)
+        return created.bulk_load
+    except (cc.CollectionMismatchError, cc.BulkLoadError) as exc:
+        raise IngestError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - first contact with a server: say where and what to do
+        raise qc.setup_error(exc, where) from exc
+
+
+def _write(handle, collection, files, state, summary, m: _Model, options: IngestOptions, bulk: bool, on_progress,
+           say, writer_hook, server: ServerTarget | None = None) -> Summary:
+    """Run the plan: sync with a lazily loaded encoder; end (or, interrupted, undo) a bulk load."""
+    dry = options.dry_run
+    writer = None
+    if not dry:
+        writer = Uploader(handle, collection, batch_size=options.upsert_batch, max_in_flight=options.in_flight,
+                          barrier_deletes=False)
+        if writer_hook is not None:
+            writer = writer_hook(writer)
+    try:
+        if options.ray is not None and not dry:
+            summary = _on_ray(files, state, summary, m, options, writer, server, on_progress, say)
+        else:
+            summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
+                           model_id=m.model_id, overlap=options.chunk_overlap,
+                           encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
+                           batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
+                           on_progress=on_progress, on_message=say)
+    except BaseException:
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                (getattr(writer, "abort", None) or writer.close)()
         if bulk:
-            cc.end_bulk_load(handle, collection)
-        if not dry:
-            cc.warn_if_large_local(handle, collection)
+            _restore_after_interrupt(handle, collection)
+        raise
+    if bulk:
+        cc.end_bulk_load(handle, collection)
+    if not dry:
+        cc.warn_if_large_local(handle, collection)
     return summary
 
 
-def _on_ray(files, state, m: _Model, writer, handle, url, api_key, prefer_grpc, timeout, collection, options,
-            summary, on_progress, say) -> Summary:
-    """The same run on Ray (:mod:`ingest.distributed`): workers write to a server, the driver to a folder."""
-    server = None if qc.is_local(handle) or not url else ServerTarget(
-        url, collection, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
-        upsert_batch=options.upsert_batch, in_flight=options.in_flight)
+def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, server, on_progress, say) -> Summary:
+    """The same run on Ray (:mod:`ingest.distributed`): workers write to ``server``, else the driver."""
     try:
         return ray_sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
                         model_id=m.model_id, overlap=options.chunk_overlap, device=options.device,

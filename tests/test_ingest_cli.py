@@ -563,3 +563,13 @@ def test_connection_refused_and_a_server_that_is_not_qdrant(tmp_path, tiny_model
     assert proc.exit_code == 2 and url in proc.stderr and "REST address of a Qdrant server" in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if "sgpt-ingest: error" in line]) == 1
     _no_key(proc)
+
+
+def test_a_damaged_embedded_store_names_its_file(tmp_path, tiny_model_dir):
+    store = tmp_path / "q"
+    store.mkdir()
+    (store / "meta.json").write_text('{"collections": {"documents": ')  # cut short
+    (tmp_path / "a.txt").write_text("Some text.")
+    proc = inproc(tmp_path / "a.txt", "--model", tiny_model_dir, "--qdrant-path", store)
+    assert proc.exit_code == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert str(store / "meta.json") in proc.stderr and "--qdrant-path" in proc.stderr
