@@ -39,6 +39,12 @@ PAGE = ("<html><head><title>Bridge history</title><script>var tracking = true;</
 INTRO = "Intro\n=====\n\nThe archive holds letters, maps and photographs.\n"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Model fingerprints are cached under XDG_CACHE_HOME: a test's own, not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
 def ingest(*args, env=None, check=True):
     proc = subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=180)
@@ -571,5 +577,6 @@ def test_a_damaged_embedded_store_names_its_file(tmp_path, tiny_model_dir):
     (store / "meta.json").write_text('{"collections": {"documents": ')  # cut short
     (tmp_path / "a.txt").write_text("Some text.")
     proc = inproc(tmp_path / "a.txt", "--model", tiny_model_dir, "--qdrant-path", store)
-    assert proc.exit_code == 2 and len(proc.stderr.strip().splitlines()) == 1
-    assert str(store / "meta.json") in proc.stderr and "--qdrant-path" in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sgpt-ingest: error")]
+    assert proc.exit_code == 2 and len(errors) == 1
+    assert str(store / "meta.json") in errors[0] and "--qdrant-path" in errors[0]

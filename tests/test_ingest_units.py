@@ -260,3 +260,24 @@ def test_new_documents_cost_no_delete_and_stale_chunks_are_deleted_by_id(tmp_pat
     assert sorted(deleted) == sorted(expected)
     assert summary.chunks_deleted == len(expected) and summary.documents_deleted == 1
     assert {p["doc_id"] for p, _ in _points(client).values()} == {"a.txt", "b.md"}
+
+
+def test_model_fingerprint_follows_the_files_not_the_path(tmp_path, monkeypatch):
+    import shutil
+
+    from sgpt_qdrant.ingest.model_id import model_fingerprint
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    (model / "1_Dense").mkdir(parents=True)
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "model.safetensors").write_bytes(b"\x00" * 64)
+    (model / "1_Dense" / "pytorch_model.bin").write_bytes(b"\x01" * 32)
+    first = model_fingerprint(model)
+    assert model_fingerprint(model) == first  # cached, same answer
+    shutil.copytree(model, tmp_path / "copy")
+    assert model_fingerprint(tmp_path / "copy") == first  # a copy elsewhere is the same model
+    (model / "README.md").write_text("notes")
+    assert model_fingerprint(model) == first  # not a model file
+    (model / "1_Dense" / "pytorch_model.bin").write_bytes(b"\x02" * 32)  # same size, other weights
+    assert model_fingerprint(model) != first
