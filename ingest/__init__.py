@@ -7,11 +7,12 @@ returning a :class:`Summary`; the building blocks other executors reuse are in
 
 from .client import StoreError, api_key_from_env, open_client
 from .collection_config import CollectionSettings, ensure_collection
+from .distributed import RayOptions
 from .partition import owns, parse_partition
 from .pipeline import IngestError, IngestOptions, discover, ingest_paths, open_store_state
 from .sync import Summary
 from .upload import Uploader, UploadError
 
-__all__ = ["CollectionSettings", "IngestError", "IngestOptions", "StoreError", "Summary", "UploadError", "Uploader",
-           "api_key_from_env", "discover", "ensure_collection", "ingest_paths", "open_client", "open_store_state",
+__all__ = ["CollectionSettings", "IngestError", "IngestOptions", "RayOptions", "StoreError", "Summary", "UploadError",
+           "Uploader", "api_key_from_env", "discover", "ensure_collection", "ingest_paths", "open_client", "open_store_state",
            "owns", "parse_partition"]

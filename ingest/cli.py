@@ -21,6 +21,7 @@ import click
 
 from . import client as qc
 from . import schema
+from .distributed import RayOptions
 from .pipeline import IngestError, IngestOptions, ingest_paths
 from .sync import CATEGORIES, Summary
 from .upload import UploadError
@@ -158,6 +159,14 @@ def _dry_run_lines(s: Summary) -> list[str]:
               help="Points per upsert request.")
 @click.option("--in-flight", type=click.IntRange(1), default=4, show_default=True,
               help="Upsert requests in flight at once (server only; the embedded store writes one at a time).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Read, chunk and embed on a Ray cluster (pip install 'sgpt-qdrant[ray]'): ADDRESS as for "
+                   "ray.init ('auto', 'host:6379', 'ray://host:10001'); alone: RAY_ADDRESS, else the cluster "
+                   "started on this machine, else a local one. Write --ray=ADDRESS before the paths.")
+@click.option("--ray-actors", type=click.IntRange(1), default=None,
+              help="With --ray: embedding actors [default: one per GPU of the cluster, else 1].")
+@click.option("--ray-gpus-per-actor", type=click.FloatRange(0), default=None,
+              help="With --ray: GPUs per embedding actor [default: 1 when the cluster has GPUs, else 0].")
 @click.option("--shards", type=click.IntRange(1), default=None, help="New collection: number of shards.")
 @click.option("--replication-factor", type=click.IntRange(1), default=None,
               help="New collection: copies of each shard.")
@@ -171,7 +180,8 @@ def _dry_run_lines(s: Summary) -> list[str]:
 @click.option("--hnsw-ef-construct", type=click.IntRange(1), default=None, help="New collection: HNSW ef_construct.")
 def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model, device, dtype, batch_size,
         chunk_overlap, include, exclude, prune, dry_run, as_json, progress_interval, quiet, partition, bulk_load, upsert_batch,
-        in_flight, shards, replication_factor, write_consistency, on_disk, on_disk_payload, quantization, hnsw_m,
+        in_flight, ray_address, ray_actors, ray_gpus_per_actor, shards, replication_factor, write_consistency,
+        on_disk, on_disk_payload, quantization, hnsw_m,
         hnsw_ef_construct):
     """Chunk documents (.txt, .md, .rst, .html and other text files; folders are read
     recursively) into pieces of at most the model's max_seq_length tokens, embed them with SGPT
@@ -194,6 +204,9 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
                  options=dict(device=device, dtype=dtype, batch_size=batch_size, chunk_overlap=chunk_overlap,
                               include=include, exclude=exclude, prune=prune, dry_run=dry_run, partition=partition,
                               bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
+                              ray=None if ray_address is None else RayOptions(
+                                  address=ray_address or None, actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
+                                  show_progress=not quiet and sys.stderr.isatty()),
                               settings=dict(shards=shards, replication_factor=replication_factor,
                                             write_consistency_factor=write_consistency, on_disk=on_disk,
                                             on_disk_payload=on_disk_payload, quantization=quantization == "int8",

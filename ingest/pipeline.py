@@ -30,6 +30,7 @@ from pathlib import Path
 from . import client as qc
 from . import collection_config as cc
 from . import schema, store
+from .distributed import RayOptions, RaySetupError, ServerTarget, ray_sync
 from .partition import Partition, owns, parse_partition
 from .read import SourceFile, find_files
 from .sync import Summary, Writer, sync
@@ -64,6 +65,7 @@ class IngestOptions:
     settings: cc.CollectionSettings = field(default_factory=cc.CollectionSettings)
     device: str | None = None
     dtype: str | None = None
+    ray: RayOptions | None = None  # run on a Ray cluster (ingest.distributed); dry runs stay in-process
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "upsert_batch", "in_flight"):
@@ -212,7 +214,11 @@ def ingest_paths(
                      create=not options.dry_run) as handle:
             bulk = _prepare_collection(handle, collection, m.dimension, options, path)
             state = open_store_state(handle, collection, share)
-            return _write(handle, collection, files, state, summary, m, options, bulk, on_progress, say, writer_hook)
+            server = None if options.ray is None or not url or qc.is_local(handle) else ServerTarget(
+                url, collection, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
+                upsert_batch=options.upsert_batch, in_flight=options.in_flight)  # Ray workers write there
+            return _write(handle, collection, files, state, summary, m, options, bulk, on_progress, say, writer_hook,
+                          server)
     except (IngestError, qc.StoreError) as exc:  # set-up problems: no secret in their text, whatever raised them
         raise IngestError(qc.redact(str(exc), [api_key])) from exc
 
@@ -236,7 +242,7 @@ def _prepare_collection(handle, collection: str, dim: int, options: IngestOption
 
 
 def _write(handle, collection, files, state, summary, m: _Model, options: IngestOptions, bulk: bool, on_progress,
-           say, writer_hook) -> Summary:
+           say, writer_hook, server: ServerTarget | None = None) -> Summary:
     """Run the plan: sync with a lazily loaded encoder; end (or, interrupted, undo) a bulk load."""
     dry = options.dry_run
     writer = None
@@ -246,11 +252,14 @@ def _write(handle, collection, files, state, summary, m: _Model, options: Ingest
         if writer_hook is not None:
             writer = writer_hook(writer)
     try:
-        summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
-                       model_id=m.model_id, overlap=options.chunk_overlap,
-                       encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
-                       batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
-                       on_progress=on_progress, on_message=say)
+        if options.ray is not None and not dry:
+            summary = _on_ray(files, state, summary, m, options, writer, server, on_progress, say)
+        else:
+            summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
+                           model_id=m.model_id, overlap=options.chunk_overlap,
+                           encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
+                           batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
+                           on_progress=on_progress, on_message=say)
     except BaseException:
         if writer is not None:
             with contextlib.suppress(Exception):
@@ -263,6 +272,18 @@ def _write(handle, collection, files, state, summary, m: _Model, options: Ingest
     if not dry:
         cc.warn_if_large_local(handle, collection)
     return summary
+
+
+def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, server, on_progress, say) -> Summary:
+    """The same run on Ray (:mod:`ingest.distributed`): workers write to ``server``, else the driver."""
+    try:
+        return ray_sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
+                        model_id=m.model_id, overlap=options.chunk_overlap, device=options.device,
+                        dtype=options.dtype, writer=writer, batch_size=options.batch_size, prune=options.prune,
+                        server=server, options=options.ray, summary=summary, on_progress=on_progress,
+                        on_message=say)
+    except RaySetupError as exc:
+        raise IngestError(str(exc)) from None
 
 
 def _size(path: Path) -> int:

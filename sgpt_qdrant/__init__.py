@@ -26,6 +26,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "register_fastembed": (".fastembed_register", "register_fastembed"),
     "ingest_paths": (".ingest.pipeline", "ingest_paths"),
     "IngestOptions": (".ingest.pipeline", "IngestOptions"),
+    "RayOptions": (".ingest.distributed", "RayOptions"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .fastembed_export import export_fastembed
     from .fastembed_register import FastEmbedError, FastEmbedModel, register_fastembed
     from .model import SGPTModel
+    from .ingest.distributed import RayOptions
     from .ingest.pipeline import IngestOptions, ingest_paths
 
 
