@@ -3,16 +3,46 @@
 The Python API: :func:`ingest_paths` (what the command runs) with :class:`IngestOptions`,
 returning a :class:`Summary`; the building blocks other executors reuse are in
 :mod:`.pipeline` (discover, state) and :mod:`.sync` (prepare, points_for, stale_ids, prune_ids).
+
+Exports resolve lazily (PEP 562), as in :mod:`sgpt_qdrant`: ``import sgpt_qdrant.ingest.schema``
+(the query examples) or ``sgpt-ingest --help`` do not load LlamaIndex or the pipeline.
 """
 
-from .client import StoreError, api_key_from_env, open_client
-from .collection_config import CollectionSettings, ensure_collection
-from .distributed import RayOptions
-from .partition import owns, parse_partition
-from .pipeline import IngestError, IngestOptions, discover, ingest_paths, open_store_state
-from .sync import Summary
-from .upload import Uploader, UploadError
+from __future__ import annotations
 
-__all__ = ["CollectionSettings", "IngestError", "IngestOptions", "RayOptions", "StoreError", "Summary", "UploadError",
-           "Uploader", "api_key_from_env", "discover", "ensure_collection", "ingest_paths", "open_client", "open_store_state",
-           "owns", "parse_partition"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "StoreError": ".client", "api_key_from_env": ".client", "open_client": ".client",
+    "CollectionSettings": ".collection_config", "ensure_collection": ".collection_config",
+    "RayOptions": ".distributed",
+    "owns": ".partition", "parse_partition": ".partition",
+    "IngestError": ".pipeline", "IngestOptions": ".pipeline", "discover": ".pipeline",
+    "ingest_paths": ".pipeline", "open_store_state": ".pipeline",
+    "Summary": ".sync",
+    "Uploader": ".upload", "UploadError": ".upload",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .client import StoreError, api_key_from_env, open_client
+    from .collection_config import CollectionSettings, ensure_collection
+    from .distributed import RayOptions
+    from .partition import owns, parse_partition
+    from .pipeline import IngestError, IngestOptions, discover, ingest_paths, open_store_state
+    from .sync import Summary
+    from .upload import Uploader, UploadError
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -37,7 +37,7 @@ import numpy as np
 from . import schema
 from . import client as qc
 from .chunk import Chunk
-from .read import SourceFile
+from .read import ReadOptions, SourceFile
 from .store import DocState
 from .sync import Outcome, Summary, Writer, _Producer, prepare, prune_ids, stale_ids
 
@@ -128,12 +128,14 @@ _CHUNK_ROW = {"doc_id": "", "path": "", "text": "", "index": -1, "start": 0, "en
               "version": ""}
 
 
-def _prepare(row: dict, *, tokenizer, max_tokens: int, overlap: int, model_id: str) -> list[dict]:
+def _prepare(row: dict, *, tokenizer, max_tokens: int, overlap: int, model_id: str,
+             read_options: ReadOptions) -> list[dict]:
     """One file → its event row, plus one row per chunk when it is (re)written."""
-    source = SourceFile(Path(row["path"]), row["doc_id"])
+    source = SourceFile(Path(row["path"]), row["doc_id"], Path(row["root"]) if row["root"] else None)
     stored = pickle.loads(row["stored"]) if row["stored"] else None
     state = {} if stored is None else {schema.doc_key(source.doc_id): stored}
-    outcome = prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap, model_id=model_id)
+    outcome = prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap, model_id=model_id,
+                      read_options=read_options)
     rows = [{**_event_row(row["file"], outcome), **_CHUNK_ROW}]
     p = outcome.prepared
     if p is not None:
@@ -301,6 +303,7 @@ def ray_sync(
     summary: Summary | None = None,
     on_progress: Callable[[Summary], None] | None = None,
     on_message: Callable[[str], None] = lambda m: None,
+    read_options: ReadOptions = ReadOptions(),
 ) -> Summary:
     """:func:`ingest.sync.sync` on Ray: the same plan, the same points, the same Summary.
 
@@ -317,7 +320,7 @@ def ray_sync(
 
     def prepare_one(source: SourceFile) -> Outcome:
         return prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
-                       model_id=model_id)
+                       model_id=model_id, read_options=read_options)
 
     outcome = _Outcome()
     with connect(options.address) as ray:
@@ -337,13 +340,13 @@ def ray_sync(
                    f"{cpus:g} CPUs and {gpus:g} GPUs")
         keep, events = _settle_contested(files, prepare_one)
         _count(summary, events, on_message)
-        items = [{"file": i, "path": str(s.path), "doc_id": s.doc_id,
+        items = [{"file": i, "path": str(s.path), "doc_id": s.doc_id, "root": str(s.root or ""),
                   "stored": pickle.dumps(state[k]) if (k := schema.doc_key(s.doc_id)) in state else b""}
                  for i, s in keep]
         if items:
             ds = ray.data.from_items(items)  # up to 200 blocks of files: tasks small enough to balance
             ds = ds.flat_map(_prepare, fn_kwargs=dict(tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
-                                                      model_id=model_id))
+                                                      model_id=model_id, read_options=read_options))
             ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(model=model, device=device, dtype=dtype),
                                 batch_size=options.batch_size or batch_size,
                                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),

@@ -32,7 +32,7 @@ from . import collection_config as cc
 from . import schema, store
 from .distributed import RayOptions, RaySetupError, ServerTarget, ray_sync
 from .partition import Partition, owns, parse_partition
-from .read import SourceFile, find_files
+from .read import ReadOptions, SourceFile, find_files
 from .sync import Summary, Writer, sync
 from .upload import Uploader
 
@@ -65,6 +65,7 @@ class IngestOptions:
     settings: cc.CollectionSettings = field(default_factory=cc.CollectionSettings)
     device: str | None = None
     dtype: str | None = None
+    read: ReadOptions = field(default_factory=ReadOptions)  # symlinks out of the folder, size cap
     ray: RayOptions | None = None  # run on a Ray cluster (ingest.distributed); dry runs stay in-process
 
     def __post_init__(self) -> None:
@@ -259,7 +260,7 @@ def _write(handle, collection, files, state, summary, m: _Model, options: Ingest
                            model_id=m.model_id, overlap=options.chunk_overlap,
                            encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
                            batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
-                           on_progress=on_progress, on_message=say)
+                           on_progress=on_progress, on_message=say, read_options=options.read)
     except BaseException:
         if writer is not None:
             with contextlib.suppress(Exception):
@@ -281,7 +282,7 @@ def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, se
                         model_id=m.model_id, overlap=options.chunk_overlap, device=options.device,
                         dtype=options.dtype, writer=writer, batch_size=options.batch_size, prune=options.prune,
                         server=server, options=options.ray, summary=summary, on_progress=on_progress,
-                        on_message=say)
+                        on_message=say, read_options=options.read)
     except RaySetupError as exc:
         raise IngestError(str(exc)) from None
 

@@ -35,6 +35,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
 
 
 @dataclass(frozen=True)
+class ReadOptions:
+    """How files are read: what :func:`read_document` takes, as one value the pipeline passes on."""
+
+    follow_links_outside: bool = False  # read file links that leave the folder they were found in
+    max_bytes: int | None = MAX_FILE_BYTES  # larger files are skipped; None: no limit
+
+
+@dataclass(frozen=True)
 class SourceFile:
     path: Path  # as found (may be a symlink)
     doc_id: str  # posix path relative to its root

@@ -33,8 +33,8 @@ from typing import Protocol
 import numpy as np
 
 from . import schema
-from .chunk import Chunk, chunk_text
-from .read import Document, Skipped, SourceFile, read_document
+from .chunk import CHUNKER_VERSION, Chunk, chunk_text
+from .read import Document, ReadOptions, Skipped, SourceFile, read_document
 from .store import DocState
 
 CATEGORIES = ("new", "changed", "unchanged", "pruned")
@@ -45,7 +45,7 @@ def version_of(content_hash: str, model: str, max_tokens: int, overlap: int) -> 
 
     ``model`` is the model's fingerprint (:func:`ingest.model_id.model_fingerprint`), so
     replaced weights at the same path re-embed."""
-    key = f"{content_hash}\0{model}\0{max_tokens}\0{overlap}"
+    key = f"{content_hash}\0{model}\0{max_tokens}\0{overlap}\0chunker {CHUNKER_VERSION}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -136,13 +136,14 @@ def _size(source: SourceFile) -> int:
 
 
 def prepare(source: SourceFile, state: dict[str, DocState], *, tokenizer, max_tokens: int, overlap: int,
-            model_id: str) -> Outcome:
+            model_id: str, read_options: ReadOptions = ReadOptions()) -> Outcome:
     """Read, hash, version and (unless unchanged) chunk one file. Never raises for a bad file."""
     key = schema.doc_key(source.doc_id)
     where = schema.display(source.path)
     size = _size(source)
     try:
-        doc = read_document(source)
+        doc = read_document(source, follow_links_outside=read_options.follow_links_outside,
+                            max_bytes=read_options.max_bytes)
     except Skipped as exc:
         return Outcome("skipped", key, message=schema.display(str(exc)), size=size)
     except (OSError, ValueError) as exc:
@@ -246,6 +247,7 @@ def sync(
     summary: Summary | None = None,
     on_progress: Callable[[Summary], None] | None = None,
     on_message: Callable[[str], None] = lambda m: None,
+    read_options: ReadOptions = ReadOptions(),
 ) -> Summary:
     """Bring the store in line with ``files``; ``dry_run`` counts and lists what would change.
 
@@ -262,7 +264,7 @@ def sync(
 
     def prepare_one(source: SourceFile) -> Outcome:
         return prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
-                       model_id=model_id)
+                       model_id=model_id, read_options=read_options)
 
     producer = _Producer(files, state, prepare_one)
     pending: list[tuple[Prepared, Chunk]] = []
