@@ -24,7 +24,17 @@ from sgpt_qdrant.ingest.schema import DEFAULT_COLLECTION, VECTOR_NAME
 # its version check, from a background thread, so the filter is process-wide (these are scripts).
 warnings.filterwarnings("ignore", message="Failed to obtain server version")
 
-__all__ = ["VECTOR_NAME", "fail", "file_filter", "hit", "open_store", "print_hits", "store_options"]
+__all__ = ["VECTOR_NAME", "fail", "query_argument", "file_filter", "hit", "open_store", "print_hits", "store_options"]
+
+
+def _non_empty(ctx, param, value: str) -> str:
+    if not value.strip():  # no token to embed: the reference's vector would be all zeros
+        raise click.BadParameter("the query is empty", ctx=ctx, param=param)
+    return value
+
+
+#: The query text, refused when empty (the same rule for every example).
+query_argument = click.argument("query", callback=_non_empty)
 
 
 def store_options(command):

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import click
 
-from _query import VECTOR_NAME, fail, file_filter, hit, open_store, print_hits, store_options
+from _query import VECTOR_NAME, fail, file_filter, hit, open_store, print_hits, query_argument, store_options
 from sgpt_qdrant.fastembed_register import FastEmbedError, register_fastembed
 
 
 @click.command()
-@click.argument("query")
+@query_argument
 @store_options
 @click.option("--model", envvar="SGPT_FASTEMBED_MODEL", default="sgpt-fastembed", show_default=True,
               help="Folder written by sgpt-export-fastembed (also SGPT_FASTEMBED_MODEL).")

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import click
 
-from _query import fail, open_store, print_hits, store_options
+from _query import fail, open_store, print_hits, query_argument, store_options
 from sgpt_qdrant.checkpoint import DEFAULT_MODEL, CheckpointError
 
 
 @click.command()
-@click.argument("query")
+@query_argument
 @store_options
 @click.option("--model", envvar="SGPT_MODEL", default=DEFAULT_MODEL, show_default=True,
               help="The checkpoint sgpt-ingest used: Hub id or local folder (also SGPT_MODEL).")
