@@ -347,3 +347,17 @@ def standin():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def examples_store(tmp_path_factory, tiny_model_dir):
+    """examples/docs ingested through the Python pipeline into an embedded store (tiny model)."""
+    from pathlib import Path
+
+    from sgpt_qdrant.ingest import ingest_paths
+
+    path = tmp_path_factory.mktemp("examples") / "qdrant"
+    docs = Path(__file__).resolve().parents[1] / "examples" / "docs"
+    summary = ingest_paths([str(docs)], path=str(path), model=str(tiny_model_dir))
+    assert summary.ingested == len(list(docs.iterdir())) and summary.failed == 0
+    return path

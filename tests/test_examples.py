@@ -70,45 +70,35 @@ def _example(name: str):
     return module
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_model_dir) -> Path:
-    from sgpt_qdrant.ingest import ingest_paths
-
-    path = tmp_path_factory.mktemp("examples") / "qdrant"
-    summary = ingest_paths([str(EXAMPLES / "docs")], path=str(path), model=str(tiny_model_dir))
-    assert summary.ingested == 4 and summary.failed == 0
-    return path
-
-
 @pytest.mark.parametrize("name", ["query_qdrant", "query_llamaindex"])
-def test_a_model_that_cannot_load_is_one_line_exit_2(name, store, monkeypatch):
+def test_a_model_that_cannot_load_is_one_line_exit_2(name, examples_store, monkeypatch):
     monkeypatch.delenv("SGPT_MODEL", raising=False)  # the Hub default, offline and uncached here
-    result = CliRunner().invoke(_example(name).main, ["bees", "--qdrant-path", str(store)])
+    result = CliRunner().invoke(_example(name).main, ["bees", "--qdrant-path", str(examples_store)])
     assert result.exit_code == 2, result.output
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: cannot fetch")
     assert isinstance(result.exception, SystemExit)  # a clean exit, no traceback
 
 
-def test_nothing_found_says_so_and_exits_1(store, tiny_model_dir):
+def test_nothing_found_says_so_and_exits_1(examples_store, tiny_model_dir):
     result = CliRunner().invoke(_example("query_qdrant").main, [
-        "bees", "--qdrant-path", str(store), "--model", str(tiny_model_dir), "--file-name", "bees.md"])
+        "bees", "--qdrant-path", str(examples_store), "--model", str(tiny_model_dir), "--file-name", "bees.md"])
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == "no match: collection 'documents' (file_name 'bees.md') holds no chunk for this query\n"
 
 
-def test_store_problems_are_one_line_exit_2(store, tiny_model_dir, tmp_path):
+def test_store_problems_are_one_line_exit_2(examples_store, tiny_model_dir, tmp_path):
     main = _example("query_qdrant").main
     for args, says in [(["--qdrant-path", str(tmp_path / "none")], "no Qdrant store here"),
-                       (["--qdrant-path", str(store), "--collection", "other"], "collection 'other' does not exist"),
+                       (["--qdrant-path", str(examples_store), "--collection", "other"], "collection 'other' does not exist"),
                        (["--qdrant-url", "http://127.0.0.1:9"], "cannot query Qdrant at http://127.0.0.1:9")]:
         result = CliRunner().invoke(main, ["bees", "--model", str(tiny_model_dir), *args])
         assert result.exit_code == 2 and result.stderr.count("\n") == 1 and says in result.stderr
     assert not (tmp_path / "none").exists()  # a query never creates a store
 
 
-def test_fastembed_example_missing_export_is_one_line_exit_2(store, tmp_path):
+def test_fastembed_example_missing_export_is_one_line_exit_2(examples_store, tmp_path):
     pytest.importorskip("fastembed", reason="query_fastembed.py needs the fastembed extra")
     result = CliRunner().invoke(_example("query_fastembed").main, [
-        "bees", "--qdrant-path", str(store), "--model", str(tmp_path / "no-export")])
+        "bees", "--qdrant-path", str(examples_store), "--model", str(tmp_path / "no-export")])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "no SGPT FastEmbed export here; build it with `sgpt-export-fastembed" in result.stderr

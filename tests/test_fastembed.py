@@ -152,18 +152,8 @@ def test_cli_refuses_a_bad_model_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture(scope="module")
-def store(tiny_model_dir, tmp_path_factory) -> Path:
-    """examples/docs ingested by sgpt-ingest's Python entry point into an embedded store."""
-    from sgpt_qdrant.ingest import run
-
-    path = tmp_path_factory.mktemp("ingested") / "qdrant"
-    assert run([str(ROOT / "examples" / "docs")], qdrant_path=str(path), model=str(tiny_model_dir), quiet=True) == 0
-    return path
-
-
 @pytest.mark.slow
-def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir, store):
+def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir, examples_store):
     """A collection filled by sgpt-ingest, queried by models.Document in local mode: same hits, same order."""
     from qdrant_client import QdrantClient, models
 
@@ -174,7 +164,7 @@ def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir
     encoder = Encoder(str(tiny_model_dir), device="cpu", dtype="fp32")
     queries = ["how do bees find flowers", "  why are there two tides a day?  ", "Sauerteig 🍞 ohne Hefe",
                "lighthouse " * 40]
-    client = QdrantClient(path=str(store))
+    client = QdrantClient(path=str(examples_store))
     try:
         for query in queries:
             by_torch = client.query_points(DEFAULT_COLLECTION, query=encoder.encode([query])[0].tolist(),
@@ -188,12 +178,12 @@ def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir
 
 
 @pytest.mark.slow
-def test_query_example_never_imports_torch(folder, store):
+def test_query_example_never_imports_torch(folder, examples_store):
     """examples/query_fastembed.py run in a fresh interpreter: hits printed, torch never imported."""
     probe = (
         "import runpy, sys\n"
         f"sys.argv = ['query_fastembed.py', 'how do bees find flowers', '--model', {str(folder)!r}, "
-        f"'--qdrant-path', {str(store)!r}, '--file-name', 'bees.rst', '--limit', '2']\n"
+        f"'--qdrant-path', {str(examples_store)!r}, '--file-name', 'bees.rst', '--limit', '2']\n"
         f"sys.path.insert(0, {str(ROOT / 'examples')!r})\n"
         "try:\n"
         f"    runpy.run_path({str(ROOT / 'examples' / 'query_fastembed.py')!r}, run_name='__main__')\n"
