@@ -23,13 +23,11 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from . import runtime
+from . import precision, runtime, tokens
 from .model import SGPTModel
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-          "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 #: Padded tokens per batch. Large on GPUs (throughput grows with batch), modest on CPUs
 #: (throughput is flat past a few thousand tokens, memory is not). CUDA sizes it to free memory.
 DEFAULT_TOKEN_BUDGET = {"cuda": 64 * 1024, "mps": 16 * 1024, "cpu": 4 * 1024}
@@ -50,14 +48,6 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 matmuls in hardware (AVX512-BF16 or AMX), not emulated."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def pick_devices(device: str | Sequence[str] | None = None) -> list[torch.device]:
     """Devices to run on: a bare ``"cuda"`` means every visible GPU, a list means those."""
     if device is not None and not isinstance(device, (str, torch.device)):
@@ -72,37 +62,6 @@ def pick_devices(device: str | Sequence[str] | None = None) -> list[torch.device
     return [first]
 
 
-def pick_mode(device: torch.device, dtype: str | torch.dtype | None = None) -> str:
-    """Precision mode name: ``None``/"auto" is bf16 on GPUs that support it, fp32 elsewhere."""
-    mode = runtime.mode_name(dtype)
-    if mode == "int8":
-        if device.type != "cpu":
-            raise ValueError("dtype: int8 is a CPU mode (ONNX Runtime); use bf16 or fp16 on GPUs")
-        return mode
-    if mode is None:
-        return "bf16" if pick_dtype(device, None) == torch.bfloat16 else "fp32"
-    pick_dtype(device, DTYPES[mode])  # the device checks and the emulated-bf16 warning
-    return mode
-
-
-def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
-    """``None``/"auto": bf16 on GPUs that support it, fp32 elsewhere (exact to the reference)."""
-    if isinstance(dtype, torch.dtype):
-        chosen = dtype
-    elif dtype in (None, "auto"):
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    elif dtype in DTYPES:
-        chosen = DTYPES[dtype]
-    else:
-        raise ValueError(f"dtype: {dtype!r} is not one of auto, {', '.join(DTYPES)}")
-    if device.type == "cpu" and chosen == torch.float16:
-        raise ValueError("dtype: fp16 is not supported on the CPU; use bf16 or fp32")
-    if device.type == "cpu" and chosen == torch.bfloat16 and not cpu_has_native_bf16():
-        warnings.warn("dtype bf16: this CPU has no native bf16, so it is emulated and slow", stacklevel=3)
-    return chosen
-
-
 def cuda_token_budget(device: torch.device, hidden: int, inner: int, dtype: torch.dtype) -> int:
     """Padded tokens per batch that fit in a third of the card's free memory, within 8k..128k.
 
@@ -113,51 +72,6 @@ def cuda_token_budget(device: torch.device, hidden: int, inner: int, dtype: torc
     free, _total = torch.cuda.mem_get_info(device)
     per_token = (8 * hidden + 2 * inner) * torch.tensor([], dtype=dtype).element_size()
     return int(min(max(free // 3 // per_token, 8 * 1024), 128 * 1024))
-
-
-def pad_batch(ids: Sequence[Sequence[int]], batch: Sequence[int], pad_id: int,
-              pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``(input_ids, attention_mask)`` for ``batch``, built in one numpy pass."""
-    lengths = np.fromiter((len(ids[i]) for i in batch), dtype=np.int64, count=len(batch))
-    width = max(1, int(lengths.max(initial=0)))
-    input_ids = torch.empty((len(batch), width), dtype=torch.long, pin_memory=pin)
-    mask = torch.empty((len(batch), width), dtype=torch.long, pin_memory=pin)
-    keep = np.arange(width)[None, :] < lengths[:, None]
-    ids_np, mask_np = input_ids.numpy(), mask.numpy()
-    ids_np.fill(pad_id)
-    if lengths.sum():
-        ids_np[keep] = np.fromiter((t for i in batch for t in ids[i]), dtype=np.int64, count=int(lengths.sum()))
-    mask_np[:] = keep
-    return input_ids, mask
-
-
-#: A batch holding at least ``token_budget * EARLY_CLOSE_SHARE`` padded tokens already runs its
-#: matmuls at full speed, so it is closed before a text this much shorter than its longest.
-EARLY_CLOSE_SHARE, EARLY_CLOSE_RATIO = 0.125, 0.8
-
-
-def token_budget_batches(lengths: Sequence[int], token_budget: int, max_batch: int,
-                         min_tokens: int | None = None) -> list[list[int]]:
-    """Indices grouped longest first so that ``len(batch) * longest <= token_budget``.
-
-    With ``min_tokens``, a batch that already holds that many padded tokens is also closed
-    before a text shorter than ``EARLY_CLOSE_RATIO`` of its longest: on sentence-length text the
-    budget alone would pad a 10-token sentence to the 70 tokens of the longest one in its batch.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        width = max(lengths[current[0]] if current else lengths[i], 1)
-        wasteful = (min_tokens is not None and len(current) * width >= min_tokens
-                    and lengths[i] < EARLY_CLOSE_RATIO * width)
-        if current and ((len(current) + 1) * width > token_budget or len(current) >= max_batch or wasteful):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
 
 
 class Encoder:
@@ -185,8 +99,8 @@ class Encoder:
         self.checkpoint = model if isinstance(model, ckpt.Checkpoint) else ckpt.load(model)
         self.devices = pick_devices(device)
         self.device = self.devices[0]
-        self.mode = pick_mode(self.device, dtype)
-        self.dtype = runtime.MODE_DTYPES[self.mode]
+        self.mode = precision.pick(self.device, dtype)
+        self.dtype = precision.MODES[self.mode]
         limit = self.checkpoint.max_seq_length
         config = self.checkpoint.config
         if max_length is not None and not 0 < max_length <= config.max_position_embeddings:
@@ -194,6 +108,8 @@ class Encoder:
         self.max_length = int(max_length or limit)
         self.max_batch_size = int(max_batch_size or DEFAULT_MAX_BATCH.get(self.device.type, 1024))
         self.tokenizer = self.checkpoint.tokenizer
+        eos = self.tokenizer.eos_token_id
+        self._empty_id = int(eos if eos is not None else self.checkpoint.pad_id)
         self.model = SGPTModel(self.checkpoint).to(self.device, self.dtype).eval()
         self.model.requires_grad_(False)
         if token_budget:
@@ -234,20 +150,25 @@ class Encoder:
         return self.checkpoint.source
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids as the reference makes them: stripped, no BOS/EOS, cut to ``max_length``."""
-        if not texts:
-            return []
-        ids = self.tokenizer([t.strip() for t in texts], add_special_tokens=False)["input_ids"]
-        cut = sum(len(x) > self.max_length for x in ids)
-        if cut:
-            self.truncated += cut
-            log.debug("truncated %d of %d texts to %d tokens", cut, len(texts), self.max_length)
-        return [x[: self.max_length] for x in ids]
+        """Token ids as the reference makes them: stripped, no BOS/EOS, cut to ``max_length``.
+
+        An empty or whitespace-only text has no token to pool (sentence-transformers returns a
+        zero vector in a mixed batch and fails on a batch of only such texts): it is embedded as
+        the end-of-text token alone, a defined unit-free vector, with a warning naming positions.
+        """
+        out = tokens.tokenize(self.tokenizer, texts, self.max_length, empty_id=self._empty_id)
+        if out.truncated:
+            self.truncated += out.truncated
+            log.debug("truncated %d of %d texts to %d tokens", out.truncated, len(texts), self.max_length)
+        if out.empty:
+            shown = ", ".join(f"texts[{i}]" for i in out.empty[:5]) + (" ..." if len(out.empty) > 5 else "")
+            warnings.warn(f"{len(out.empty)} empty or whitespace-only text(s) ({shown}) embedded as the "
+                          "end-of-text token alone", UserWarning, stacklevel=3)
+        return out.ids
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Embed ``texts``; returns float32 of shape ``(len(texts), dimension)`` in input order."""
-        if isinstance(texts, str):
-            raise TypeError("encode() takes a list of texts, not a single string")
+        tokens.check_texts(texts)
         if self._pool is not None and len(texts) > TOKENIZE_CHUNK:
             return self._encode_gpu_streaming(texts, show_progress)
         return self.encode_ids(self.tokenize(texts), show_progress=show_progress)
@@ -265,8 +186,8 @@ class Encoder:
         return out.numpy()
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
-        return token_budget_batches(lengths, self.token_budget, self.max_batch_size,
-                                    min_tokens=int(self.token_budget * EARLY_CLOSE_SHARE))
+        return tokens.plan_batches(lengths, self.token_budget, self.max_batch_size,
+                                   min_tokens=int(self.token_budget * tokens.EARLY_CLOSE_SHARE))
 
     # -- CPU (and single-device non-CUDA): one batch after another --------------------------
 
@@ -298,7 +219,7 @@ class Encoder:
         self.token_budget = max(self.token_budget // 2, 256)
 
     def _forward(self, ids, batch: list[int]) -> torch.Tensor:
-        input_ids, mask = pad_batch(ids, batch, self.checkpoint.pad_id)
+        input_ids, mask = tokens.pad(ids, batch, self.checkpoint.pad_id)
         if self.device.type != "cpu":
             input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         return self._runner(input_ids, mask).cpu()
@@ -317,7 +238,7 @@ class Encoder:
                     lengths = [len(x) for x in ids]
                     for batch in self._batches(lengths):
                         pin = self.device.type == "cuda"
-                        input_ids, mask = pad_batch(ids, batch, self.checkpoint.pad_id, pin=pin)
+                        input_ids, mask = tokens.pad(ids, batch, self.checkpoint.pad_id, pin=pin)
                         self._pool.submit(job, [offset + i for i in batch], input_ids, mask)
                 for batch, vectors in job.wait():
                     out[batch] = vectors.float()

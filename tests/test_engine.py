@@ -10,25 +10,25 @@ import torch
 from texts import varied_texts
 
 from sgpt_qdrant import Encoder
-from sgpt_qdrant.engine import pick_dtype, token_budget_batches
+from sgpt_qdrant.tokens import plan_batches
 
 
 def test_token_budget_batches_by_hand():
     lengths = [3, 10, 1, 10, 5, 2]
     # longest first: 10,10 (2*10 = 20) | 5,3,2,1 (4*5 = 20)
-    assert token_budget_batches(lengths, token_budget=20, max_batch=8) == [[1, 3], [4, 0, 5, 2]]
+    assert plan_batches(lengths, token_budget=20, max_batch=8) == [[1, 3], [4, 0, 5, 2]]
     # budget 19: 10 | 10 | 5,3,2 (3*5 = 15; a 4th makes 20) | 1
-    assert token_budget_batches(lengths, token_budget=19, max_batch=8) == [[1], [3], [4, 0, 5], [2]]
-    assert token_budget_batches(lengths, token_budget=1000, max_batch=2) == [[1, 3], [4, 0], [5, 2]]
-    assert token_budget_batches([], 10, 4) == []
+    assert plan_batches(lengths, token_budget=19, max_batch=8) == [[1], [3], [4, 0, 5], [2]]
+    assert plan_batches(lengths, token_budget=1000, max_batch=2) == [[1, 3], [4, 0], [5, 2]]
+    assert plan_batches([], 10, 4) == []
     # a text longer than the budget still gets a batch of its own
-    assert token_budget_batches([50, 1], token_budget=10, max_batch=4) == [[0], [1]]
+    assert plan_batches([50, 1], token_budget=10, max_batch=4) == [[0], [1]]
 
 
 def test_batches_cover_every_index_once_within_budget():
     rng = random.Random(0)
     lengths = [rng.randint(0, 75) for _ in range(500)]
-    batches = token_budget_batches(lengths, token_budget=600, max_batch=64)
+    batches = plan_batches(lengths, token_budget=600, max_batch=64)
     assert sorted(i for b in batches for i in b) == list(range(500))
     for batch in batches:
         width = max(lengths[i] for i in batch)
@@ -89,20 +89,22 @@ def test_out_of_memory_on_a_single_text_is_raised(tiny_encoder, monkeypatch):
 
 def test_edge_inputs(tiny_encoder):
     assert tiny_encoder.encode([]).shape == (0, 32)
-    empty = tiny_encoder.encode(["", "   "])
-    assert np.all(empty == 0)  # nothing to pool: the zero vector, not NaN
     with pytest.raises(TypeError, match="list of texts"):
         tiny_encoder.encode("a single string")
+    with pytest.raises(TypeError, match=r"texts\[1\]: expected str, got NoneType"):
+        tiny_encoder.encode(["fine", None])
+    with pytest.raises(TypeError, match=r"texts\[2\]: expected str, got int"):
+        tiny_encoder.encode(["fine", "also fine", 7])
 
 
-def test_dtype_and_device_choices():
-    cpu = torch.device("cpu")
-    assert pick_dtype(cpu, None) == torch.float32
-    assert pick_dtype(cpu, "fp32") == torch.float32
-    with pytest.raises(ValueError, match="dtype: 'fp8'"):
-        pick_dtype(cpu, "fp8")
-    with pytest.raises(ValueError, match="fp16 is not supported on the CPU"):
-        pick_dtype(cpu, "fp16")
+def test_empty_text_is_the_end_of_text_token_with_a_warning(tiny_encoder):
+    """No silent zero vector (cosine with it is NaN): "" and whitespace embed as EOS alone."""
+    with pytest.warns(UserWarning, match=r"2 empty or whitespace-only text\(s\) \(texts\[0\], texts\[2\]\)"):
+        got = tiny_encoder.encode(["", "words", " \t\n "])
+    eos = tiny_encoder.encode([tiny_encoder.tokenizer.eos_token])[0]  # the literal token text
+    assert np.linalg.norm(got[0]) > 0 and np.isfinite(got).all()
+    np.testing.assert_allclose(got[0], eos, atol=2e-6)
+    np.testing.assert_allclose(got[2], eos, atol=2e-6)
 
 
 def test_max_length_argument_is_checked(tiny_model_dir):

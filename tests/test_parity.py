@@ -74,6 +74,15 @@ def test_truncates_to_max_seq_length_and_counts(tiny_model_dir):
     assert enc.truncated == 1
 
 
+def test_empty_text_equals_the_reference_on_the_end_of_text_token(tiny_model_dir, tiny_encoder):
+    """sentence-transformers has no defined vector for "" (zeros beside other texts, an error
+    alone); ours is defined: the reference's vector for the lone <|endoftext|> token."""
+    with pytest.warns(UserWarning, match="empty or whitespace-only"):
+        got = tiny_encoder.encode(["", "   "])
+    ref = st_reference(tiny_model_dir, ["<|endoftext|>"])[0]
+    np.testing.assert_allclose(got, np.stack([ref, ref]), atol=1e-5, rtol=0)
+
+
 FAMILY = {
     "dense-after-pooling": dict(dense_before_pooling=False, n_dense=3),
     "identity-no-bias": dict(activation="identity", bias=False, n_dense=2),

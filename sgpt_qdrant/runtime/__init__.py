@@ -27,28 +27,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import precision
 from . import onednn, ort
 
 log = logging.getLogger(__name__)
 
-MODE_ALIASES = {"fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16",
-                "fp16": "fp16", "float16": "fp16", "int8": "int8", "qint8": "int8"}
-MODE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 BACKENDS = ("auto", "eager", "onednn", "onnx")
-
-
-def mode_name(dtype: str | torch.dtype | None) -> str | None:
-    """Canonical mode name, ``None`` for auto; ValueError naming the argument otherwise."""
-    if dtype is None or dtype == "auto":
-        return None
-    if isinstance(dtype, torch.dtype):
-        for name, dt in MODE_DTYPES.items():
-            if dt == dtype and name != "int8":
-                return name
-        raise ValueError(f"dtype: {dtype} is not one of fp32, bf16, fp16, int8")
-    if isinstance(dtype, str) and dtype.lower() in MODE_ALIASES:
-        return MODE_ALIASES[dtype.lower()]
-    raise ValueError(f"dtype: {dtype!r} is not one of auto, {', '.join(MODE_ALIASES)}")
 
 
 @dataclass
@@ -73,7 +57,7 @@ def build(model: nn.Module, mode: str, device: torch.device, backend: str = "aut
     wanted = _choose(mode, device, backend)
     runner = None
     if wanted == "onednn":
-        packed = onednn.pack(copy.deepcopy(model), MODE_DTYPES[mode])
+        packed = onednn.pack(copy.deepcopy(model), precision.MODES[mode])
         if packed is None:
             _fallback(f"oneDNN {mode} linear layers are not available on this CPU")
         else:
@@ -93,8 +77,7 @@ def build(model: nn.Module, mode: str, device: torch.device, backend: str = "aut
 
 def _choose(mode: str, device: torch.device, backend: str) -> str:
     if device.type != "cpu":
-        if mode == "int8":
-            raise ValueError("dtype: int8 is a CPU mode (ONNX Runtime); use bf16 or fp16 on GPUs")
+        precision.check(mode, device)
         if backend not in ("auto", "eager"):
             raise ValueError(f"backend: {backend} runs on the CPU only; use auto or eager on {device.type}")
         return "eager"

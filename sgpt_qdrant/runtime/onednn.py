@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import precision
+
 log = logging.getLogger(__name__)
 
 #: Row count the packed layout is tuned for (a typical CPU batch: 4096-token budget).
@@ -26,10 +28,7 @@ def available(dtype: torch.dtype) -> bool:
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         return False
     if dtype == torch.bfloat16:
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
+        return precision.cpu_has_native_bf16()
     return dtype == torch.float32
 
 

@@ -1,0 +1,106 @@
+"""Texts → token ids → padded batches, exactly as the reference tokenises, for the encoder and
+the trainer alike.
+
+sentence-transformers strips each text, tokenises it with no BOS/EOS and cuts it to
+``max_seq_length``; SGPT pools right-padded token vectors under a mask. Batches are planned by
+a token budget (texts × padded length) longest first, so each batch is padded only to its own
+longest text and short texts travel in large batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+#: A batch holding at least ``token_budget * EARLY_CLOSE_SHARE`` padded tokens already runs its
+#: matmuls at full speed, so it is closed before a text this much shorter than its longest.
+EARLY_CLOSE_SHARE, EARLY_CLOSE_RATIO = 0.125, 0.8
+
+
+@dataclass
+class Tokenized:
+    """Token ids per text, and what had to be done to them."""
+
+    ids: list[list[int]]
+    truncated: int = 0  # texts cut to max_length
+    empty: list[int] = field(default_factory=list)  # positions of texts with no tokens
+
+
+def check_texts(texts: Sequence[object]) -> None:
+    """TypeError naming the first position that is not a ``str`` (None, numbers, bytes)."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts: expected a list of texts, not a single string")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}]: expected str, got {type(text).__name__}")
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int,
+             empty_id: int | None = None) -> Tokenized:
+    """Stripped, no special tokens, cut to ``max_length``, as sentence-transformers does.
+
+    A text with no tokens (``""``, whitespace only) has nothing to pool; with ``empty_id`` it
+    becomes that one token (the caller says so), else it stays empty. Positions are reported.
+    """
+    check_texts(texts)
+    if not texts:
+        return Tokenized([])
+    ids = tokenizer([t.strip() for t in texts], add_special_tokens=False)["input_ids"]
+    truncated = sum(len(x) > max_length for x in ids)
+    ids = [x[:max_length] for x in ids]
+    empty = [i for i, x in enumerate(ids) if not x]
+    if empty_id is not None:
+        for i in empty:
+            ids[i] = [int(empty_id)]
+    return Tokenized(ids, truncated, empty)
+
+
+def pad(ids: Sequence[Sequence[int]], batch: Sequence[int], pad_id: int,
+        pin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``(input_ids, attention_mask)`` for the texts ``batch`` of ``ids``, one numpy pass."""
+    lengths = np.fromiter((len(ids[i]) for i in batch), dtype=np.int64, count=len(batch))
+    width = max(1, int(lengths.max(initial=0)))
+    input_ids = torch.empty((len(batch), width), dtype=torch.long, pin_memory=pin)
+    mask = torch.empty((len(batch), width), dtype=torch.long, pin_memory=pin)
+    keep = np.arange(width)[None, :] < lengths[:, None]
+    ids_np, mask_np = input_ids.numpy(), mask.numpy()
+    ids_np.fill(pad_id)
+    if lengths.sum():
+        ids_np[keep] = np.fromiter((t for i in batch for t in ids[i]), dtype=np.int64, count=int(lengths.sum()))
+    mask_np[:] = keep
+    return input_ids, mask
+
+
+def tokenize_and_pad(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int,
+                     pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One padded batch of ``texts`` in their order: what a trainer feeds its model."""
+    ids = tokenize(tokenizer, texts, max_length).ids
+    return pad(ids, range(len(ids)), pad_id)
+
+
+def plan_batches(lengths: Sequence[int], token_budget: int, max_batch: int,
+                 min_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped longest first so that ``len(batch) * longest <= token_budget``.
+
+    With ``min_tokens``, a batch that already holds that many padded tokens is also closed
+    before a text shorter than ``EARLY_CLOSE_RATIO`` of its longest: on sentence-length text the
+    budget alone would pad a 10-token sentence to the 70 tokens of the longest one in its batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = max(lengths[current[0]] if current else lengths[i], 1)
+        wasteful = (min_tokens is not None and len(current) * width >= min_tokens
+                    and lengths[i] < EARLY_CLOSE_RATIO * width)
+        if current and ((len(current) + 1) * width > token_budget or len(current) >= max_batch or wasteful):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
