@@ -170,6 +170,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-st", action="store_true", help="only sgpt-train")
+    parser.add_argument("--noise", action="store_true",
+                        help="also rerun sgpt-train on one more thread (another fp32 summation order): the noise floor")
     return parser.parse_args()
 
 
@@ -223,6 +225,17 @@ def main() -> int:
               f"reloaded from disk: {saved:.4f}; best evaluation's cosine Spearman "
               f"{result.dev['cosine_spearman']:.4f}; final model {ours_final:.4f}", flush=True)
 
+        noise = None
+        if args.noise:  # same run, other matmul reduction order: how far fp32 rounding alone drifts
+            torch.set_num_threads(args.threads + 1)
+            again = Trainer(TrainConfig(**{**config.to_dict(), "output": str(tmp / "noise")}))
+            again.run()
+            torch.set_num_threads(args.threads)
+            again_vectors = again.embed(list(dict.fromkeys(sts.sentences1 + sts.sentences2)))
+            noise = (max(abs(a[1] - b[1]) for a, b in zip(trainer.log, again.log)),
+                     np.abs(again_vectors - ours_final_vectors).max() / np.abs(ours_final_vectors).max(),
+                     abs(cosine(again.embed) - ours_final))
+
         st_curve: dict[int, float] = {}
         st_losses: list[float] = []
         if not args.skip_st:
@@ -258,7 +271,12 @@ def main() -> int:
         vec_diff = np.abs(ours_final_vectors - st_final_vectors).max() / scale
         print(f"\nsentence-transformers: {st_time:.0f} s; final model {st_final:.4f} (sgpt-train {ours_final:.4f}, "
               f"|Δ| {abs(st_final - ours_final):.1e})")
-        print(f"per-step loss: {n} steps, max |Δ| {loss_diff:.1e}; final vectors: max |Δ| / max |v| {vec_diff:.1e}")
+        first = max(abs(a - b) for a, b in zip(losses[:10], st_losses[:10]))
+        print(f"per-step loss: {n} steps, max |Δ| {loss_diff:.1e} (first 10 steps {first:.1e}); "
+              f"final vectors: max |Δ| / max |v| {vec_diff:.1e}")
+    if noise is not None:
+        print(f"noise floor, sgpt-train on {args.threads} vs {args.threads + 1} threads: per-step loss max |Δ| "
+              f"{noise[0]:.1e}; final vectors max |Δ| / max |v| {noise[1]:.1e}; final Spearman |Δ| {noise[2]:.1e}")
     return 0
 
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from .. import precision, tokens
 from ..engine import pick_device
 from ..model import SGPTModel
 from . import distributed, state
@@ -41,8 +42,6 @@ from .loss import mnrl
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 @dataclass
 class TrainResult:
@@ -55,18 +54,6 @@ class TrainResult:
     test: dict[str, float] | None = None
     interrupted: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _pick_precision(device: torch.device, precision: str) -> torch.dtype:
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision: {precision!r} is not one of auto, {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("--precision: fp16 is not supported on the CPU; use fp32 or bf16")
-    return PRECISIONS[precision]
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -174,7 +161,7 @@ class Trainer:
         self.device = distributed.init_from_env(device) or pick_device(None)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.main = self.rank == 0
-        self.dtype = _pick_precision(self.device, self.config.precision)
+        self.dtype = precision.pick_training(self.device, self.config.precision)
         self.amp = self.dtype != torch.float32
 
     def _refuse_existing_output(self) -> None:
@@ -229,20 +216,9 @@ class Trainer:
     def _autocast(self, enabled: bool = True):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.amp and enabled)
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-padded ids and mask, tokenised exactly as the runtime Encoder does."""
-        ids = self.tokenizer([t.strip() for t in texts], add_special_tokens=False)["input_ids"]
-        ids = [x[: self.max_length] for x in ids]
-        width = max(1, max(len(x) for x in ids))
-        input_ids = torch.full((len(ids), width), self.base.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, x in enumerate(ids):
-            input_ids[row, : len(x)] = torch.as_tensor(x, dtype=torch.long)
-            mask[row, : len(x)] = 1
-        return input_ids.to(self.device), mask.to(self.device)
-
     def embed_for_training(self, texts: Sequence[str]) -> torch.Tensor:
-        input_ids, mask = self.tokenize(texts)
+        input_ids, mask = tokens.tokenize_and_pad(self.tokenizer, texts, self.max_length, self.base.pad_id)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         if self.frozen:
             with torch.inference_mode():
                 hidden = self.model.transformer(input_ids)
@@ -255,12 +231,11 @@ class Trainer:
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of the in-memory model (what the saved directory will give), float32."""
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        ids = tokens.tokenize(self.tokenizer, texts, self.max_length).ids
         out = np.zeros((len(texts), self.base.dimension), dtype=np.float32)
-        size = self.config.eval_batch_size
-        for start in range(0, len(order), size):
-            batch = order[start : start + size]
-            input_ids, mask = self.tokenize([texts[i] for i in batch])
+        unlimited = len(ids) * self.max_length  # batches of eval_batch_size texts, longest first
+        for batch in tokens.plan_batches([len(x) for x in ids], unlimited, self.config.eval_batch_size):
+            input_ids, mask = (t.to(self.device) for t in tokens.pad(ids, batch, self.base.pad_id))
             with self._autocast(enabled=not self.frozen):
                 hidden = self.model.transformer(input_ids)
             out[batch] = self.model.head(hidden.float(), mask).float().cpu().numpy()
@@ -451,7 +426,7 @@ class Trainer:
             hidden=int(self.base.config.hidden_size), dimension=self.base.dimension, pooling=self.base.pooling,
             max_length=self.max_length, world=self.world, steps=self.step, total_steps=self.total_steps,
             steps_per_epoch=self.steps_per_epoch, warmup_steps=self.warmup_steps, eval_steps=self.eval_steps,
-            precision={v: k for k, v in PRECISIONS.items()}[self.dtype], has_dev=self.sts_dev is not None,
+            precision=precision.name_of(self.dtype), has_dev=self.sts_dev is not None,
             kept=kept, dev=self.best_metrics, test=test,
         )
 
