@@ -52,7 +52,7 @@ def _shown(source: str) -> str:
 
 
 def _base_shown(base_model: str) -> str:
-    return f"{Path(base_model).name} (a local directory)" if Path(base_model).exists() else base_model
+    return f"`{Path(base_model).name}` (a local directory)" if Path(base_model).exists() else f"`{base_model}`"
 
 
 def render(config: TrainConfig, facts: RunFacts) -> str:
@@ -74,14 +74,14 @@ def render(config: TrainConfig, facts: RunFacts) -> str:
         "",
         f"# {name}",
         "",
-        f"SGPT bi-encoder trained with `sgpt-train` (sgpt-qdrant) from `{base}` by the NLI recipe of "
+        f"SGPT bi-encoder trained with `sgpt-train` (sgpt-qdrant) from {base} by the NLI recipe of "
         f"SGPT-125M-mean-nli-linearthenpool5: GPT-Neo, {facts.n_dense} Dense layers (GELU) applied per token, "
         f"then {facts.pooling} pooling. The Dense layers carry `key_name: token_embeddings`, as in the published "
         "SGPT models.",
         "",
         "## Usage",
         "",
-        "Load the model by the path of this folder (here from the folder that holds it):",
+        "Load the model by the path of this folder; from the folder that holds it:",
         "",
         "```python",
         "from sgpt_qdrant import Encoder, SGPTEmbedding",
@@ -116,7 +116,7 @@ def render(config: TrainConfig, facts: RunFacts) -> str:
         evaluation = (f"STS-B dev {every}at the end of each epoch and of training; kept: the best of the four "
                       "Spearman correlations")
     params = [
-        ("Base model", f"`{base}`, {frozen}"),
+        ("Base model", f"{base}, {frozen}"),
         ("Trainable parameters", f"{facts.trainable:,}"),
         ("Head", f"{facts.n_dense} × Dense {facts.hidden}→{facts.dimension} + GELU per token, "
                  f"{facts.pooling} pooling"),
