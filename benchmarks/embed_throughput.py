@@ -5,7 +5,9 @@ The model is the full SGPT-125M shape with random weights (same cost as the real
 written once under the cache directory. Texts are real sentences from STS Benchmark when
 ``/work/shared/data/stsbenchmark`` (or --sts-dir) is there, generated sentences otherwise.
 ``--mix sentences`` (default) takes them one per text, as they come (1-71 tokens, mean ~13);
-``--mix joined`` joins 1-5 per text, so lengths spread evenly up to the 75-token limit (mean ~38).
+``--mix joined`` joins 1-5 per text, so lengths spread evenly up to the 75-token limit (mean ~38);
+``--mix chunks`` joins 8 per text, so nearly every text fills the 75-token limit, as the chunks
+``sgpt-ingest`` makes do (its "expect N chunks/s" figure).
 
 Each measurement runs in its own subprocess so that peak memory is its own; all of them share
 this run's texts and machine state, so the ratios printed are like for like. sentence-transformers
@@ -66,6 +68,8 @@ def make_texts(n: int, sts_dir: Path, mix: str = "sentences", seed: int = 0) -> 
     if mix == "sentences":
         texts = rng.sample(pool, n) if n <= len(pool) else [rng.choice(pool) for _ in range(n)]
         return texts, source + ", one per text"
+    if mix == "chunks":
+        return [" ".join(rng.choice(pool) for _ in range(8)) for _ in range(n)], source + ", 8 joined (chunks)"
     return [" ".join(rng.choice(pool) for _ in range(rng.randint(1, 5))) for _ in range(n)], source + ", 1-5 joined"
 
 
@@ -147,8 +151,9 @@ def main() -> None:
     parser.add_argument("--st-batch-size", type=int, default=None, help="ST encode batch size (cpu 32, cuda 256)")
     parser.add_argument("--model-dir", type=Path, default=None, help="random 125M checkpoint (written if missing)")
     parser.add_argument("--sts-dir", type=Path, default=DEFAULT_STS)
-    parser.add_argument("--mix", choices=("sentences", "joined"), default="sentences",
-                        help="one sentence per text (default) or 1-5 joined (longer texts)")
+    parser.add_argument("--mix", choices=("sentences", "joined", "chunks"), default="sentences",
+                        help="one sentence per text (default), 1-5 joined (longer texts), or 8 joined "
+                             "(75-token chunks, as sgpt-ingest makes)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)

@@ -3,19 +3,25 @@
 The published SGPT weights need the Dense layers' ``key_name`` that today's
 sentence-transformers drops, so we read the files ourselves into a plain
 :class:`Checkpoint` description. Nothing here runs remote code: weights come from
-safetensors or from ``torch.load(weights_only=True)``.
+safetensors or from ``torch.load(weights_only=True)``. A checkpoint is checked whole before
+anything is built from it (the config against the weights' names and shapes, finite weights,
+module paths inside the folder), so a hostile or corrupt one fails in one line naming the file.
+
+torch and transformers are imported where they are used, so importing this module (as the
+ingest CLI's ``--help`` does) stays cheap.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import GPT2TokenizerFast, GPTNeoConfig, PreTrainedTokenizerBase
+if TYPE_CHECKING:
+    import torch
+    from transformers import GPTNeoConfig, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "Muennighoff/SGPT-125M-mean-nli-linearthenpool5"
 PAD_FALLBACK = "<|endoftext|>"
@@ -89,7 +95,6 @@ class Checkpoint:
     pad_id: int
     normalize: bool = False
     source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dimension(self) -> int:
@@ -139,18 +144,40 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
 
 
+def _weights_file(folder: Path) -> Path:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder}: missing file model.safetensors or pytorch_model.bin")
+
+
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    st_path, bin_path = folder / "model.safetensors", folder / "pytorch_model.bin"
-    if st_path.is_file():
+    """Tensors of the folder's weight file; any that is not finite is an error naming it."""
+    import torch
+
+    path = _weights_file(folder)
+    if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(st_path))
-    if bin_path.is_file():
         try:
-            return torch.load(bin_path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        except Exception as exc:  # SafetensorError, OSError: a corrupt header or truncated file
+            raise CheckpointError(f"{path}: not a valid safetensors file ({_one_line(exc)})") from None
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"{bin_path}: cannot be read safely ({exc})") from None
-    raise CheckpointError(f"{folder}: missing file model.safetensors or pytorch_model.bin")
+            raise CheckpointError(f"{path}: cannot be read safely ({_one_line(exc)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a mapping of tensor names to tensors")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: tensor {key} has NaN or infinite values")
+    return state
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def _read_transformer(folder: Path) -> tuple[GPTNeoConfig, dict[str, torch.Tensor]]:
@@ -160,14 +187,61 @@ def _read_transformer(folder: Path) -> tuple[GPTNeoConfig, dict[str, torch.Tenso
         raise CheckpointError(
             f"{cfg_path}: field model_type is {raw.get('model_type')!r}; only 'gpt_neo' is supported"
         )
-    config = GPTNeoConfig.from_dict(raw)
+    from transformers import GPTNeoConfig
+
+    try:
+        config = GPTNeoConfig.from_dict(raw)
+    except Exception as exc:  # e.g. attention_types that do not expand to num_layers
+        raise CheckpointError(f"{cfg_path}: {_one_line(exc)}") from None
+    for name in ("hidden_size", "num_layers", "vocab_size", "max_position_embeddings"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_layers" else 1):
+            raise CheckpointError(f"{cfg_path}: field {name} {value!r} must be a positive integer")
+    heads, hidden = config.num_heads, config.hidden_size
+    if not isinstance(heads, int) or heads < 1 or hidden % heads:
+        raise CheckpointError(f"{cfg_path}: field num_heads {heads!r} must be a positive divisor of "
+                              f"hidden_size {hidden}")
     state = _read_weights(folder)
     prefix = "transformer."
     if any(k.startswith(prefix) for k in state):  # saved from GPTNeoForCausalLM
         state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     # Causal-mask buffers of old transformers versions are derived, not learned.
     state = {k: v for k, v in state.items() if not k.endswith((".attn.attention.bias", ".masked_bias"))}
+    _check_gpt_neo(config, state, cfg_path, _weights_file(folder))
     return config, state
+
+
+def _gpt_neo_shapes(config: GPTNeoConfig) -> dict[str, tuple[int, ...]]:
+    """Every GPT-Neo parameter name and shape ``config`` implies, without building anything."""
+    h, inner = config.hidden_size, config.intermediate_size or 4 * config.hidden_size
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (config.vocab_size, h),
+                                          "wpe.weight": (config.max_position_embeddings, h),
+                                          "ln_f.weight": (h,), "ln_f.bias": (h,)}
+    for i in range(config.num_layers):
+        p = f"h.{i}."
+        shapes.update({p + "ln_1.weight": (h,), p + "ln_1.bias": (h,), p + "ln_2.weight": (h,), p + "ln_2.bias": (h,),
+                       p + "attn.attention.out_proj.weight": (h, h), p + "attn.attention.out_proj.bias": (h,),
+                       p + "mlp.c_fc.weight": (inner, h), p + "mlp.c_fc.bias": (inner,),
+                       p + "mlp.c_proj.weight": (h, inner), p + "mlp.c_proj.bias": (h,)})
+        shapes.update({p + f"attn.attention.{x}_proj.weight": (h, h) for x in "qkv"})
+    return shapes
+
+
+def _check_gpt_neo(config: GPTNeoConfig, state: dict[str, torch.Tensor], cfg_path: Path, weights: Path) -> None:
+    """The config and the weights describe the same model: layer count first, then every name and shape."""
+    layers = {int(k.split(".")[1]) for k in state if k.startswith("h.") and k.split(".")[1].isdigit()}
+    held = max(layers) + 1 if layers else 0
+    if config.num_layers != held:
+        raise CheckpointError(f"{cfg_path}: num_layers {config.num_layers} but {weights.name} holds {held} layers")
+    shapes = _gpt_neo_shapes(config)
+    missing = [k for k in shapes if k not in state]
+    unexpected = [k for k in state if k not in shapes and not k.startswith("lm_head.")]
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: does not match {cfg_path.name} (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]})")
+    for key, shape in shapes.items():
+        if tuple(state[key].shape) != shape:
+            raise CheckpointError(f"{weights}: {key} is {tuple(state[key].shape)} but {cfg_path.name} implies {shape}")
 
 
 def read_gpt_neo(folder: str | os.PathLike[str]) -> tuple[GPTNeoConfig, dict[str, torch.Tensor]]:
@@ -231,7 +305,13 @@ def load_tokenizer(folder: Path) -> tuple[PreTrainedTokenizerBase, int]:
     """The GPT-2 BPE tokenizer, set to add no BOS/EOS, and its pad id."""
     if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
         raise CheckpointError(f"{folder}: missing file tokenizer.json (or vocab.json + merges.txt)")
-    tokenizer = GPT2TokenizerFast.from_pretrained(str(folder))
+    from transformers import GPT2TokenizerFast
+
+    try:
+        tokenizer = GPT2TokenizerFast.from_pretrained(str(folder))
+    except Exception as exc:  # a corrupt tokenizer.json, vocab.json or merges.txt
+        name = "tokenizer.json" if (folder / "tokenizer.json").is_file() else "vocab.json/merges.txt"
+        raise CheckpointError(f"{folder / name}: cannot be read as a GPT-2 tokenizer ({_one_line(exc)})") from None
     if tokenizer.pad_token is None:
         special = folder / "special_tokens_map.json"
         pad = _read_json(special).get("pad_token") if special.is_file() else None
@@ -245,14 +325,20 @@ def load_tokenizer(folder: Path) -> tuple[PreTrainedTokenizerBase, int]:
 def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
     """Read a checkpoint (local directory or Hub id) into a :class:`Checkpoint`."""
     root = resolve(model)
-    modules = _read_json(root / "modules.json")
-    modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    modules_path = root / "modules.json"
+    modules = _read_json(modules_path)
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise CheckpointError(f"{modules_path}: expected a list of modules (objects with idx, path, type)")
+    try:
+        modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{modules_path}: field idx must be an integer in every module") from None
     transformer = dense_list = pooling = None
     dense_list = []
     normalize = False
     for entry in modules:
         kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
-        folder = root / entry.get("path", "")
+        folder = _module_folder(root, entry.get("path", ""), modules_path)
         if kind == "Transformer":
             transformer = _read_transformer(folder)
         elif kind == "Dense":
@@ -275,6 +361,9 @@ def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
             f"{config.max_position_embeddings}"
         )
     tokenizer, pad_id = load_tokenizer(root)
+    if len(tokenizer) > config.vocab_size:
+        raise CheckpointError(f"{root / 'config.json'}: vocab_size {config.vocab_size} is smaller than the "
+                              f"tokenizer's {len(tokenizer)} tokens")
     width = config.hidden_size
     for i, layer in enumerate(dense_list):
         if layer.in_features != width:
@@ -283,6 +372,16 @@ def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
             )
         width = layer.out_features
     return Checkpoint(config, state, dense_list, pooling, max_len, tokenizer, pad_id, normalize, str(model))
+
+
+def _module_folder(root: Path, rel: object, modules_path: Path) -> Path:
+    """A module's folder, which must stay inside the model folder (no absolute path, no ``..``)."""
+    if not isinstance(rel, str):
+        raise CheckpointError(f"{modules_path}: module path {rel!r} is not a string")
+    folder = (root / rel).resolve()
+    if Path(rel).is_absolute() or not folder.is_relative_to(root.resolve()):
+        raise CheckpointError(f"{modules_path}: module path {rel!r} leaves the model folder")
+    return root / rel
 
 
 # --------------------------------------------------------------------------- writing
@@ -315,6 +414,8 @@ def save(checkpoint: Checkpoint, path: str | os.PathLike[str]) -> Path:
                 "key_name": "token_embeddings" if layer.before_pooling else "sentence_embedding",
             },
         )
+        import torch
+
         tensors = {"linear.weight": layer.weight.detach().float().cpu().contiguous()}
         if layer.bias is not None:
             tensors["linear.bias"] = layer.bias.detach().float().cpu().contiguous()
@@ -341,6 +442,8 @@ def save(checkpoint: Checkpoint, path: str | os.PathLike[str]) -> Path:
     config = checkpoint.config.to_dict()
     config["architectures"] = ["GPTNeoModel"]
     dump("config.json", config)
+    import torch
+
     state = {k: v.detach().cpu().contiguous() for k, v in checkpoint.transformer_state.items()}
     torch.save(state, root / "pytorch_model.bin")
     save_tokenizer(checkpoint.tokenizer, root)

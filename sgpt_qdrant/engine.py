@@ -16,7 +16,7 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -62,18 +62,6 @@ def pick_devices(device: str | Sequence[str] | None = None) -> list[torch.device
     return [first]
 
 
-def cuda_token_budget(device: torch.device, hidden: int, inner: int, dtype: torch.dtype) -> int:
-    """Padded tokens per batch that fit in a third of the card's free memory, within 8k..128k.
-
-    Peak activations per token are about 8 hidden-wide and 2 inner-wide vectors (residual,
-    LayerNorm, q/k/v, attention output; the MLP's inner layer and its GELU); flash attention
-    keeps no length² matrix. Past ~128k tokens a batch gains nothing but latency.
-    """
-    free, _total = torch.cuda.mem_get_info(device)
-    per_token = (8 * hidden + 2 * inner) * torch.tensor([], dtype=dtype).element_size()
-    return int(min(max(free // 3 // per_token, 8 * 1024), 128 * 1024))
-
-
 class Encoder:
     """An SGPT model loaded once, ready to embed many texts fast.
 
@@ -116,30 +104,24 @@ class Encoder:
             self.token_budget = int(token_budget)
         elif self.device.type == "cuda":
             inner = config.intermediate_size or 4 * config.hidden_size
-            self.token_budget = min(cuda_token_budget(d, config.hidden_size, inner, self.dtype) for d in self.devices)
+            self.token_budget = runtime.cuda_token_budget(self.devices, config.hidden_size, inner, self.dtype)
         else:
             self.token_budget = DEFAULT_TOKEN_BUDGET.get(self.device.type, 4096)
         self.truncated = 0  # texts cut to max_length so far, as the reference cuts them
         self._lock = threading.Lock()
         window_ok = "local" not in config.attention_layers or self.max_length <= int(config.window_size)
-        runner = runtime.build(self.model, self.mode, self.device, backend, usable_length=window_ok)
-        self._runner = runner.forward
-        self.backend = runner.backend
-        self._pool = None
-        if self.device.type == "cuda":
-            from .runtime.cuda import DevicePool
-
-            me = weakref.ref(self)  # the workers must not keep the encoder alive
-            self._pool = DevicePool(self.model, self.devices, on_oom=lambda: me() and me()._shrink_budget())
-            weakref.finalize(self, self._pool.close)  # workers exit when the encoder is collected
-        self._warmup_seconds = runner.warmup_seconds
+        me = weakref.ref(self)  # the executor (GPU workers) must not keep the encoder alive
+        self._executor = runtime.build(self.model, self.mode, self.devices, backend, usable_length=window_ok,
+                                       on_oom=lambda: (me() is not None) and me()._shrink_budget())
+        weakref.finalize(self, self._executor.close)  # GPU workers exit when the encoder is collected
+        self.backend = self._executor.backend
         log.info("encoder ready: %s on %s, %s backend, warm-up %.2fs", self.mode,
-                 ",".join(map(str, self.devices)), self.backend, self._warmup_seconds)
+                 ",".join(map(str, self.devices)), self.backend, self._executor.warmup_seconds)
 
     @property
     def warmup_seconds(self) -> float:
         """One-time set-up of the execution path: packing, ONNX export (or cache load), checks."""
-        return self._warmup_seconds
+        return self._executor.warmup_seconds
 
     @property
     def dimension(self) -> int:
@@ -154,117 +136,75 @@ class Encoder:
 
         An empty or whitespace-only text has no token to pool (sentence-transformers returns a
         zero vector in a mixed batch and fails on a batch of only such texts): it is embedded as
-        the end-of-text token alone, a defined unit-free vector, with a warning naming positions.
+        the end-of-text token alone, a defined vector, with a warning naming the positions.
         """
+        return self._tokenize(texts)
+
+    def _tokenize(self, texts: Sequence[str], offset: int = 0) -> list[list[int]]:
         out = tokens.tokenize(self.tokenizer, texts, self.max_length, empty_id=self._empty_id)
         if out.truncated:
             self.truncated += out.truncated
             log.debug("truncated %d of %d texts to %d tokens", out.truncated, len(texts), self.max_length)
         if out.empty:
-            shown = ", ".join(f"texts[{i}]" for i in out.empty[:5]) + (" ..." if len(out.empty) > 5 else "")
+            shown = ", ".join(f"texts[{offset + i}]" for i in out.empty[:5]) + (" ..." if len(out.empty) > 5 else "")
             warnings.warn(f"{len(out.empty)} empty or whitespace-only text(s) ({shown}) embedded as the "
-                          "end-of-text token alone", UserWarning, stacklevel=3)
+                          "end-of-text token alone", UserWarning, stacklevel=4)
         return out.ids
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Embed ``texts``; returns float32 of shape ``(len(texts), dimension)`` in input order."""
         tokens.check_texts(texts)
-        if self._pool is not None and len(texts) > TOKENIZE_CHUNK:
-            return self._encode_gpu_streaming(texts, show_progress)
+        if self._executor.streams and len(texts) > TOKENIZE_CHUNK:
+            return self._embed(self._tokenize_ahead(texts), len(texts), show_progress)
         return self.encode_ids(self.tokenize(texts), show_progress=show_progress)
 
     def encode_ids(self, ids: Sequence[Sequence[int]], show_progress: bool = False) -> np.ndarray:
-        out = torch.empty((len(ids), self.dimension), dtype=torch.float32)
-        if not ids:
+        """Embed already tokenised texts (as :meth:`tokenize` makes them), in input order."""
+        return self._embed([(ids, 0)], len(ids), show_progress)
+
+    def _embed(self, chunks: Iterable[tuple[Sequence[Sequence[int]], int]], total: int,
+               show_progress: bool) -> np.ndarray:
+        """Plan and pad the batches of each ``(ids, offset)`` chunk; the executor runs them."""
+        out = torch.empty((total, self.dimension), dtype=torch.float32)
+        if not total:
             return out.numpy()
-        if self._pool is not None:
-            return self._encode_gpu([(ids, 0)], out, show_progress)
-        batches = self._batches([len(x) for x in ids])
-        with self._lock, torch.inference_mode():
-            for batch, vectors in self._run(ids, batches, show_progress):
-                out[batch] = vectors.float()
+
+        def padded():
+            for ids, offset in chunks:
+                for batch in self._batches([len(x) for x in ids]):
+                    input_ids, mask = tokens.pad(ids, batch, self.checkpoint.pad_id, pin=self._executor.pin)
+                    yield [offset + i for i in batch], input_ids, mask
+
+        bar = _progress(total, show_progress)
+        try:
+            with self._lock:
+                for batch, vectors in self._executor.run(padded()):
+                    out[batch] = vectors.float()
+                    if bar is not None:
+                        bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
         return out.numpy()
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
         return tokens.plan_batches(lengths, self.token_budget, self.max_batch_size,
                                    min_tokens=int(self.token_budget * tokens.EARLY_CLOSE_SHARE))
 
-    # -- CPU (and single-device non-CUDA): one batch after another --------------------------
-
-    def _run(self, ids, batches, show_progress) -> Iterator[tuple[list[int], torch.Tensor]]:
-        bar = _progress(len(ids), show_progress)
-        try:
-            for batch in batches:
-                yield from self._forward_splitting(ids, batch)
-                if bar is not None:
-                    bar.update(len(batch))
-        finally:
-            if bar is not None:
-                bar.close()
-
-    def _forward_splitting(self, ids, batch: list[int]) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """Run a batch; on out-of-memory halve it and go on."""
-        try:
-            yield batch, self._forward(ids, batch)
-        except torch.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-            half = len(batch) // 2
-            self._shrink_budget()
-            log.warning("out of memory on a batch of %d; splitting (token budget now %d)", len(batch), self.token_budget)
-            yield from self._forward_splitting(ids, batch[:half])
-            yield from self._forward_splitting(ids, batch[half:])
-
     def _shrink_budget(self) -> None:
         self.token_budget = max(self.token_budget // 2, 256)
+        log.info("token budget now %d", self.token_budget)
 
-    def _forward(self, ids, batch: list[int]) -> torch.Tensor:
-        input_ids, mask = tokens.pad(ids, batch, self.checkpoint.pad_id)
-        if self.device.type != "cpu":
-            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        return self._runner(input_ids, mask).cpu()
-
-    # -- CUDA: batches queued to one persistent worker per GPU -----------------------------
-
-    def _encode_gpu(self, chunks, out: torch.Tensor, show_progress: bool) -> np.ndarray:
-        """``chunks`` yields ``(ids, offset)``; every batch is queued before anything waits."""
-        from .runtime.cuda import Job
-
-        job = Job()
-        bar = _progress(len(out), show_progress)
-        with self._lock:
-            try:
-                for ids, offset in chunks:
-                    lengths = [len(x) for x in ids]
-                    for batch in self._batches(lengths):
-                        pin = self.device.type == "cuda"
-                        input_ids, mask = tokens.pad(ids, batch, self.checkpoint.pad_id, pin=pin)
-                        self._pool.submit(job, [offset + i for i in batch], input_ids, mask)
-                for batch, vectors in job.wait():
-                    out[batch] = vectors.float()
-                    if bar is not None:
-                        bar.update(len(batch))
-            finally:
-                if bar is not None:
-                    bar.close()
-        return out.numpy()
-
-    def _encode_gpu_streaming(self, texts: Sequence[str], show_progress: bool) -> np.ndarray:
-        """Tokenise chunk k+1 on a helper thread while chunk k is packed and queued."""
-        out = torch.empty((len(texts), self.dimension), dtype=torch.float32)
-        starts = range(0, len(texts), TOKENIZE_CHUNK)
-
-        def chunks():
-            with ThreadPoolExecutor(1, thread_name_prefix="sgpt-tokenize") as pool:
-                future = pool.submit(self.tokenize, texts[0:TOKENIZE_CHUNK])
-                for start in starts:
-                    ids = future.result()
-                    nxt = start + TOKENIZE_CHUNK
-                    if nxt < len(texts):
-                        future = pool.submit(self.tokenize, texts[nxt:nxt + TOKENIZE_CHUNK])
-                    yield ids, start
-
-        return self._encode_gpu(chunks(), out, show_progress)
+    def _tokenize_ahead(self, texts: Sequence[str]) -> Iterator[tuple[list[list[int]], int]]:
+        """Chunks of ``TOKENIZE_CHUNK`` texts, the next tokenised on a helper thread meanwhile."""
+        with ThreadPoolExecutor(1, thread_name_prefix="sgpt-tokenize") as pool:
+            future = pool.submit(self._tokenize, texts[0:TOKENIZE_CHUNK], 0)
+            for start in range(0, len(texts), TOKENIZE_CHUNK):
+                ids = future.result()
+                nxt = start + TOKENIZE_CHUNK
+                if nxt < len(texts):
+                    future = pool.submit(self._tokenize, texts[nxt:nxt + TOKENIZE_CHUNK], nxt)
+                yield ids, start
 
 
 def _progress(total: int, show: bool):

@@ -10,15 +10,21 @@ dict loads as is.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GPTNeoConfig
 
 from .checkpoint import Checkpoint, DenseLayer
 
+if TYPE_CHECKING:
+    from transformers import GPTNeoConfig
 
-class _Attention(nn.Module):
+
+class Attention(nn.Module):
+    """GPT-Neo self-attention (unscaled scores; causal, or local within a window)."""
+
     def __init__(self, config: GPTNeoConfig, local: bool) -> None:
         super().__init__()
         dim = config.hidden_size
@@ -58,13 +64,15 @@ class _AttentionWrapper(nn.Module):
 
     def __init__(self, config: GPTNeoConfig, local: bool) -> None:
         super().__init__()
-        self.attention = _Attention(config, local)
+        self.attention = Attention(config, local)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attention(x)
 
 
-class _MLP(nn.Module):
+class MLP(nn.Module):
+    """GPT-Neo feed-forward: ``c_proj(act(c_fc(x)))``."""
+
     def __init__(self, config: GPTNeoConfig) -> None:
         super().__init__()
         inner = config.intermediate_size or 4 * config.hidden_size
@@ -91,7 +99,7 @@ class _Block(nn.Module):
         self.ln_1 = nn.LayerNorm(config.hidden_size, eps=eps)
         self.attn = _AttentionWrapper(config, local)
         self.ln_2 = nn.LayerNorm(config.hidden_size, eps=eps)
-        self.mlp = _MLP(config)
+        self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 #: A batch holding at least ``token_budget * EARLY_CLOSE_SHARE`` padded tokens already runs its
 #: matmuls at full speed, so it is closed before a text this much shorter than its longest.

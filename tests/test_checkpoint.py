@@ -117,6 +117,55 @@ def test_unrunnable_checkpoints_fail_clearly(tiny_model_dir, tmp_path, edit, mes
         load_checkpoint(str(broken(tiny_model_dir, tmp_path, edit)))
 
 
+def nan_in(path, key):
+    state = torch.load(path, weights_only=True)
+    state[key] = state[key].clone()
+    state[key].view(-1)[3] = float("nan")
+    torch.save(state, path)
+
+
+def corrupt_safetensors(d):
+    (d / "pytorch_model.bin").unlink()
+    (d / "model.safetensors").write_bytes((10**9).to_bytes(8, "little") + b"{not a header")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # the config is compared with the weights before anything is built: no layer-by-layer
+        # allocation of 100,000 layers until memory runs out
+        (lambda d: edit_json(d / "config.json", num_layers=100_000, attention_types=[[["global", "local"], 50_000]],
+                             attention_layers=["global", "local"] * 50_000),
+         r"config\.json: num_layers 100000 but pytorch_model\.bin holds 2 layers"),
+        (lambda d: edit_json(d / "config.json", num_heads=0), r"config\.json: field num_heads 0 must be a positive divisor"),
+        (lambda d: edit_json(d / "config.json", num_heads=5), r"config\.json: field num_heads 5 .* hidden_size 32"),
+        (lambda d: edit_json(d / "config.json", hidden_size=64), r"pytorch_model\.bin: wte\.weight is \(50257, 32\)"),
+        (lambda d: edit_json(d / "config.json", attention_layers=["global"]), r"config\.json: .*attention_layers"),
+        (lambda d: d.joinpath("modules.json").write_text(json.dumps(
+            [{**m, "path": "../../outside"} if m["idx"] == 3 else m for m in read(d / "modules.json")])),
+         r"modules\.json: module path '\.\./\.\./outside' leaves the model folder"),
+        (lambda d: d.joinpath("modules.json").write_text(json.dumps(
+            [{**m, "path": "/etc"} if m["idx"] == 3 else m for m in read(d / "modules.json")])),
+         r"modules\.json: module path '/etc' leaves the model folder"),
+        (lambda d: (d / "modules.json").write_text('{"idx": 0}'), r"modules\.json: expected a list of modules"),
+        (corrupt_safetensors, r"model\.safetensors: not a valid safetensors file"),
+        (lambda d: (d / "tokenizer.json").write_text("{broken"), r"tokenizer\.json: cannot be read"),
+        (lambda d: nan_in(d / "pytorch_model.bin", "h.1.mlp.c_fc.weight"),
+         r"pytorch_model\.bin: tensor h\.1\.mlp\.c_fc\.weight has NaN or infinite values"),
+        (lambda d: nan_in(d / "2_Dense" / "pytorch_model.bin", "linear.bias"),
+         r"2_Dense/pytorch_model\.bin: tensor linear\.bias has NaN or infinite values"),
+    ],
+    ids=["num-layers-bomb", "zero-heads", "heads-not-dividing", "hidden-size", "attention-types", "path-escape",
+         "path-absolute", "modules-not-list", "corrupt-safetensors", "corrupt-tokenizer", "nan-transformer",
+         "nan-dense"],
+)
+def test_hostile_checkpoints_fail_in_one_line(tiny_model_dir, tmp_path, edit, message):
+    """Issue 13 item 7: each names the file and what is wrong, before any model is built."""
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(str(broken(tiny_model_dir, tmp_path, edit)))
+    assert "\n" not in str(err.value)
+
+
 def test_pickled_code_is_refused(tiny_model_dir, tmp_path):
     """weights_only=True: a pickle that would run code is an error, not an execution."""
 
@@ -134,6 +183,17 @@ def test_missing_directory_is_not_mistaken_for_hub_id(tmp_path):
         load_checkpoint(str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
+def test_importing_the_reader_loads_no_torch_transformers_or_llama_index():
+    """What the ingest CLI's --help pays for the core: the checkpoint module, nothing heavy."""
+    code = ("import sys, sgpt_qdrant.checkpoint\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'llama_index') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
 def test_uncached_hub_id_offline_fails_fast_with_advice(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     code = ("from sgpt_qdrant import load_checkpoint\n"

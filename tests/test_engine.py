@@ -10,7 +10,7 @@ import torch
 from texts import varied_texts
 
 from sgpt_qdrant import Encoder
-from sgpt_qdrant.tokens import plan_batches
+from sgpt_qdrant.tokens import plan_batches, tokenize, tokenize_and_pad
 
 
 def test_token_budget_batches_by_hand():
@@ -58,31 +58,31 @@ def test_same_text_in_different_company(tiny_encoder):
 
 
 def test_out_of_memory_splits_the_batch_and_goes_on(tiny_encoder, monkeypatch):
-    enc = Encoder(tiny_encoder.checkpoint, device="cpu", token_budget=100_000)
+    enc = Encoder(tiny_encoder.checkpoint, device="cpu", token_budget=100_000, backend="eager")
     texts = varied_texts()
     expected = tiny_encoder.encode(texts)
-    real_forward = enc._forward
+    real_forward = enc.model.forward
     sizes = []
 
-    def flaky_forward(ids, batch):
-        sizes.append(len(batch))
-        if len(batch) > 5:
+    def flaky_forward(input_ids, mask):
+        sizes.append(input_ids.shape[0])
+        if input_ids.shape[0] > 5:
             raise torch.OutOfMemoryError("simulated")
-        return real_forward(ids, batch)
+        return real_forward(input_ids, mask)
 
-    monkeypatch.setattr(enc, "_forward", flaky_forward)
+    monkeypatch.setattr(enc.model, "forward", flaky_forward)
     np.testing.assert_allclose(enc.encode(texts), expected, atol=2e-6)
     assert sizes[0] == len(texts) and max(s for s in sizes if s <= 5) <= 5
     assert enc.token_budget < 100_000  # later batches start smaller
 
 
 def test_out_of_memory_on_a_single_text_is_raised(tiny_encoder, monkeypatch):
-    enc = Encoder(tiny_encoder.checkpoint, device="cpu")
+    enc = Encoder(tiny_encoder.checkpoint, device="cpu", backend="eager")
 
-    def always_oom(ids, batch):
+    def always_oom(input_ids, mask):
         raise torch.OutOfMemoryError("simulated")
 
-    monkeypatch.setattr(enc, "_forward", always_oom)
+    monkeypatch.setattr(enc.model, "forward", always_oom)
     with pytest.raises(torch.OutOfMemoryError):
         enc.encode(["one text"])
 
@@ -112,3 +112,14 @@ def test_max_length_argument_is_checked(tiny_model_dir):
         Encoder(str(tiny_model_dir), device="cpu", max_length=100_000)
     short = Encoder(str(tiny_model_dir), device="cpu", max_length=4)
     assert short.tokenize(["one two three four five six"]) == [short.tokenize(["one two three four"])[0]]
+
+
+def test_tokenize_and_pad_for_the_trainer_by_hand(tiny_encoder):
+    tok = tiny_encoder.tokenizer  # GPT-2 BPE: "Hello" 15496, " world" 995; pad 50256
+    input_ids, mask = tokenize_and_pad(tok, ["  Hello world\n", "Hello"], max_length=75, pad_id=50256)
+    assert input_ids.tolist() == [[15496, 995], [15496, 50256]]
+    assert mask.tolist() == [[1, 1], [1, 0]]
+    input_ids, mask = tokenize_and_pad(tok, ["Hello world", "Hello"], max_length=1, pad_id=50256)
+    assert input_ids.tolist() == [[15496], [15496]] and mask.tolist() == [[1], [1]]
+    out = tokenize(tok, ["Hello world", "", " ", "Hello"], max_length=1)
+    assert out.truncated == 1 and out.empty == [1, 2] and out.ids == [[15496], [], [], [15496]]

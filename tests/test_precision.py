@@ -7,6 +7,7 @@ Every mode must be batch invariant: fp32 to float rounding, bf16/int8 by cosine 
 
 from __future__ import annotations
 
+import logging
 import random
 import warnings
 
@@ -152,18 +153,24 @@ def test_auto_picks_the_fast_paths(encoders):
 
 
 @pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
-def test_onnx_export_is_cached_and_keyed_by_weights(tiny_model_dir, monkeypatch, tmp_path):
+def test_onnx_export_is_cached_and_keyed_by_weights(tiny_model_dir, monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("SGPT_CACHE_DIR", str(tmp_path))
     ckpt = load_checkpoint(str(tiny_model_dir))
-    first = Encoder(ckpt, device="cpu", dtype="int8")
+    with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.runtime.ort"):
+        first = Encoder(ckpt, device="cpu", dtype="int8")
     files = list(tmp_path.rglob("model.onnx"))
     assert len(files) == 1 and not list(tmp_path.rglob(".tmp-*"))
+    said = [r.getMessage() for r in caplog.records if "exporting" in r.getMessage()]  # not 40 s of silence
+    assert len(said) == 1 and "int8" in said[0] and str(files[0].parent) in said[0]
+    caplog.clear()
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again despite a cached file")
 
     monkeypatch.setattr(ort, "export", no_export)
-    again = Encoder(ckpt, device="cpu", dtype="int8")
+    with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.runtime.ort"):
+        again = Encoder(ckpt, device="cpu", dtype="int8")
+    assert not [r for r in caplog.records if "exporting" in r.getMessage()]  # cached: nothing to say
     texts = varied_texts()[:8]
     np.testing.assert_array_equal(again.encode(texts), first.encode(texts))
     ckpt.dense[0].weight.mul_(2)  # other weights: a new key, so a new export
@@ -277,9 +284,11 @@ def test_embedding_accepts_mode_names(tiny_model_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("mode", ["fp32", "bf16"])
 def test_cuda_pool_matches_cpu(tiny_model_dir, reference, mode):
+    from sgpt_qdrant.runtime.cuda import DevicePool
+
     texts, ref = reference
     enc = Encoder(str(tiny_model_dir), device="cuda", dtype=mode, token_budget=256)
-    assert enc._pool is not None and len(enc._pool.devices) == torch.cuda.device_count()
+    assert isinstance(enc._executor, DevicePool) and len(enc._executor.devices) == torch.cuda.device_count()
     got = enc.encode(texts * 3)
     assert _cosines(got, np.tile(ref, (3, 1))).min() >= (0.99999 if mode == "fp32" else LOSSY_COS)
     assert _cosines(got[: len(texts)], got[len(texts): 2 * len(texts)]).min() >= LOSSY_BATCH_COS
@@ -304,7 +313,8 @@ def test_device_pool_logic_on_cpu_workers(tiny_model_dir, reference, monkeypatch
 
     texts, ref = reference
     enc = Encoder(str(tiny_model_dir), device="cpu", token_budget=1000)
-    enc._pool = DevicePool(enc.model, [torch.device("cpu"), torch.device("cpu")], on_oom=enc._shrink_budget)
+    assert not enc._executor.streams  # the CPU runs one batch after another; swap in the pool
+    enc._executor = DevicePool(enc.model, [torch.device("cpu"), torch.device("cpu")], on_oom=enc._shrink_budget)
     real = enc.model.forward
     calls = []
 
@@ -319,6 +329,6 @@ def test_device_pool_logic_on_cpu_workers(tiny_model_dir, reference, monkeypatch
     try:
         got = enc.encode(texts * 2)
     finally:
-        enc._pool.close()
+        enc._executor.close()
     np.testing.assert_allclose(got, np.concatenate([ref, ref]), atol=1e-5, rtol=0)
     assert enc.token_budget < 1000 and len(calls) > 2

@@ -13,6 +13,11 @@ only) and ``int8`` (CPUs only, through ONNX Runtime). Backends (how it runs):
 oneDNN beats ONNX Runtime for fp32 and bf16 and needs no warm-up; int8 needs ONNX Runtime.
 Every fast path is checked against eager on a probe batch when it is built; if it is
 unavailable or disagrees, the encoder warns and runs eager, so a vector is never wrong.
+
+:func:`build` returns the executor that runs padded batches: :class:`~.execute.Sequential`
+(one batch after another, halving a batch on out-of-memory) on CPUs and MPS, the persistent
+:class:`~.cuda.DevicePool` (one worker and model copy per GPU) on CUDA. Modes live in
+:mod:`sgpt_qdrant.precision`.
 """
 
 from __future__ import annotations
@@ -21,58 +26,61 @@ import copy
 import logging
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import Union
 
 import torch
 from torch import nn
 
 from .. import precision
 from . import onednn, ort
+from .cuda import DevicePool
+from .cuda import token_budget as cuda_token_budget  # noqa: F401  (for the encoder)
+from .execute import Sequential
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "eager", "onednn", "onnx")
 
 
-@dataclass
-class Runner:
-    """A forward pass ``(input_ids, mask) -> vectors`` and how it came to be."""
-
-    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    backend: str
-    warmup_seconds: float
+Executor = Union[Sequential, DevicePool]
 
 
-def build(model: nn.Module, mode: str, device: torch.device, backend: str = "auto",
-          usable_length: bool = True) -> Runner:
-    """The fastest runner for ``model`` (already on ``device`` in ``mode``'s dtype) that works here.
+def build(model: nn.Module, mode: str, devices: Sequence[torch.device], backend: str = "auto",
+          usable_length: bool = True, on_oom: Callable[[], None] | None = None) -> Executor:
+    """The executor for ``model`` (already on ``devices[0]`` in ``mode``'s dtype) on the fastest path here.
 
-    ``usable_length`` is False where texts may be longer than a local-attention window: the
-    exported graph only holds the causal branch, so ONNX is not used then.
+    CUDA gets the persistent pool (one worker and model copy per GPU); other devices run one
+    batch after another. ``usable_length`` is False where texts may be longer than a
+    local-attention window: the exported graph only holds the causal branch, so ONNX is not
+    used then. ``on_oom`` is told each time a batch had to be split for memory.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     start = time.perf_counter()
+    device = devices[0]
     wanted = _choose(mode, device, backend)
-    runner = None
+    if device.type == "cuda":
+        pool = DevicePool(model, devices, on_oom=on_oom, backend="eager")
+        pool.warmup_seconds = time.perf_counter() - start
+        return pool
+    forward, chosen = None, wanted
     if wanted == "onednn":
-        packed = onednn.pack(copy.deepcopy(model), precision.MODES[mode])
-        if packed is None:
+        forward = onednn.pack(copy.deepcopy(model), precision.MODES[mode])
+        if forward is None:
             _fallback(f"oneDNN {mode} linear layers are not available on this CPU")
-        else:
-            runner = Runner(packed, "onednn", 0.0)
     elif wanted == "onnx":
-        runner = _build_onnx(model, mode, usable_length)
-    if runner is not None and not _agrees(runner.forward, model, mode):
-        _fallback(f"the {runner.backend} {mode} path disagrees with eager on a probe batch")
-        runner = None
-    if runner is None:
+        forward = _build_onnx(model, mode, usable_length)
+    if forward is not None and not _agrees(forward, model, mode):
+        _fallback(f"the {chosen} {mode} path disagrees with eager on a probe batch")
+        forward = None
+    if forward is None:
         if mode == "int8":
             _fallback("int8 runs only on ONNX Runtime; running exact fp32 instead")
-        runner = Runner(model, "eager", 0.0)
-    runner.warmup_seconds = time.perf_counter() - start
-    return runner
+        forward, chosen = model, "eager"
+    executor = Sequential(forward, device, chosen, on_oom)
+    executor.warmup_seconds = time.perf_counter() - start
+    return executor
 
 
 def _choose(mode: str, device: torch.device, backend: str) -> str:
@@ -92,7 +100,7 @@ def _choose(mode: str, device: torch.device, backend: str) -> str:
     return backend
 
 
-def _build_onnx(model: nn.Module, mode: str, usable_length: bool) -> Runner | None:
+def _build_onnx(model: nn.Module, mode: str, usable_length: bool) -> Callable | None:
     if not ort.available():
         _fallback("onnxruntime is not installed (pip install 'sgpt-qdrant[fast]')")
         return None
@@ -101,7 +109,7 @@ def _build_onnx(model: nn.Module, mode: str, usable_length: bool) -> Runner | No
         return None
     try:
         path = ort.model_file(model, mode)
-        return Runner(ort.OrtRunner(path), "onnx", 0.0)
+        return ort.OrtRunner(path)
     except Exception as exc:  # export/quantisation/session failures all mean: run eager
         _fallback(f"ONNX {mode} export failed ({type(exc).__name__}: {exc})")
         return None

@@ -11,16 +11,16 @@ the transfers and the compute overlap; there is one synchronisation per batch at
 from __future__ import annotations
 
 import contextlib
-import logging
+import copy
+import functools
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
-
+from .execute import Batch, split_on_oom
 
 class Job:
     """The batches of one ``encode`` call, collected as the workers finish them."""
@@ -71,11 +71,21 @@ class Job:
 
 
 class DevicePool:
-    """Persistent workers, one per device, each with its own replica of ``model``."""
+    """Persistent workers, one per device, each with its own replica of ``model``.
+
+    An executor like :class:`~.execute.Sequential`: :meth:`run` queues every batch before it
+    waits on any, so packing, transfers and compute overlap.
+    """
+
+    pin = True  # pinned host memory: the copies to the GPU do not block
+    streams = True  # many batches in flight: callers may tokenise ahead
 
     def __init__(self, model: nn.Module, devices: Sequence[torch.device],
-                 on_oom: Callable[[], None] | None = None) -> None:
+                 on_oom: Callable[[], None] | None = None, backend: str = "eager") -> None:
         self.devices = list(devices)
+        self.backend = backend
+        self.warmup_seconds = 0.0
+        self.pin = self.devices[0].type == "cuda"
         self.replicas = [model if i == 0 else _replicate(model, dev) for i, dev in enumerate(self.devices)]
         self._queue: queue.Queue = queue.Queue(maxsize=4 * len(self.devices) + 4)
         self._on_oom = on_oom
@@ -86,10 +96,13 @@ class DevicePool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, job: Job, batch: list[int], input_ids: torch.Tensor, mask: torch.Tensor) -> None:
-        """Queue one padded batch (host tensors, pinned for asynchronous copies)."""
-        job._add()
-        self._queue.put((job, batch, input_ids, mask))
+    def run(self, batches: Iterable[Batch]) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """Queue every padded batch, then yield the vectors as they are done."""
+        job = Job()
+        for batch, input_ids, mask in batches:
+            job._add()
+            self._queue.put((job, batch, input_ids, mask))
+        yield from job.wait()
 
     def close(self) -> None:
         for _ in self._threads:
@@ -100,6 +113,7 @@ class DevicePool:
         if device.type == "cuda":  # other device types run the same logic (tests use the CPU)
             torch.cuda.set_device(device)
             stream = torch.cuda.Stream(device)
+        run = functools.partial(self._one, model, device)
         while True:
             task = self._queue.get()
             if task is None:
@@ -108,43 +122,39 @@ class DevicePool:
             try:
                 in_stream = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
                 with in_stream, torch.inference_mode():
-                    for result in self._run(model, device, batch, input_ids, mask):
+                    for result in split_on_oom(run, batch, input_ids, mask, self._on_oom, str(device)):
                         job._result(result)
                 job._finish()
             except BaseException as exc:  # handed to the caller's thread by Job.wait
                 job._finish(error=exc)
 
-    def _run(self, model, device, batch, input_ids, mask):
-        """Forward one batch; on out-of-memory split it in two and go on."""
-        try:
-            ids = input_ids.to(device, non_blocking=True)
-            m = mask.to(device, non_blocking=True)
-            vectors = model(ids, m)
-            if device.type != "cuda":
-                yield batch, vectors.cpu(), None, None
-                return
-            host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
-            host.copy_(vectors, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            # the pinned inputs stay referenced until the copies that read them are done
-            yield batch, host, event, (input_ids, mask)
-        except torch.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            if self._on_oom is not None:
-                self._on_oom()
-            half = len(batch) // 2
-            log.warning("out of memory on %s with a batch of %d; splitting", device, len(batch))
-            yield from self._run(model, device, batch[:half], input_ids[:half], mask[:half])
-            yield from self._run(model, device, batch[half:], input_ids[half:], mask[half:])
+    @staticmethod
+    def _one(model, device, batch, input_ids, mask) -> tuple:
+        """Forward one batch: (batch, host vectors, event or None, inputs kept alive or None)."""
+        ids = input_ids.to(device, non_blocking=True)
+        m = mask.to(device, non_blocking=True)
+        vectors = model(ids, m)
+        if device.type != "cuda":
+            return batch, vectors.cpu(), None, None
+        host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+        host.copy_(vectors, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        # the pinned inputs stay referenced until the copies that read them are done
+        return batch, host, event, (input_ids, mask)
+
+
+def token_budget(devices: Sequence[torch.device], hidden: int, inner: int, dtype: torch.dtype) -> int:
+    """Padded tokens per batch that fit in a third of the smallest free memory, within 8k..128k.
+
+    Peak activations per token are about 8 hidden-wide and 2 inner-wide vectors (residual,
+    LayerNorm, q/k/v, attention output; the MLP's inner layer and its GELU); flash attention
+    keeps no length² matrix. Past ~128k tokens a batch gains nothing but latency.
+    """
+    free = min(torch.cuda.mem_get_info(d)[0] for d in devices)
+    per_token = (8 * hidden + 2 * inner) * torch.tensor([], dtype=dtype).element_size()
+    return int(min(max(free // 3 // per_token, 8 * 1024), 128 * 1024))
 
 
 def _replicate(model: nn.Module, device: torch.device) -> nn.Module:
-    import copy
-
     return copy.deepcopy(model).to(device)
-
-

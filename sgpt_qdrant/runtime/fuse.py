@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..model import _Attention
+from ..model import Attention
 
 
 class FusedQKVAttention(nn.Module):
-    def __init__(self, attention: _Attention) -> None:
+    def __init__(self, attention: Attention) -> None:
         super().__init__()
         dim = attention.q_proj.in_features
         self.qkv = nn.Linear(dim, 3 * dim, bias=False).to(attention.q_proj.weight.dtype)
@@ -34,6 +34,6 @@ def fuse_qkv(model: nn.Module) -> nn.Module:
     """Replace every GPT-Neo attention in ``model`` (a copy) by :class:`FusedQKVAttention`."""
     for module in list(model.modules()):
         child = getattr(module, "attention", None)
-        if isinstance(child, _Attention):
+        if isinstance(child, Attention):
             module.attention = FusedQKVAttention(child)
     return model

@@ -66,13 +66,13 @@ def pack(model: nn.Module, dtype: torch.dtype) -> nn.Module | None:
     """
     if not available(dtype) or not _probe(dtype):
         return None
-    from ..model import Dense, _MLP
+    from ..model import Dense, MLP
     from .fuse import fuse_qkv
 
     with torch.inference_mode(False), torch.no_grad():
         fuse_qkv(model)
         for module in list(model.modules()):
-            if isinstance(module, _MLP) and _gelu_kind(module.act) is not None:
+            if isinstance(module, MLP) and _gelu_kind(module.act) is not None:
                 module.c_fc = PackedLinear(module.c_fc, _gelu_kind(module.act))
                 module.act = nn.Identity()
                 module.c_proj = PackedLinear(module.c_proj)

@@ -88,6 +88,9 @@ def model_file(model: nn.Module, mode: str) -> Path:
         log.info("using cached ONNX model %s", target)
         return target
     final.parent.mkdir(parents=True, exist_ok=True)
+    # A warning, not info: the first int8 run of the 125M model spends ~40 s here, and silence
+    # that long reads as a hang.
+    log.warning("exporting the model to ONNX %s (once: about 40 s for a 125M model; cached at %s)", mode, final)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
     try:
         export(model, tmp / "fp32.onnx")
