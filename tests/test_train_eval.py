@@ -99,6 +99,17 @@ def test_bad_sts_files(tmp_path):
         read_sts(tmp_path / "missing.csv")
 
 
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-0.5", "5.5"])
+def test_a_score_outside_0_to_5_is_refused_naming_the_row(tmp_path, bad):
+    """One NaN gold score made every correlation NaN, and the run silently kept its first model."""
+    path = tmp_path / "sts-dev.csv"
+    lines = list(ORIGINAL)
+    lines[1] = lines[1].replace("\t1.250\t", f"\t{bad}\t")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"sts-dev.csv:2: score '{bad}' is not a number in 0..5"):
+        read_sts(path)
+
+
 def test_csv_layout_matches_the_original(tmp_path):
     sts = read_sts(_write(tmp_path))
     metrics = {m: i / 10 for i, m in enumerate(CSV_COLUMNS[2:])}

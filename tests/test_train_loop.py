@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sgpt_qdrant.train.evaluate import evaluate
+from sgpt_qdrant.train.evaluate import evaluate, read_sts
 from sgpt_qdrant.train.loop import TrainConfig, Trainer, train
 
 # Twelve concepts, each with two single-token surface forms. Paraphrases use the other forms, so
@@ -84,6 +84,7 @@ def _config(plain_neo, task, out, **kw):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_max_steps_0_writes_the_recipe_starting_model(plain_neo, task, tmp_path):
     from safetensors.torch import load_file
 
@@ -165,6 +166,7 @@ def test_unfrozen_trains_everything_with_decay_groups(plain_neo, task, tmp_path)
     assert not torch.equal(wte, trainer.model.transformer.wte.weight)
 
 
+@pytest.mark.slow
 def test_training_improves_held_apart_spearman_and_saved_dir_matches(plain_neo, task, tmp_path):
     from sgpt_qdrant import SGPTEmbedding
 
@@ -177,7 +179,7 @@ def test_training_improves_held_apart_spearman_and_saved_dir_matches(plain_neo, 
     assert before < 0.25 and after > before + 0.3, (before, after)
     # The kept model is the best of the four epoch-end evaluations.
     best = max(result.history, key=lambda r: max(r[k] for k in r if k.endswith("spearman")))
-    assert result.dev == {k: v for k, v in best.items() if k not in ("epoch", "steps")}
+    assert result.dev == {k: v for k, v in best.items() if k not in ("epoch", "steps", "global_step")}
     # Written out, the final in-memory model gives the same vectors through SGPTEmbedding.
     trainer.output = tmp_path / "final"
     trainer.save_model()
@@ -198,10 +200,68 @@ def test_training_improves_held_apart_spearman_and_saved_dir_matches(plain_neo, 
             assert metrics[key] == pytest.approx(value, abs=1e-5)
 
 
+def test_max_steps_beyond_an_epoch_runs_more_epochs_on_one_schedule(plain_neo, task, tmp_path, caplog):
+    """400 triplets in batches of 32: 12 steps an epoch; 30 steps = two epochs and 6 steps, evaluated
+    at each epoch's end and the run's end; one warmup + decay spanning all 30 (Hugging Face's meaning)."""
+    caplog.set_level("INFO", logger="sgpt_qdrant.train.loop")
+    trainer = Trainer(_config(plain_neo, task, tmp_path / "e", max_steps=30, batch_size=32, eval_steps=0, lr=1e-3))
+    result = trainer.run()
+    assert result.steps == trainer.step == 30 and trainer.steps_per_epoch == 12
+    assert [(r["epoch"], r["steps"], r["global_step"]) for r in result.history] == [(0, -1, 12), (1, -1, 24),
+                                                                                     (2, -1, 30)]
+    warmup = 3  # ceil(0.1 * 30)
+    expected = [1e-3 * s / warmup if s < warmup else 1e-3 * (30 - s) / (30 - warmup) for s in range(30)]
+    np.testing.assert_allclose([lr for _, _, lr in trainer.log], expected, rtol=1e-9, atol=1e-15)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("→ 30 steps (2.50 epochs of 12)" in m and "STS dev at each epoch's end" in m for m in messages)
+    labels = [m.split(":")[0] for m in messages if m.startswith("STS dev")]
+    assert labels == ["STS dev at step 12/30 (end of epoch 1)", "STS dev at step 24/30 (end of epoch 2)",
+                      "STS dev at step 30/30 (end of training)"]
+
+
+@pytest.mark.slow
+def test_the_best_evaluation_is_the_saved_model(plain_neo, task, tmp_path):
+    """From step 50 on, put the untrained Dense layers back after every step: the last evaluation
+    scores worse than the best, and the folder must hold the best (scored here through the runtime
+    Encoder, not the trainer)."""
+    from sgpt_qdrant import Encoder
+
+    def untrain(trainer):
+        if trainer.step >= 50:
+            with torch.no_grad():
+                for layer, start in zip(trainer.model.dense, trainer.base.dense):
+                    layer.linear.weight.copy_(start.weight)
+                    layer.linear.bias.copy_(start.bias)
+
+    result = train(_config(plain_neo, task, tmp_path / "b", max_steps=75, eval_steps=0), on_step=untrain)
+    scores = [max(r[k] for k in r if k.endswith("spearman")) for r in result.history]
+    assert [r["global_step"] for r in result.history] == [25, 50, 75]
+    best = int(np.argmax(scores))
+    assert best < 2 and scores[best] > scores[2] + 0.1, scores
+    saved = evaluate(Encoder(str(tmp_path / "b"), device="cpu").encode, read_sts(task / "sts-dev.csv"))
+    for key, value in result.history[best].items():
+        if key.endswith(("spearman", "pearson")):
+            assert saved[key] == pytest.approx(value, abs=1e-5)
+    assert result.best_step == (best, -1)
+    assert f"kept model: step {25 * (best + 1)} of 75" in (tmp_path / "b" / "README.md").read_text()
+
+
+def test_progress_without_a_terminal_is_plain_log_lines(plain_neo, task, tmp_path, caplog, capsys):
+    caplog.set_level("INFO", logger="sgpt_qdrant.train.loop")
+    train(_config(plain_neo, task, tmp_path / "p", max_steps=40, batch_size=4, sts_dev=None, progress=True))
+    assert "\r" not in capsys.readouterr().err  # no tqdm bar when stderr is not a terminal
+    messages = [r.getMessage() for r in caplog.records]
+    steps = [m.split()[1] for m in messages if m.startswith("step ")]
+    assert steps == [f"{s}/40" for s in range(2, 41, 2)] and "loss" in messages[-1]
+    assert any("no evaluation (the final model is kept)" in m for m in messages)
+    assert not any("every epoch steps" in m or "step -1" in m for m in messages)
+
+
 def _dense_state(trainer):
     return {k: v.clone() for k, v in trainer.model.state_dict().items() if k.startswith("dense.")}
 
 
+@pytest.mark.slow
 def test_resume_gives_the_uninterrupted_result(plain_neo, task, tmp_path):
     common = dict(max_steps=9, eval_steps=3, save_steps=2, keep_checkpoints=True)
     full = Trainer(_config(plain_neo, task, tmp_path / "full", **common))
@@ -254,6 +314,7 @@ def test_resume_refuses_other_settings(plain_neo, task, tmp_path):
         Trainer(_config(plain_neo, task, tmp_path / "empty", resume="auto", **common))
 
 
+@pytest.mark.slow
 def test_cli_train_and_errors(plain_neo, task, tmp_path):
     from sgpt_qdrant.train.cli import main
 
@@ -268,15 +329,56 @@ def test_cli_train_and_errors(plain_neo, task, tmp_path):
     assert (out / "eval" / "similarity_evaluation_sts-test_results.csv").read_text().splitlines()[1].startswith("-1,-1,")
     assert not (out / "checkpoints").exists()
     card = (out / "README.md").read_text()
-    assert "| Steps | 3 of 3 planned" in card and "test |" in card and "2 × Dense 32→32" in card
+    assert "| Steps | 3 of 3 planned" in card and "| test (kept model) |" in card and "2 × Dense 32→32" in card
+    # No local directories in a card meant for publishing; a usage line that loads the folder by a path.
+    assert str(tmp_path) not in card and "`triplets.tsv`:" in card and "split" not in card.split("| Data |")[1]
+    assert 'Encoder("./cli")' in card
 
     again = CliRunner().invoke(main, args)
-    assert again.exit_code == 1 and "already holds a model" in again.output and "--overwrite" in again.output
+    assert again.exit_code == 2 and "already holds a model" in again.output and "--overwrite" in again.output
     missing = CliRunner().invoke(main, [*args, "--overwrite", "--data", str(tmp_path / "nope.tsv")])
-    assert missing.exit_code == 1 and "nope.tsv: no such data file" in missing.output
+    assert missing.exit_code == 2 and "nope.tsv: no such data file" in missing.output
     assert math.isclose(summary["best_score"], max(v for k, v in summary["dev"].items() if k.endswith("spearman")))
 
 
+def test_cli_refuses_a_nan_sts_score_in_one_line(plain_neo, task, tmp_path):
+    from sgpt_qdrant.train.cli import main
+
+    sts = tmp_path / "sts-dev.csv"
+    rows = (task / "sts-dev.csv").read_text().splitlines()
+    fields = rows[6].split("\t")
+    fields[4] = "nan"
+    rows[6] = "\t".join(fields)
+    sts.write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(main, ["--data", str(task / "triplets.tsv"), "--output", str(tmp_path / "o"),
+                                       "--base-model", str(plain_neo), "--sts-dev", str(sts), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"Error: {sts}:7: score 'nan' is not a number in 0..5"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not a checkpoint"])
+def test_a_corrupt_resume_checkpoint_is_named_in_one_line(plain_neo, task, tmp_path, damage):
+    from sgpt_qdrant.train.cli import main
+
+    args = ["--data", str(task / "triplets.tsv"), "--output", str(tmp_path / "r"), "--base-model", str(plain_neo),
+            "--max-steps", "4", "--batch-size", "8", "--save-steps", "2", "--lr", "1e-2", "--device", "cpu",
+            "--no-progress"]
+    train(_config(plain_neo, task, tmp_path / "r", max_steps=4, batch_size=8, save_steps=2, sts_dev=None),
+          on_step=lambda t: setattr(t.stop, "requested", t.step == 2))
+    state = tmp_path / "r" / "checkpoints" / "step-2" / "trainer_state.pt"
+    if damage == "truncated":
+        state.write_bytes(state.read_bytes()[:1000])
+    elif damage == "empty":
+        state.write_bytes(b"")
+    else:
+        torch.save([1, 2, 3], state)
+    result = CliRunner().invoke(main, [*args, "--resume"])
+    assert result.exit_code == 2, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"Error: --resume: {state} ") and "Traceback" not in line
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes_and_resume(plain_neo, task, tmp_path):
     """Two gloo ranks through torchrun (each rank its own batches, gathered loss), then a resume
     from the mid-run checkpoint, which ends on the same weights."""

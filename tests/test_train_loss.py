@@ -80,6 +80,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gather_across_two_processes_equals_one_big_batch(tmp_path):
     """Two gloo ranks of 4 anchors each: the mean loss and the averaged gradient equal a single
     process scoring all 8 anchors against all 8 positives and 8 hard negatives."""

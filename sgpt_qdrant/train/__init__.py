@@ -1,13 +1,52 @@
-"""``sgpt-train``: the NLI fine-tune that produced SGPT-125M-mean-nli-linearthenpool5, in plain torch."""
+"""``sgpt-train``: the NLI fine-tune that produced SGPT-125M-mean-nli-linearthenpool5, in plain torch.
 
-from .base import DEFAULT_BASE, start_checkpoint
-from .batching import NoDuplicatesBatcher
-from .data import DataError, load, read_file, triplets_from_pairs
-from .evaluate import read_sts, similarity_metrics
-from .loop import TrainConfig, Trainer, TrainResult, train
-from .loss import mnrl
+Exports resolve lazily (PEP 562), so ``sgpt-train --help`` does not load torch.
+"""
 
-__all__ = [
-    "DEFAULT_BASE", "DataError", "NoDuplicatesBatcher", "TrainConfig", "TrainResult", "Trainer", "load",
-    "mnrl", "read_file", "read_sts", "similarity_metrics", "start_checkpoint", "train", "triplets_from_pairs",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: public name -> (module, attribute)
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "DEFAULT_BASE": (".config", "DEFAULT_BASE"),
+    "TrainConfig": (".config", "TrainConfig"),
+    "DataError": (".data", "DataError"),
+    "load": (".data", "load"),
+    "read_file": (".data", "read_file"),
+    "triplets_from_pairs": (".data", "triplets_from_pairs"),
+    "NoDuplicatesBatcher": (".batching", "NoDuplicatesBatcher"),
+    "read_sts": (".evaluate", "read_sts"),
+    "similarity_metrics": (".evaluate", "similarity_metrics"),
+    "start_checkpoint": (".base", "start_checkpoint"),
+    "Trainer": (".loop", "Trainer"),
+    "TrainResult": (".loop", "TrainResult"),
+    "train": (".loop", "train"),
+    "mnrl": (".loss", "mnrl"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .base import start_checkpoint
+    from .batching import NoDuplicatesBatcher
+    from .config import DEFAULT_BASE, TrainConfig
+    from .data import DataError, load, read_file, triplets_from_pairs
+    from .evaluate import read_sts, similarity_metrics
+    from .loop import Trainer, TrainResult, train
+    from .loss import mnrl
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'sgpt_qdrant.train' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -9,10 +9,9 @@ import os
 import torch
 
 from .. import checkpoint as ckpt
+from .config import DEFAULT_BASE
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BASE = "EleutherAI/gpt-neo-125M"
 
 
 def new_dense_layers(width: int, n: int, seed: int) -> list[ckpt.DenseLayer]:

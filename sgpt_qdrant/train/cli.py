@@ -1,18 +1,35 @@
-"""``sgpt-train`` and ``sgpt-eval``. Multi-GPU: ``torchrun --nproc_per_node N -m sgpt_qdrant.train.cli ...``."""
+"""``sgpt-train`` and ``sgpt-eval``. Multi-GPU: ``torchrun --nproc_per_node N -m sgpt_qdrant.train.cli ...``.
+
+Only click and the config are imported up front, so ``--help`` and a refused option answer
+without loading torch; the trainer is imported when it runs.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
 
-from ..checkpoint import CheckpointError
-from .base import DEFAULT_BASE
-from .data import DataError
+from .config import DEFAULT_BASE
 
-_USER_ERRORS = (DataError, CheckpointError, ValueError, FileNotFoundError, FileExistsError)
+#: A refused argument or input file: one line, exit 2 (a usage error), as click does for options.
+USAGE_EXIT = 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from ..checkpoint import CheckpointError
+    from .data import DataError
+
+    return (DataError, CheckpointError, ValueError, FileNotFoundError, FileExistsError)
+
+
+def _refuse(exc: BaseException) -> click.ClickException:
+    error = click.ClickException(str(exc))
+    error.exit_code = USAGE_EXIT
+    return error
 
 
 def _setup_logging(main_rank: bool = True) -> None:
@@ -37,7 +54,8 @@ def _setup_logging(main_rank: bool = True) -> None:
 @click.option("--batch-size", default=64, type=int, help="Triplets per step and process.")
 @click.option("--epochs", default=1, type=int)
 @click.option("--max-steps", default=None, type=int,
-              help="Stop after this many steps (the schedule spans them); 0 writes the untrained model.")
+              help="Train exactly this many steps, over as many epochs as needed (replaces --epochs, as in "
+                   "Hugging Face's Trainer); the schedule spans them; 0 writes the untrained model.")
 @click.option("--lr", default=2e-5, type=float)
 @click.option("--adam-eps", default=1e-6, type=float)
 @click.option("--weight-decay", default=0.01, type=float)
@@ -61,17 +79,22 @@ def _setup_logging(main_rank: bool = True) -> None:
 @click.option("--progress/--no-progress", default=True)
 def main(**options) -> None:
     """Train an SGPT bi-encoder by the SGPT-125M-mean-nli-linearthenpool5 recipe (defaults = recipe)."""
-    from . import distributed
-    from .loop import TrainConfig, train
+    from .config import TrainConfig
 
-    _setup_logging(int(__import__("os").environ.get("RANK", "0")) == 0)
+    _setup_logging(int(os.environ.get("RANK", "0")) == 0)
     options["data"] = list(options["data"])
-    config = TrainConfig(**options)
+    try:
+        config = TrainConfig(**options)
+    except ValueError as exc:
+        raise _refuse(exc) from None
+    from . import distributed
+    from .loop import train
+
     try:
         result = train(config)
         main_rank = distributed.is_main()
-    except _USER_ERRORS as exc:
-        raise click.ClickException(str(exc)) from None
+    except _user_errors() as exc:
+        raise _refuse(exc) from None
     finally:
         distributed.shutdown()
     if not main_rank:
@@ -109,8 +132,8 @@ def eval_main(model: str, sts_files: tuple[str, ...], split: str, device: str | 
             results[f"{path}:{sts.name}"] = metrics
             if csv_dir:
                 append_csv(csv_dir, sts, -1, -1, metrics)
-    except _USER_ERRORS as exc:
-        raise click.ClickException(str(exc)) from None
+    except _user_errors() as exc:
+        raise _refuse(exc) from None
     click.echo(json.dumps(results, indent=2))
 
 

@@ -37,12 +37,14 @@ class TrainingData:
     triplets: list[Triplet] = field(default_factory=list)
     skipped: int = 0  # rows without a gold label
     sources: list[str] = field(default_factory=list)
+    split_sources: list[str] = field(default_factory=list)  # sources whose rows were chosen by a split
 
     def extend(self, other: TrainingData) -> None:
         self.pairs += other.pairs
         self.triplets += other.triplets
         self.skipped += other.skipped
         self.sources += other.sources
+        self.split_sources += other.split_sources
 
 
 def open_text(path: Path) -> io.TextIOBase:
@@ -122,6 +124,8 @@ def _read_tsv(path: Path, split: str | None, data: TrainingData) -> None:
         names = set(header)
         if {"sentence1", "sentence2", "label"} <= names or {"anchor", "positive", "negative"} <= names:
             use_split = split if "split" in names else None
+            if use_split is not None:
+                data.split_sources.append(str(path))
             for n, fields in enumerate(reader, 2):
                 if not fields:
                     continue
@@ -189,7 +193,7 @@ def read_hub(spec: str, split: str = "train") -> TrainingData:
     except Exception as exc:  # offline, unknown name, missing split: one clear line
         raise DataError(f"{spec}: cannot load the Hugging Face dataset ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''}); pass a local file instead") from None
-    data = TrainingData(sources=[spec])
+    data = TrainingData(sources=[spec], split_sources=[spec])
     for n, row in enumerate(rows):
         _record(row, f"{spec}[{n}]", data)
     return data

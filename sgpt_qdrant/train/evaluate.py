@@ -87,10 +87,14 @@ def read_sts(path: str | os.PathLike[str], split: str = "dev", name: str | None 
 
 
 def _score(text: str, path: Path, n: int) -> float:
+    """A gold score in 0..5; one NaN would make every correlation NaN, so it is refused too."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DataError(f"{path}:{n}: score {text!r} is not a number") from None
+    if not 0.0 <= value <= 5.0:  # also false for NaN
+        raise DataError(f"{path}:{n}: score {text!r} is not a number in 0..5")
+    return value
 
 
 def similarity_metrics(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> dict[str, float]:
