@@ -88,6 +88,7 @@ def test_help_documents_every_option():
         assert option in out
 
 
+@pytest.mark.slow  # several full runs end to end (multi-second)
 def test_ingest_rerun_edit_prune(tmp_path, tiny_model_dir):
     docs = make_docs(tmp_path / "docs")
     store = tmp_path / "qdrant"
@@ -261,6 +262,7 @@ def _docs_by_id(path) -> set[str]:
     return {payload["doc_id"] for payload, _ in stored(path).values()}
 
 
+@pytest.mark.slow  # several full runs end to end (multi-second)
 def test_partitions_fill_one_collection_and_prune_only_their_share(tmp_path, tiny_model_dir):
     from sgpt_qdrant.ingest.partition import share_of
 
@@ -366,6 +368,7 @@ class _NoModel:
         raise AssertionError("the model was loaded")
 
 
+@pytest.mark.slow  # several full runs end to end (multi-second)
 def test_unchanged_rerun_dry_run_and_locked_store_never_load_the_model(tmp_path, tiny_model_dir, monkeypatch):
     import sgpt_qdrant
 
@@ -464,6 +467,7 @@ def test_a_non_utf8_file_name_is_ingested_and_blocks_nothing(tmp_path, tiny_mode
     assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] == 4  # and it is found again
 
 
+@pytest.mark.slow  # several full runs end to end (multi-second)
 def test_a_model_replaced_at_the_same_path_re_embeds(tmp_path):
     from sgpt_qdrant.testing import write_random_checkpoint
 

@@ -93,6 +93,7 @@ FAMILY = {
 }
 
 
+@pytest.mark.slow  # several full runs end to end (multi-second)
 @pytest.mark.parametrize("name", FAMILY)
 def test_sgpt_family_layouts_match_sentence_transformers(tmp_path, name):
     model_dir = write_random_checkpoint(tmp_path / name, seed=3, **FAMILY[name])
