@@ -10,8 +10,9 @@ Exports resolve lazily (PEP 562), as in :mod:`sgpt_qdrant`: ``import sgpt_qdrant
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "StoreError": ".client", "api_key_from_env": ".client", "open_client": ".client",
@@ -35,14 +36,4 @@ if TYPE_CHECKING:
     from .sync import Summary
     from .upload import Uploader, UploadError
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -93,17 +93,24 @@ def _blocks(text: str) -> Iterator[tuple[int, int, str]]:
         a, b = line
         return any(p.match(text, a, b) for p in (_FENCE, _ATX, _ITEM, _ROW, _BOX, _SLASH_OPEN)) or markup(line)
 
+    def blank_run_inside(deeper_than: int) -> bool:
+        """At a blank line: consume the run of blank lines when the line after it is indented
+        deeper than ``deeper_than`` (the block goes on), else consume nothing."""
+        k = 1
+        while (nxt := lines.peek(k)) is not None and blank(nxt):
+            k += 1
+        if nxt is None or indent(nxt) <= deeper_than:
+            return False
+        for _ in range(k):
+            lines.next()
+        return True
+
     def indented_body(header_indent: int, end: int) -> int:
         """Consume the lines indented deeper than the header (blank lines inside kept)."""
         while (line := lines.peek()) is not None:
             if blank(line):
-                k = 1
-                while (nxt := lines.peek(k)) is not None and blank(nxt):
-                    k += 1
-                if nxt is None or indent(nxt) <= header_indent:
+                if not blank_run_inside(header_indent):
                     break
-                for _ in range(k):
-                    lines.next()
                 continue
             if indent(line) <= header_indent:
                 break
@@ -155,13 +162,8 @@ def _blocks(text: str) -> Iterator[tuple[int, int, str]]:
             end = b
             while (nxt := lines.peek()) is not None:
                 if blank(nxt):
-                    k = 1
-                    while (after := lines.peek(k)) is not None and blank(after):
-                        k += 1
-                    if after is None or indent(after) <= ind:
+                    if not blank_run_inside(ind):
                         break
-                    for _ in range(k):
-                        lines.next()
                     continue
                 if indent(nxt) <= ind and starts_block(nxt):
                     break

@@ -6,8 +6,9 @@ Exports are resolved lazily (PEP 562), so ``import sgpt_qdrant.checkpoint`` or t
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 #: public name -> (module, attribute)
 _EXPORTS: dict[str, tuple[str, str]] = {
@@ -45,16 +46,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .ingest.distributed import RayOptions
     from .ingest.pipeline import IngestOptions, ingest_paths
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        module, attribute = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'sgpt_qdrant' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module, __name__), attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -361,3 +361,12 @@ def examples_store(tmp_path_factory, tiny_model_dir):
     summary = ingest_paths([str(docs)], path=str(path), model=str(tiny_model_dir))
     assert summary.ingested == len(list(docs.iterdir())) and summary.failed == 0
     return path
+
+
+@pytest.fixture(scope="module")
+def isolated_export_cache(tmp_path_factory):
+    """SGPT_CACHE_DIR pointed at a fresh folder for one test module (ONNX and FastEmbed exports)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SGPT_CACHE_DIR", str(tmp_path_factory.mktemp("sgpt-cache")))
+    yield
+    mp.undo()

@@ -31,12 +31,8 @@ TEXTS = varied_texts() + ["   ", "\x1c\u3000 pad \u2009\x1f", "."]
 EMPTY = [i for i, t in enumerate(TEXTS) if not t.strip()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SGPT_CACHE_DIR", str(tmp_path_factory.mktemp("sgpt-cache")))
-    yield
-    mp.undo()
+#: Exports (ONNX, FastEmbed) go to a cache of this module's own, not ~/.cache.
+pytestmark = pytest.mark.usefixtures("isolated_export_cache")
 
 
 @pytest.fixture(scope="module")

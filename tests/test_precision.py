@@ -58,12 +58,8 @@ LOSSY_COS = 0.999
 LOSSY_BATCH_COS = float(np.cos(2 * np.arccos(LOSSY_COS)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache_dir(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SGPT_CACHE_DIR", str(tmp_path_factory.mktemp("sgpt-cache")))
-    yield
-    mp.undo()
+#: Exports (ONNX, FastEmbed) go to a cache of this module's own, not ~/.cache.
+pytestmark = pytest.mark.usefixtures("isolated_export_cache")
 
 
 @pytest.fixture(scope="module")

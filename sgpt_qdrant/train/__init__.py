@@ -5,8 +5,9 @@ Exports resolve lazily (PEP 562), so ``sgpt-train --help`` does not load torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 #: public name -> (module, attribute)
 _EXPORTS: dict[str, tuple[str, str]] = {
@@ -37,16 +38,4 @@ if TYPE_CHECKING:
     from .loop import Trainer, TrainResult, train
     from .loss import mnrl
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        module, attribute = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'sgpt_qdrant.train' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module, __name__), attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
