@@ -105,6 +105,15 @@ def _blocks(text: str) -> Iterator[tuple[int, int, str]]:
             lines.next()
         return True
 
+    def through_closer(closer: re.Pattern, end: int) -> int:
+        """Consume the opening line and every line up to and including its closer (or the end)."""
+        lines.next()
+        while (inner := lines.next()) is not None:
+            end = inner[1]
+            if closer.match(text, *inner):
+                break
+        return end
+
     def indented_body(header_indent: int, end: int) -> int:
         """Consume the lines indented deeper than the header (blank lines inside kept)."""
         while (line := lines.peek()) is not None:
@@ -125,22 +134,9 @@ def _blocks(text: str) -> Iterator[tuple[int, int, str]]:
         ind = indent(line)
         if m := _FENCE.match(text, a, b):
             closer = re.compile(r"[ \t]*" + re.escape(m.group(1)[0]) + "{%d,}[ \t]*$" % len(m.group(1)))
-            lines.next()
-            end = b
-            while (inner := lines.next()) is not None:
-                end = inner[1]
-                if closer.match(text, *inner):
-                    break
-            yield a, end, "code"
+            yield a, through_closer(closer, b), "code"
         elif m := _SLASH_OPEN.match(text, a, b):
-            closer = re.compile(r"[ \t]*/{%d}[ \t]*$" % len(m.group(1)))
-            lines.next()
-            end = b
-            while (inner := lines.next()) is not None:
-                end = inner[1]
-                if closer.match(text, *inner):
-                    break
-            yield a, end, "box"
+            yield a, through_closer(re.compile(r"[ \t]*/{%d}[ \t]*$" % len(m.group(1))), b), "box"
         elif _BOX.match(text, a, b):
             lines.next()
             yield a, indented_body(ind, b), "box"
