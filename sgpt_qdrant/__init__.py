@@ -20,6 +20,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SGPTEmbedding": (".embedding", "SGPTEmbedding"),
     "Encoder": (".engine", "Encoder"),
     "SGPTModel": (".model", "SGPTModel"),
+    "TruncationWarning": (".tokens", "TruncationWarning"),
+    "EmptyTextWarning": (".tokens", "EmptyTextWarning"),
     "SGPTNodeParser": (".ingest.node_parser", "SGPTNodeParser"),
     "export_fastembed": (".fastembed_export", "export_fastembed"),
     "FastEmbedError": (".fastembed_register", "FastEmbedError"),
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .fastembed_export import export_fastembed
     from .fastembed_register import FastEmbedError, FastEmbedModel, register_fastembed
     from .model import SGPTModel
+    from .tokens import EmptyTextWarning, TruncationWarning
     from .ingest.distributed import RayOptions
     from .ingest.pipeline import IngestOptions, ingest_paths
 

@@ -4,21 +4,17 @@
 and serialisable, the model is loaded once into a private attribute, and batches go to the
 :class:`~sgpt_qdrant.engine.Encoder` whole so that it can sort and pack them.
 
-What the model cannot see is said out loud, once per call, as a Python warning:
-
-* a text over ``max_length`` tokens is cut there, as the reference cuts it
-  (:class:`TruncationWarning`, with how many texts and tokens were cut; build nodes with
-  :class:`~sgpt_qdrant.ingest.node_parser.SGPTNodeParser` so that none is);
-* an empty or whitespace-only text has no tokens, and the reference's mean over no tokens is an
-  all-zero vector, which makes cosine similarity NaN. It is embedded as the end-of-text token
-  alone instead: a fixed, finite vector (:class:`EmptyTextWarning`);
-* ``None`` or any non-string raises ``TypeError`` naming its position.
+What the model cannot see is said by the encoder, once per call, as a Python warning:
+a text over ``max_length`` tokens is cut there as the reference cuts it (:class:`TruncationWarning`,
+with how many texts and tokens; build nodes with
+:class:`~sgpt_qdrant.ingest.node_parser.SGPTNodeParser` so that none is); an empty or
+whitespace-only text is embedded as the end-of-text token alone (:class:`EmptyTextWarning`);
+``None`` or any non-string raises ``TypeError`` naming its position.
 """
 
 from __future__ import annotations
 
 import asyncio
-import warnings
 from typing import Any
 
 import numpy as np
@@ -27,14 +23,9 @@ from pydantic import Field, PrivateAttr
 
 from .checkpoint import DEFAULT_MODEL
 from .engine import Encoder
+from .tokens import EmptyTextWarning, TruncationWarning
 
-
-class TruncationWarning(UserWarning):
-    """Texts longer than the model's token limit were cut: their end is not in the vector."""
-
-
-class EmptyTextWarning(UserWarning):
-    """Empty or whitespace-only texts were embedded as the end-of-text token."""
+__all__ = ["EmptyTextWarning", "SGPTEmbedding", "TruncationWarning"]
 
 
 class SGPTEmbedding(BaseEmbedding):
@@ -75,37 +66,11 @@ class SGPTEmbedding(BaseEmbedding):
         return self._encoder.truncated
 
     def _embed(self, texts: list[str]) -> list[Embedding]:
-        vectors = self._encoder.encode(self._checked(texts))
+        vectors = self._encoder.encode(texts)
         if self.normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
         return vectors.tolist()
-
-    def _checked(self, texts: list[str]) -> list[str]:
-        """``texts`` as the encoder gets them, with the warnings and checks above."""
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"text at position {i} is {type(text).__name__}, not str")
-        encoder = self._encoder
-        limit = encoder.max_length
-        lengths = [len(x) for x in encoder.tokenizer([t.strip() for t in texts], add_special_tokens=False)["input_ids"]]
-        over = [n - limit for n in lengths if n > limit]
-        if over:  # the encoder counts them in truncated_count as it cuts them
-            warnings.warn(
-                f"SGPTEmbedding: {len(over)} of {len(texts)} texts were longer than {limit} tokens and "
-                f"were cut ({sum(over)} tokens not embedded, up to {max(over)} from one text); split "
-                "documents with sgpt_qdrant.SGPTNodeParser (Settings.node_parser = SGPTNodeParser(...)) "
-                "so that no node is cut", TruncationWarning, stacklevel=3)
-        empty = [i for i, n in enumerate(lengths) if n == 0]
-        if empty:
-            warnings.warn(
-                f"SGPTEmbedding: {len(empty)} empty or whitespace-only texts (first at position {empty[0]}) "
-                "were embedded as the end-of-text token alone (the reference would give an all-zero "
-                "vector, whose cosine similarity is NaN)", EmptyTextWarning, stacklevel=3)
-            texts = list(texts)
-            for i in empty:
-                texts[i] = encoder.tokenizer.eos_token  # parsed as the one special token
-        return texts
 
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._embed([query])[0]

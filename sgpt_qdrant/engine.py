@@ -134,9 +134,11 @@ class Encoder:
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids as the reference makes them: stripped, no BOS/EOS, cut to ``max_length``.
 
-        An empty or whitespace-only text has no token to pool (sentence-transformers returns a
-        zero vector in a mixed batch and fails on a batch of only such texts): it is embedded as
-        the end-of-text token alone, a defined vector, with a warning naming the positions.
+        What the model cannot see is said once per call, as a Python warning: texts cut at
+        ``max_length`` (:class:`~sgpt_qdrant.tokens.TruncationWarning`, with how many tokens), and
+        empty or whitespace-only texts, which have no token to pool (sentence-transformers returns
+        a zero vector in a mixed batch and fails on a batch of only such texts): they are embedded
+        as the end-of-text token alone, a defined vector (:class:`~sgpt_qdrant.tokens.EmptyTextWarning`).
         """
         return self._tokenize(texts)
 
@@ -144,11 +146,16 @@ class Encoder:
         out = tokens.tokenize(self.tokenizer, texts, self.max_length, empty_id=self._empty_id)
         if out.truncated:
             self.truncated += out.truncated
-            log.debug("truncated %d of %d texts to %d tokens", out.truncated, len(texts), self.max_length)
+            warnings.warn(
+                f"{out.truncated} of {len(texts)} texts were longer than {self.max_length} tokens and were cut "
+                f"({out.tokens_cut} tokens not embedded, up to {out.most_cut} from one text), as the reference "
+                "cuts them; split documents with sgpt_qdrant.SGPTNodeParser (LlamaIndex) or sgpt-ingest so that "
+                "no text is cut", tokens.TruncationWarning, stacklevel=4)
         if out.empty:
             shown = ", ".join(f"texts[{offset + i}]" for i in out.empty[:5]) + (" ..." if len(out.empty) > 5 else "")
-            warnings.warn(f"{len(out.empty)} empty or whitespace-only text(s) ({shown}) embedded as the "
-                          "end-of-text token alone", UserWarning, stacklevel=4)
+            warnings.warn(f"{len(out.empty)} empty or whitespace-only texts ({shown}) were embedded as the "
+                          "end-of-text token alone (the reference's all-zero vector would make cosine "
+                          "similarity NaN)", tokens.EmptyTextWarning, stacklevel=4)
         return out.ids
 
     def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:

@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 EARLY_CLOSE_SHARE, EARLY_CLOSE_RATIO = 0.125, 0.8
 
 
+class TruncationWarning(UserWarning):
+    """Texts longer than the model's token limit were cut there (as the reference cuts them):
+    their end is not in the vector."""
+
+
+class EmptyTextWarning(UserWarning):
+    """Empty or whitespace-only texts were embedded as the end-of-text token alone (the
+    reference's mean over no tokens is an all-zero vector, whose cosine similarity is NaN)."""
+
+
 @dataclass
 class Tokenized:
     """Token ids per text, and what had to be done to them."""
@@ -31,6 +41,8 @@ class Tokenized:
     ids: list[list[int]]
     truncated: int = 0  # texts cut to max_length
     empty: list[int] = field(default_factory=list)  # positions of texts with no tokens
+    tokens_cut: int = 0  # tokens beyond max_length, over all texts
+    most_cut: int = 0  # the most cut from one text
 
 
 def check_texts(texts: Sequence[object]) -> None:
@@ -53,13 +65,13 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_lengt
     if not texts:
         return Tokenized([])
     ids = tokenizer([t.strip() for t in texts], add_special_tokens=False)["input_ids"]
-    truncated = sum(len(x) > max_length for x in ids)
+    cut = [len(x) - max_length for x in ids if len(x) > max_length]
     ids = [x[:max_length] for x in ids]
     empty = [i for i, x in enumerate(ids) if not x]
     if empty_id is not None:
         for i in empty:
             ids[i] = [int(empty_id)]
-    return Tokenized(ids, truncated, empty)
+    return Tokenized(ids, len(cut), empty, sum(cut), max(cut, default=0))
 
 
 def pad(ids: Sequence[Sequence[int]], batch: Sequence[int], pad_id: int,

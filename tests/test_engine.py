@@ -99,7 +99,7 @@ def test_edge_inputs(tiny_encoder):
 
 def test_empty_text_is_the_end_of_text_token_with_a_warning(tiny_encoder):
     """No silent zero vector (cosine with it is NaN): "" and whitespace embed as EOS alone."""
-    with pytest.warns(UserWarning, match=r"2 empty or whitespace-only text\(s\) \(texts\[0\], texts\[2\]\)"):
+    with pytest.warns(UserWarning, match=r"2 empty or whitespace-only texts \(texts\[0\], texts\[2\]\)"):
         got = tiny_encoder.encode(["", "words", " \t\n "])
     eos = tiny_encoder.encode([tiny_encoder.tokenizer.eos_token])[0]  # the literal token text
     assert np.linalg.norm(got[0]) > 0 and np.isfinite(got).all()

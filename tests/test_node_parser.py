@@ -92,9 +92,9 @@ def test_empty_and_wrong_type_inputs(embed_model):
         assert np.allclose(v, eos, atol=1e-6) and np.linalg.norm(v) > 0
     score = embed_model.similarity(vectors[0], vectors[1])
     assert not math.isnan(score)
-    with pytest.raises(TypeError, match="position 1 is NoneType"):
+    with pytest.raises(TypeError, match=r"texts\[1\]: expected str, got NoneType"):
         embed_model.get_text_embedding_batch(["fine", None])
-    with pytest.raises(TypeError, match="position 0 is int"):
+    with pytest.raises(TypeError, match=r"texts\[0\]: expected str, got int"):
         embed_model.get_text_embedding_batch([7])
 
 
