@@ -19,13 +19,14 @@ import warnings
 
 import click
 
+from typing import TYPE_CHECKING
+
 from . import client as qc
 from . import schema
-from .distributed import RayOptions
-from .pipeline import IngestError, IngestOptions, ingest_paths
 from .read import MAX_FILE_BYTES, ReadOptions
-from .sync import CATEGORIES, Summary
-from .upload import UploadError
+
+if TYPE_CHECKING:  # the pipeline (qdrant-client, LlamaIndex, numpy) is imported when a run starts,
+    from .sync import Summary  # so --help and a refused option answer at once
 
 EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
 #: Test hook: seconds to sleep after each written batch (and a line on stderr), so a test can kill
@@ -108,6 +109,8 @@ def _summary_line(s: Summary) -> str:
 
 
 def _dry_run_lines(s: Summary) -> list[str]:
+    from .sync import CATEGORIES
+
     lines = []
     for category in CATEGORIES:
         names = s.documents.get(category, [])
@@ -211,7 +214,7 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
                                                                                  max_file_size * 2**20),
                               prune=prune, dry_run=dry_run, partition=partition,
                               bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
-                              ray=None if ray_address is None else RayOptions(
+                              ray=None if ray_address is None else dict(
                                   address=ray_address or None, actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
                                   show_progress=not quiet and sys.stderr.isatty()),
                               settings=dict(shards=shards, replication_factor=replication_factor,
@@ -257,6 +260,9 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         prefer_grpc=False, timeout=None, model=None, as_json=False, quiet=False, progress_interval=30.0,
         options=None) -> int:
     """The command without click: prints, returns the exit status. ``options``: IngestOptions fields."""
+    from .pipeline import IngestError, IngestOptions, ingest_paths
+    from .upload import UploadError
+
     progress = _Progress(enabled=False, tty=False, interval=progress_interval)
     handler = _LogToProgress(progress)
     logger = logging.getLogger("sgpt_qdrant")

@@ -16,8 +16,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from qdrant_client import QdrantClient
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # qdrant-client is imported when a client is opened: `sgpt-ingest --help` stays fast
+    from qdrant_client import QdrantClient
 
 DEFAULT_PATH = "./qdrant_storage"
 API_KEY_ENV = "QDRANT_API_KEY"
@@ -94,6 +96,8 @@ def grpc_code_name(exc: BaseException) -> str | None:
 
 def describe(exc: BaseException) -> str:
     """A short cause for messages: status and reason, never a raw server body (it may echo headers)."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
     if isinstance(exc, UnexpectedResponse):
         return f"HTTP {exc.status_code} {exc.reason_phrase}".strip()
     name = grpc_code_name(exc)
@@ -109,6 +113,8 @@ def describe(exc: BaseException) -> str:
 
 def setup_error(exc: BaseException, where: str) -> StoreError:
     """A failed first contact with a server, as one line that names it and says what to do."""
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
     cause = describe(exc)
     status = getattr(exc, "status_code", None)
     source = getattr(exc, "source", None) if isinstance(exc, ResponseHandlingException) else exc
@@ -130,6 +136,8 @@ def open_client(path: str | None = None, url: str | None = None, api_key: str | 
     """A client that is always closed. ``create=False`` yields None for a missing local folder.
 
     A locked embedded folder (another process holds it) is a :class:`StoreError` at once."""
+    from qdrant_client import QdrantClient
+
     if url:
         try:
             client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout)

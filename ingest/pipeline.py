@@ -76,6 +76,8 @@ class IngestOptions:
             raise IngestError(f"chunk-overlap must be at least 0, got {self.chunk_overlap}")
         if isinstance(self.settings, dict):
             self.settings = cc.CollectionSettings(**self.settings)
+        if isinstance(self.ray, dict):
+            self.ray = RayOptions(**self.ray)
 
 
 def discover(paths: Sequence[str | os.PathLike[str]], include: Sequence[str] = (), exclude: Sequence[str] = (),
