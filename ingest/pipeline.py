@@ -7,7 +7,7 @@ mid-run (what was written is consistent: run again), ``KeyboardInterrupt`` as is
 cannot be read fails alone: it is counted and named in the returned :class:`Summary`.
 
 Order of work, cheapest first, so that a run with nothing to embed never loads the model:
-model files are peeked at (dimension, max length: JSON only) → files discovered → store opened
+files discovered → model files peeked at (dimension, max length: JSON only) → store opened
 (a locked folder is refused here) → collection checked → state read → files read, hashed and
 planned → the encoder is built at the first chunk that must be embedded.
 
@@ -205,11 +205,11 @@ def ingest_paths(
     try:
         try:
             share = parse_partition(options.partition) if isinstance(options.partition, str) else options.partition
+            files = discover(paths, options.include, options.exclude, share)  # a mistyped path before any download
             m = _model(model, encoder, options)
             if options.chunk_overlap >= m.max_tokens:
                 raise IngestError(f"--chunk-overlap {options.chunk_overlap} must be below the model's "
                                   f"{m.max_tokens} tokens")
-            files = discover(paths, options.include, options.exclude, share)
         except (ValueError, FileNotFoundError) as exc:
             raise IngestError(str(exc)) from None
         summary = Summary(files_total=len(files), bytes_total=sum(_size(f.path) for f in files))
