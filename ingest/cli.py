@@ -301,7 +301,7 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         progress.close()
         if os.environ.get("SGPT_INGEST_DEBUG"):
             raise
-        _err(f"error: {type(exc).__name__}: {qc.describe(exc)}")
+        _err(f"error: {qc.describe(exc)}")  # describe() names the exception type
         return EXIT_SETUP
     finally:
         logger.removeHandler(handler)

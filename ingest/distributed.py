@@ -161,8 +161,10 @@ class _Embedder:
         self.name = f"{context.get_node_id()[:8]}/{context.get_actor_id()[:8]}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch.get("kind", ()))
+        if n == 0:
+            return batch
         is_chunk = batch["kind"] == CHUNK
-        n = len(batch["kind"])
         vectors = np.zeros((n, self.encoder.dimension), dtype=np.float32)
         start = time.perf_counter()
         if is_chunk.any():
@@ -333,6 +335,9 @@ def ray_sync(
         gpus_per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1 if gpus else 0)
         actors = options.actors or (max(1, int(gpus // gpus_per_actor)) if gpus_per_actor else 1)
         cpus = resources.get("CPU", 0)
+        if gpus_per_actor and actors * gpus_per_actor > gpus:  # Ray Data would wait for GPUs for ever
+            raise RaySetupError(f"{actors} embedding actor(s) with {gpus_per_actor:g} GPU each need more than the "
+                                f"Ray cluster's {gpus:g} GPUs: use fewer actors or --ray-gpus-per-actor 0")
         if cpus - actors * options.cpus_per_actor < 1:  # reading tasks would wait for ever
             raise RaySetupError(f"{actors} embedding actor(s) with {options.cpus_per_actor:g} CPU each leave no CPU "
                              f"of the Ray cluster's {cpus:g} for reading and chunking: use fewer actors")

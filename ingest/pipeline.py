@@ -7,7 +7,8 @@ mid-run (what was written is consistent: run again), ``KeyboardInterrupt`` as is
 cannot be read fails alone: it is counted and named in the returned :class:`Summary`.
 
 Order of work, cheapest first, so that a run with nothing to embed never loads the model:
-files discovered → model files peeked at (dimension, max length: JSON only) → store opened
+files discovered → model files resolved (a Hub id is downloaded once), its dimension and max length
+read from JSON and its files fingerprinted (hashes cached), no weights loaded → store opened
 (a locked folder is refused here) → collection checked → state read → files read, hashed and
 planned → the encoder is built at the first chunk that must be embedded.
 
@@ -116,7 +117,10 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
     if encoder is not None:
         name = str(model or getattr(encoder, "model_name", type(encoder).__name__))
         folder = Path(name)
-        model_id = model_fingerprint(folder) if folder.is_dir() else name
+        try:
+            model_id = model_fingerprint(folder) if folder.is_dir() else name
+        except OSError as exc:
+            raise IngestError(f"{folder}: cannot read the model files to fingerprint them ({exc})") from None
         tokenizer = copy.copy(encoder.tokenizer)
         tokenizer.model_max_length = _NO_LENGTH_LIMIT
         return _Model(name, model_id, int(encoder.dimension), int(encoder.max_length), tokenizer, lambda: encoder)
@@ -124,6 +128,7 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
     try:
         root, dim, max_len = ckpt.peek(name)
         tokenizer, _ = ckpt.load_tokenizer(root)
+        model_id = model_fingerprint(root)
     except (ckpt.CheckpointError, OSError, ValueError) as exc:
         raise IngestError(str(exc)) from None
     tokenizer.model_max_length = _NO_LENGTH_LIMIT
@@ -133,7 +138,7 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
 
         return Encoder(str(root), device=options.device, dtype=options.dtype)
 
-    return _Model(name, model_fingerprint(root), dim, max_len, tokenizer, load)
+    return _Model(name, model_id, dim, max_len, tokenizer, load)
 
 
 class _LazyEncode:

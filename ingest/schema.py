@@ -83,6 +83,11 @@ def make_points(doc_id: str, file_path: str, chunks: Sequence, vectors, *, chunk
             relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=key)},
         )
         payload = node_to_metadata_dict(node, remove_text=False, flat_metadata=True)
-        points.append(models.PointStruct(id=node.node_id, vector={VECTOR_NAME: [float(x) for x in vector]},
+        points.append(models.PointStruct(id=node.node_id, vector={VECTOR_NAME: _floats(vector)},
                                          payload=payload))
     return points
+
+
+def _floats(vector) -> list[float]:
+    """Plain floats for the request: numpy's tolist() converts in C, not value by value in Python."""
+    return vector.tolist() if hasattr(vector, "tolist") else [float(x) for x in vector]

@@ -83,7 +83,9 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
                                        with_vectors=False)
         for p in points:
             payload = p.payload or {}
-            doc_id = str(payload.get(DOC_ID_FIELD))
+            doc_id = payload.get(DOC_ID_FIELD)
+            if not isinstance(doc_id, str):  # not a document's point (written by something else): leave it
+                continue
             doc = state.get(doc_id)
             if doc is None:
                 if doc_id in others:

@@ -28,14 +28,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from . import schema
 from .chunk import CHUNKER_VERSION, Chunk, chunk_text
 from .read import Document, ReadOptions, Skipped, SourceFile, read_document
 from .store import DocState
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CATEGORIES = ("new", "changed", "unchanged", "pruned")
 

@@ -59,6 +59,7 @@ def make_tree(root: Path) -> list[Path]:
     (two / "same.txt").write_text("The second folder's copy is refused.")
     (two / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # id given twice, but skipped: no conflict
     (two / "other.txt").write_text("Another file. " * 40)
+    (two / os.fsdecode(b"caf\xff.txt")).write_text("A file whose name is not UTF-8.")  # ids from the name's bytes
     return [one, two]
 
 
@@ -97,7 +98,7 @@ def test_ray_and_in_process_store_the_same_points_first_run_and_incremental(tmp_
     got, got_msgs = run(distributed_store, inputs, tiny_model_dir, use_ray=True)
     # hand count: 11 files; ingested guide, notes, page, tiny, latin1, one/same, other; skipped 2 png + empty;
     # failed: two/same.txt (its id is one/same.txt's)
-    assert (ref.files_seen, ref.ingested, ref.skipped, ref.failed) == (11, 7, 3, 1)
+    assert (ref.files_seen, ref.ingested, ref.skipped, ref.failed) == (12, 8, 3, 1)
     assert comparable(got) == comparable(ref)
     assert got_msgs == ref_msgs and any("two/same.txt" in m for m in got_msgs)
     assert_same_points(stored(local), stored(distributed_store))
