@@ -24,7 +24,7 @@ _ROW = re.compile(r"[ \t]*\|")
 _BOX = re.compile(r"[ \t]*(?:!!!|\?\?\?\+?)[ \t]*\w|[ \t]*\.\.[ \t]+\S")  # mkdocs admonition, reST directive
 _SLASH_OPEN = re.compile(r"[ \t]*(/{3,})[ \t]*\w")  # pymdownx blocks: /// details | Title
 _MARKUP = re.compile(r"[-=_*~^+#:|/`\s]+")  # pure markup: no word character at all
-_UNDERLINE = re.compile(r"[ \t]*([-=~^*+#:])\1{2,}[ \t]*$")
+_UNDERLINE = re.compile(r"[ \t]*([-=~^*+#:])\1{2,}[ \t\r]*$")
 _INDENT = re.compile(r"[ \t]*")
 _BLANK = re.compile(r"[ \t\r\f\v]*$")
 
@@ -133,10 +133,10 @@ def _blocks(text: str) -> Iterator[tuple[int, int, str]]:
             continue
         ind = indent(line)
         if m := _FENCE.match(text, a, b):
-            closer = re.compile(r"[ \t]*" + re.escape(m.group(1)[0]) + "{%d,}[ \t]*$" % len(m.group(1)))
+            closer = re.compile(r"[ \t]*" + re.escape(m.group(1)[0]) + "{%d,}[ \t\r]*$" % len(m.group(1)))
             yield a, through_closer(closer, b), "code"
         elif m := _SLASH_OPEN.match(text, a, b):
-            yield a, through_closer(re.compile(r"[ \t]*/{%d}[ \t]*$" % len(m.group(1))), b), "box"
+            yield a, through_closer(re.compile(r"[ \t]*/{%d}[ \t\r]*$" % len(m.group(1))), b), "box"
         elif _BOX.match(text, a, b):
             lines.next()
             yield a, indented_body(ind, b), "box"

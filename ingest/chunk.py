@@ -259,6 +259,10 @@ def chunk_text(text: str, tokenizer, max_tokens: int = 75, overlap: int = 0) -> 
     for a, b, continues in iter_spans(text, tokenizer, max_tokens):
         if overlap and continues and prev is not None:
             a = _overlap_start(text, prev, a, b, overlap, counter)
+        span = _trim(text, a, b)  # a unit starts at its line: no indentation or trailing blanks stored
+        if span is None:
+            continue
+        a, b = span
         piece = text[a:b]
         chunks.append(Chunk(len(chunks), piece, a, b, counter.count(piece)))
         prev = (a, b)

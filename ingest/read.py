@@ -146,7 +146,7 @@ def _outside(path: Path, root: Path) -> bool:
         path.resolve().relative_to(root.resolve())
     except ValueError:
         return True
-    except OSError:  # a loop: unreadable anyway
+    except (OSError, RuntimeError):  # a loop (RuntimeError up to Python 3.12): unreadable anyway
         return False
     return False
 
@@ -156,7 +156,7 @@ def _binary(data: bytes, text: str) -> str | None:
     if b"\0" in data:
         return "not a text file (NUL byte)"
     if text:
-        junk = sum(len(_CONTROL.findall(text, i, i + 1 << 20)) for i in range(0, len(text), 1 << 20))
+        junk = sum(len(_CONTROL.findall(text, i, i + (1 << 20))) for i in range(0, len(text), 1 << 20))
         if junk > MAX_JUNK_SHARE * len(text):
             return f"not a text file ({junk / len(text):.0%} undecodable or control characters)"
     return None

@@ -62,7 +62,7 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_lengt
     becomes that one token (the caller says so), else it stays empty. Positions are reported.
     """
     check_texts(texts)
-    if not texts:
+    if len(texts) == 0:  # also numpy arrays / pandas Series of str
         return Tokenized([])
     ids = tokenizer([t.strip() for t in texts], add_special_tokens=False)["input_ids"]
     cut = [len(x) - max_length for x in ids if len(x) > max_length]

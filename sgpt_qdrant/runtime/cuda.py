@@ -113,6 +113,7 @@ class DevicePool:
         if device.type == "cuda":  # other device types run the same logic (tests use the CPU)
             torch.cuda.set_device(device)
             stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.default_stream(device))  # the replica's weights were copied there
         run = functools.partial(self._one, model, device)
         while True:
             task = self._queue.get()

@@ -29,16 +29,18 @@ def split_on_oom(run: Callable[[list[int], torch.Tensor, torch.Tensor], tuple], 
     except torch.OutOfMemoryError:
         if len(batch) == 1:
             raise
-        if input_ids.device.type == "cuda" or where.startswith("cuda"):
-            torch.cuda.empty_cache()
-        if on_oom is not None:
-            on_oom()
-        half = len(batch) // 2
-        log.warning("out of memory%s on a batch of %d; splitting", f" on {where}" if where else "", len(batch))
-        yield from split_on_oom(run, batch[:half], input_ids[:half], mask[:half], on_oom, where)
-        yield from split_on_oom(run, batch[half:], input_ids[half:], mask[half:], on_oom, where)
+        result = None  # the halves run after the except block: its traceback holds the failed activations
+    if result is not None:
+        yield result
         return
-    yield result
+    if input_ids.device.type == "cuda" or where.startswith("cuda"):
+        torch.cuda.empty_cache()
+    if on_oom is not None:
+        on_oom()
+    half = len(batch) // 2
+    log.warning("out of memory%s on a batch of %d; splitting", f" on {where}" if where else "", len(batch))
+    yield from split_on_oom(run, batch[:half], input_ids[:half], mask[:half], on_oom, where)
+    yield from split_on_oom(run, batch[half:], input_ids[half:], mask[half:], on_oom, where)
 
 
 class Sequential:

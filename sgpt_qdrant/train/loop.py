@@ -280,8 +280,9 @@ class Trainer:
             return
         cfg = self.config
         self.output.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:
+        if not cfg.resume:  # a fresh run: nothing of an earlier one may be resumed or reported
             shutil.rmtree(self.output / "eval", ignore_errors=True)
+            shutil.rmtree(self.output / "checkpoints", ignore_errors=True)
         self._rewrite_csv()
         if self.sts_dev is None:
             evaluation = "no evaluation (the final model is kept)"

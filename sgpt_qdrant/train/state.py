@@ -15,8 +15,12 @@ from typing import Any
 import torch
 
 STATE_FILE = "trainer_state.pt"
-#: Settings a resumed run must share with the run that wrote the checkpoint.
-MUST_MATCH = ("batch_size", "lr", "epochs", "max_steps", "freeze_transformer", "n_dense", "base_model")
+#: Settings a resumed run must share with the run that wrote the checkpoint: everything that changes
+#: the model, the schedule (the saved scheduler holds its position, not its warmup) or the choice of
+#: the best evaluation.
+MUST_MATCH = ("batch_size", "lr", "epochs", "max_steps", "freeze_transformer", "n_dense", "base_model",
+              "warmup_ratio", "max_seq_length", "pooling", "scale", "max_grad_norm", "adam_eps", "weight_decay",
+              "precision", "eval_steps", "sts_dev")
 
 
 class ResumeError(ValueError):
