@@ -28,11 +28,11 @@ def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, top_k):
 
     from sgpt_qdrant import SGPTEmbedding
 
-    with open_store(qdrant_path, qdrant_url, prefer_grpc, collection) as client:
-        try:
-            embed_model = SGPTEmbedding(model_name=model)
-        except CheckpointError as exc:
-            fail(str(exc))
+    try:
+        embed_model = SGPTEmbedding(model_name=model)
+    except CheckpointError as exc:
+        fail(str(exc))
+    with open_store(qdrant_path, qdrant_url, prefer_grpc, collection, dim=embed_model.dimension) as client:
         vector_store = QdrantVectorStore(client=client, collection_name=collection)
         index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model)
         sources = index.as_retriever(similarity_top_k=top_k).retrieve(query)
