@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
 export SGPT_CACHE_DIR=${SGPT_CACHE_DIR:-$out/cache}
 export TOKENIZERS_PARALLELISM=true
+# real STS-B sentences where shared/ is beside the checkout (or STS_DIR), generated ones otherwise
+sts=${STS_DIR:-../shared/data/stsbenchmark}
 
 { date -u; nvidia-smi || true; $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
   'gpus', torch.cuda.device_count(), [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])"; } \
@@ -29,12 +31,12 @@ from sgpt_qdrant.runtime.cache import cache_root; ensure_model(cache_root() / 'b
   >> "$out/summary.txt" 2>&1 || true
 
 run() {  # n, modes, time limit
-  timeout "$3" $py benchmarks/embed_throughput.py --device cuda --n "$1" --modes "$2" \
+  timeout "$3" $py benchmarks/embed_throughput.py --device cuda --n "$1" --modes "$2" --sts-dir "$sts" \
     --json "$out/throughput_$1.json" > "$out/throughput_$1.txt" 2>&1
   echo "n=$1 modes=$2: exit $?" >> "$out/summary.txt"
   sed -n '/^implementation/,$p' "$out/throughput_$1.txt" >> "$out/summary.txt"
 }
-run 1000 bf16,fp16,fp32 90
+run 1000 bf16,fp16,fp32 240  # the first run on a fresh machine pays cold imports and CUDA init
 run 10000 bf16,fp32 110
 run 100000 bf16 180
 cat "$out/summary.txt"
