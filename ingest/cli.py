@@ -126,7 +126,7 @@ def _dry_run_lines(s: Summary) -> list[str]:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--collection", default=schema.DEFAULT_COLLECTION, show_default=True, help="Qdrant collection name.")
 @click.option("--qdrant-path", default=qc.DEFAULT_PATH, show_default=True,
-              help="Folder of the embedded Qdrant store (qdrant-client local mode); used when no URL is given.")
+              help="Folder of the embedded Qdrant store (Qdrant Edge); used when no URL is given.")
 @click.option("--qdrant-url", envvar="QDRANT_URL", default=None,
               help="Qdrant server URL (env QDRANT_URL). The API key is read from env QDRANT_API_KEY only "
                    "(surrounding spaces and newlines are stripped; it is never printed).")

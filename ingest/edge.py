@@ -35,6 +35,8 @@ import qdrant_edge as qe
 from qdrant_client import models
 from qdrant_client.http import models as rest
 
+from .client import StoreError
+
 __all__ = ["EdgeClient", "EdgeError", "StoreInUseError", "COLLECTIONS_DIR", "LOCK_FILE", "is_edge_store"]
 
 COLLECTIONS_DIR = "collections"
@@ -50,7 +52,7 @@ RRF_K = 2  # Qdrant's default RRF constant (qdrant_client.hybrid.fusion.DEFAULT_
 _DEFAULT_HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000}
 
 
-class EdgeError(RuntimeError):
+class EdgeError(StoreError):
     """A problem with an embedded store folder: one line that names it."""
 
 
@@ -297,6 +299,7 @@ class EdgeClient:
         self._last_flush = time.monotonic()
         self._lock_fd: int | None = None
         self._guard = threading.RLock()
+        self._embedder = None
         if not self.path.exists():
             if not create:
                 raise EdgeError(f"{self.path}: no embedded store here")
@@ -348,7 +351,8 @@ class EdgeClient:
             except FileNotFoundError:
                 raise ValueError(f"Collection {name} not found") from None
             except (OSError, ValueError) as exc:
-                raise EdgeError(f"{file}: cannot read the collection's settings ({exc}); the file is damaged") from None
+                raise EdgeError(f"{file}: the collection's settings cannot be read ({type(exc).__name__}: the file is "
+                                "damaged); restore it, or move the store away or pass another --qdrant-path") from None
             self._metas[name] = meta
         return meta
 
@@ -650,11 +654,23 @@ class EdgeClient:
                 raise ValueError(f"No point with id {query} found")
             vector = records[0].vector
             query = vector.get(using or "") if isinstance(vector, dict) else vector
-        if isinstance(query, (models.Document, models.Image, models.InferenceObject)):
-            raise ValueError("the embedded store does not run inference: pass a query vector")
+        if isinstance(query, models.Document):  # embedded by FastEmbed here, as qdrant-client does for a server
+            query = self._embed_query(query)
+        if isinstance(query, (models.Image, models.InferenceObject)):
+            raise ValueError("the embedded store embeds text Documents only: pass a query vector")
         if not isinstance(query, (list, tuple, models.SparseVector)) and not hasattr(query, "tolist"):
             raise TypeError(f"query {type(query).__name__} is not supported by the embedded store")
         return qe.Query.Nearest(_one_vector(query), using=self._default_using(name, using))
+
+    def _embed_query(self, document: models.Document) -> list[float]:
+        """A query Document through qdrant-client's own FastEmbed embedder (no torch)."""
+        if self._embedder is None:
+            from qdrant_client.embed.embedder import Embedder
+
+            self._embedder = Embedder()
+        [vector] = self._embedder.embed(model_name=document.model, texts=[document.text], options=document.options,
+                                        is_query=True)
+        return vector
 
     def _prefetch(self, name: str, p: models.Prefetch) -> Any:
         nested = p.prefetch
