@@ -717,10 +717,26 @@ class EdgeClient:
         return [rest.QueryResponse(points=self._scored(collection_name, points)) for points in results]
 
     # -- index, lifecycle --
-    def optimize(self, collection_name: str) -> bool:
-        """Run Edge's optimizers (the HNSW build): blocks and holds the GIL; see :mod:`ingest.index`."""
+    def optimize(self, collection_name: str, *, index: bool = True) -> bool:
+        """Run Edge's optimizers; ``index``: build HNSW for every segment (indexing threshold 1 KB,
+        kept in the shard's config). Blocks and holds the GIL: run it in a child (:mod:`ingest.index`)."""
         with self._guard:
-            return self._shard(collection_name).optimize()
+            if index:
+                meta = self._meta(collection_name)
+                shard = self._shards.pop(collection_name, None)
+                if shard is not None:
+                    shard.flush()
+                    shard.close()
+                config = qe.EdgeConfig(
+                    vectors={n: qe.EdgeVectorParams(size=v["size"], distance=_DISTANCE[models.Distance(v["distance"])],
+                                                    on_disk=v.get("on_disk")) for n, v in meta["vectors"].items()} or None,
+                    sparse_vectors={n: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf if s["modifier"] == "idf" else None)
+                                    for n, s in meta.get("sparse_vectors", {}).items()} or None,
+                    optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1))
+                self._shards[collection_name] = qe.EdgeShard.load(str(self._dir(collection_name) / SHARD_DIR), config)
+            done = self._shard(collection_name).optimize()
+            self._shards[collection_name].flush()
+            return done
 
     def close(self, **_: Any) -> None:
         if getattr(self, "_closed", True):
