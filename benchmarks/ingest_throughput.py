@@ -11,6 +11,10 @@ headings, prose paragraphs, bullet lists, code blocks), seeded, so runs compare.
               server of the tests (tests/conftest.py, on 127.0.0.1).
 ``small``     many small files (default 20,000 of one or two paragraphs), tiny model,
               embedded store: a first load and an unchanged re-run.
+``peer``      real documentation (the README/METADATA and .md/.rst files of this venv's packages,
+              copied), tiny model: ``ingest_paths`` into the embedded store (Qdrant Edge) against the
+              pipeline a LlamaIndex user writes, ``IngestionPipeline(SGPTNodeParser, SGPTEmbedding)``
+              into ``QdrantVectorStore`` on qdrant-client's local mode, in one run; chunks/s and ratio.
 ``rerun``     the installed ``sgpt-ingest`` command with a 125M-shape random model: wall time
               and peak RSS of an unchanged re-run and of ``--dry-run`` (neither loads the model),
               against the first run that does.
@@ -182,12 +186,65 @@ def part_rerun(tmp: Path, files: int) -> None:
         print(f"command, {label}: {wall:.1f}s, peak RSS {rss:.0f} MB, exit {rc}", flush=True)
 
 
+def docs_corpus(root: Path, limit_bytes: int) -> int:
+    """Copies of the venv's package documentation (METADATA long descriptions, .md, .rst): real docs."""
+    import site
+
+    root.mkdir(parents=True)
+    total = 0
+    site_packages = Path(next(p for p in site.getsitepackages() if p.endswith("site-packages")))
+    sources = sorted(site_packages.glob("*.dist-info/METADATA")) + sorted(
+        p for ext in ("md", "rst") for p in site_packages.rglob(f"*.{ext}"))
+    for i, src in enumerate(sources):
+        if total >= limit_bytes:
+            break
+        try:
+            text = src.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        name = src.parent.name if src.name == "METADATA" else src.stem
+        (root / f"{i:04d}-{name}{'.md' if src.suffix != '.rst' else '.rst'}").write_text(text, encoding="utf-8")
+        total += len(text.encode())
+    return total
+
+
+def part_peer(tmp: Path, model_dir: Path, limit_bytes: int) -> None:
+    from llama_index.core import SimpleDirectoryReader
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+
+    from sgpt_qdrant import SGPTEmbedding, SGPTNodeParser
+
+    corpus = tmp / "peer-docs"
+    size = docs_corpus(corpus, limit_bytes)
+    ours, ours_s = ingest([corpus], path=str(tmp / "peer-edge"), model=str(model_dir))  # model load included
+    t = time.perf_counter()  # and here too
+    embed = SGPTEmbedding(model_name=str(model_dir), device="cpu")
+    documents = SimpleDirectoryReader(str(corpus), recursive=True).load_data()
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+    client = QdrantClient(path=str(tmp / "peer-local"))  # a store this run writes itself (nothing to unpickle)
+    store = QdrantVectorStore(client=client, collection_name="peer")
+    nodes = IngestionPipeline(transformations=[SGPTNodeParser.from_embedding(embed), embed],
+                              vector_store=store).run(documents=documents)
+    peer_s = time.perf_counter() - t
+    client.close()
+    ours_rate, peer_rate = ours.chunks_written / ours_s, len(nodes) / peer_s
+    print(f"peer: {len(list(corpus.iterdir()))} real doc files, {size / 1e6:.1f} MB; sgpt-ingest (Edge) "
+          f"{ours.chunks_written} chunks in {ours_s:.1f}s = {ours_rate:.0f} chunks/s; LlamaIndex IngestionPipeline + "
+          f"QdrantVectorStore (local mode) {len(nodes)} chunks in {peer_s:.1f}s = {peer_rate:.0f} chunks/s; "
+          f"ratio {ours_rate / peer_rate:.2f}x", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="scale,no-model,small,rerun")
     ap.add_argument("--files", type=int, default=150, help="Markdown files of the scale / no-model corpus")
     ap.add_argument("--small-files", type=int, default=20000)
     ap.add_argument("--rerun-files", type=int, default=30)
+    ap.add_argument("--peer-bytes", type=int, default=600_000, help="bytes of real docs for the peer part")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -211,6 +268,8 @@ def main() -> None:
             part_no_model(tmp, tiny, args.files)
         if "small" in parts:
             part_small(tmp, tiny, args.small_files)
+        if "peer" in parts:
+            part_peer(tmp, tiny, args.peer_bytes)
         if "rerun" in parts:
             part_rerun(tmp, args.rerun_files)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
