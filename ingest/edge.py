@@ -363,6 +363,13 @@ class EdgeClient:
     def _shard(self, name: str) -> Any:
         self._check_open()
         shard = self._shards.get(name)
+        if shard is not None:
+            return shard
+        with self._guard:  # two threads (async LlamaIndex calls) must not both load it: Edge's WAL lock
+            return self._load_shard(name)
+
+    def _load_shard(self, name: str) -> Any:
+        shard = self._shards.get(name)
         if shard is None:
             self._meta(name)  # a missing collection is "not found" before Edge sees the folder
             folder = self._dir(name) / SHARD_DIR

@@ -118,6 +118,11 @@ def test_add_delete_get_nodes_clear_and_async_match_the_reference(tmp_path, embe
         want = ref.query(q)
         got = asyncio.run(edge.aquery(q))
         assert got.ids == want.ids and got.similarities == pytest.approx(want.similarities, abs=1e-5)
+
+        async def many():
+            return await asyncio.gather(*[edge.aquery(q) for _ in range(8)])  # threads at once
+
+        assert all(r.ids == want.ids for r in asyncio.run(many()))
         asyncio.run(edge.adelete("doc2"))
         ref.delete("doc2")
         assert edge.query(q).ids == ref.query(q).ids
