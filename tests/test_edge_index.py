@@ -32,4 +32,4 @@ def test_index_builds_hnsw_in_a_child_and_reports_recall(tmp_path, tiny_model_di
         info = client.get_collection("documents")
         assert info.indexed_vectors_count == info.points_count
         recall, n = recall_at_k(client, "documents", samples=20)
-        assert n == 20 and recall == pytest.approx(index["recall_at_10"], abs=0.2)
+        assert n == min(20, info.points_count) and recall == pytest.approx(index["recall_at_10"], abs=0.2)

@@ -81,10 +81,13 @@ def stored(path: Path) -> dict:
 
 
 def assert_same_points(a: dict, b: dict) -> None:
+    """Same ids, payloads and directions (a cosine store keeps unit vectors, as Qdrant Edge and a real
+    server do; the stand-in server keeps what it was sent)."""
     assert a.keys() == b.keys() and a
     for key, (payload, vector) in a.items():
         assert b[key][0] == payload, key
-        np.testing.assert_allclose(b[key][1], vector, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(b[key][1] / np.linalg.norm(b[key][1]), vector / np.linalg.norm(vector),
+                                   rtol=0, atol=1e-6)
 
 
 def comparable(summary) -> dict:
