@@ -7,7 +7,10 @@ without a filter and with a keyword payload filter like the examples use. It sto
 size where both medians pass the target, or when the time budget runs out. The size where exact
 search stops being fast enough is where `--index` (HNSW) starts to pay.
 
-    python benchmarks/embedded_query_latency.py [--dim 768] [--target-ms 100] [--max-seconds 240]
+    python benchmarks/embedded_query_latency.py [--dim 768] [--target-ms 100] [--max-seconds 240] [--index]
+
+``--index``: at the last size, build HNSW as ``sgpt-ingest --index`` does (a child process) and
+time the queries again, with recall@10 against exact search (random vectors: HNSW's worst case).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main() -> None:
     ap.add_argument("--target-ms", type=float, default=100.0)
     ap.add_argument("--max-seconds", type=float, default=240.0)
     ap.add_argument("--queries", type=int, default=9)
+    ap.add_argument("--index", action="store_true", help="then build HNSW (child process) and time again")
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
@@ -87,6 +91,17 @@ def main() -> None:
         where = f"median first above {args.target_ms:.0f} ms at {size:,} points" if size else "never above the target here"
         print(f"{what}: {where}")
     client.close()
+    if args.index:
+        from sgpt_qdrant.ingest.index import build_index_in_child
+
+        report = build_index_in_child(tmp.name, name)
+        client = EdgeClient(tmp.name)
+        plain = time_queries(client, name, args.dim, rng, args.queries, None)
+        filtered = time_queries(client, name, args.dim, rng, max(3, args.queries // 2), flt)
+        client.close()
+        print(f"after --index ({report.indexed_vectors:,} vectors in HNSW, built in {report.seconds:.1f}s): "
+              f"{plain[0]:.1f} ms ({plain[1]:.1f}) / filter {filtered[0]:.1f} ms ({filtered[1]:.1f}); recall@10 "
+              f"against exact {report.recall_at_10:.3f} over {report.samples} stored vectors")
     tmp.cleanup()
     print(f"total {time.monotonic() - began:.0f}s; load average {os.getloadavg()[0]:.2f}")
 
