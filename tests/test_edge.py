@@ -255,3 +255,27 @@ with open({str(ack)!r}, "w") as f:
     with EdgeClient(store) as edge:
         count = edge.count("c").count
         assert count >= acked * 100 and count % 100 == 0  # no partial batch
+
+
+def test_open_client_gives_the_edge_store_and_refuses_legacy_and_held_folders(tmp_path):
+    from sgpt_qdrant.ingest.client import StoreError, client_url, is_embedded, open_client
+
+    with open_client(str(tmp_path / "missing"), create=False) as client:
+        assert client is None and not (tmp_path / "missing").exists()  # a reader never creates a store
+    with open_client(str(tmp_path / "s")) as client:
+        assert isinstance(client, EdgeClient) and is_embedded(client)
+        assert client_url(client) == f"local:{tmp_path / 's'}"
+        with pytest.raises(StoreError, match=r"in use by another process.*wait for it or use a Qdrant server"):
+            with open_client(str(tmp_path / "s")):
+                pass
+    legacy = tmp_path / "legacy"
+    (legacy / "collection" / "documents").mkdir(parents=True)
+    (legacy / "meta.json").write_text('{"collections": {"documents": {}}, "aliases": {}}')
+    (legacy / "collection" / "documents" / "storage.sqlite").write_bytes(b"not read")
+    for create in (True, False):
+        with pytest.raises(StoreError) as info:
+            with open_client(str(legacy), create=create):
+                pass
+        assert str(info.value) == (f"{legacy}: a store written by qdrant-client local mode (an earlier sgpt-qdrant); "
+                                   f"migrate it once with: sgpt-store migrate --qdrant-path {legacy}")
+    assert sorted(p.name for p in legacy.iterdir()) == ["collection", "meta.json"]  # untouched, no lock file
