@@ -16,6 +16,8 @@ import os
 import re
 from pathlib import Path
 
+from sgpt_qdrant import atomic
+
 #: Files that make a model what it is (a README or .gitattributes change re-embeds nothing).
 MODEL_SUFFIXES = frozenset({".json", ".txt", ".safetensors", ".bin", ".model", ".pt", ".pth"})
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -69,9 +71,7 @@ def model_fingerprint(folder: str | os.PathLike[str]) -> str:
             while len(cache) > 4096:  # oldest first: bounded whatever the number of models seen
                 cache.pop(next(iter(cache)))
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, cache_file)
+            atomic.write_text(cache_file, json.dumps(cache))
         except OSError:
             pass
     return total.hexdigest()[:32]

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from . import atomic
 from . import checkpoint as ckpt
 from .fastembed_register import FORMAT_VERSION, META_FILE, MODEL_FILE, FastEmbedError, read_meta
 from .model import SGPTModel
@@ -159,17 +159,9 @@ def _write_folder(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, out: 
 
 
 def _atomic_build(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    try:
+    with atomic.staging_folder(final.parent) as tmp:
         _write_folder(checkpoint, model, key, tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process got there first: theirs is as good as ours
-            if not (final / META_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.publish_folder(tmp, final, replace=False)  # another process first: theirs is as good
 
 
 def export_fastembed(model: str | os.PathLike[str] | ckpt.Checkpoint = ckpt.DEFAULT_MODEL,
@@ -204,15 +196,7 @@ def _copy_out(cached: Path, out: Path, key: str) -> Path:
                 return out
         except FastEmbedError:
             pass  # an incomplete or older export: replaced below
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic.staging_folder(out.parent) as tmp:
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.publish_folder(tmp, out)
     return out

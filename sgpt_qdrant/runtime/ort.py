@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import atomic
 from .cache import cache_root, weights_key
 
 log = logging.getLogger(__name__)
@@ -87,12 +85,10 @@ def model_file(model: nn.Module, mode: str) -> Path:
     if target.exists():
         log.info("using cached ONNX model %s", target)
         return target
-    final.parent.mkdir(parents=True, exist_ok=True)
     # A warning, not info: the first int8 run of the 125M model spends ~40 s here, and silence
     # that long reads as a hang.
     log.warning("exporting the model to ONNX %s (once: about 40 s for a 125M model; cached at %s)", mode, final)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    try:
+    with atomic.staging_folder(final.parent) as tmp:
         export(model, tmp / "fp32.onnx")
         if mode == "int8":
             quantize_int8(tmp / "fp32.onnx", tmp / "plain.onnx")
@@ -100,13 +96,7 @@ def model_file(model: nn.Module, mode: str) -> Path:
         else:
             (tmp / "fp32.onnx").rename(tmp / "plain.onnx")
         fuse(tmp / "plain.onnx", tmp / "model.onnx", model)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process got there first: theirs is as good as ours
-            if not target.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.publish_folder(tmp, final, replace=False)  # another process first: theirs is as good
     log.info("exported ONNX model (%s) to %s", mode, target)
     return target
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import atomic
 from .. import checkpoint as ckpt
 from .. import precision, tokens
 from ..engine import pick_device
@@ -412,10 +413,9 @@ class Trainer:
         return current
 
     def save_model(self) -> None:
-        staging = self.output / ".staging-model"
-        shutil.rmtree(staging, ignore_errors=True)
-        ckpt.save(self.current_checkpoint(), staging)
-        state.publish(staging, self.output)
+        with atomic.staging_folder(self.output, ".staging-model") as staging:
+            ckpt.save(self.current_checkpoint(), staging)
+            state.publish(staging, self.output)
 
     def facts(self, test: dict[str, float] | None = None) -> RunFacts:
         """What the model card reports about this run."""
