@@ -4,8 +4,9 @@ The ``--model`` string says where a model is, not what it is: weights replaced i
 folder (or a new revision of a Hub id) must make every document "changed". The fingerprint is a
 hash over the model folder's weight, config and tokenizer files (their relative names and the
 SHA-256 of their bytes). Hashing a 500 MB model takes a second or two, so each file's hash is
-cached by (path, size, mtime, inode) in ``$XDG_CACHE_HOME/sgpt-qdrant/file-hashes.json``; a Hub
-snapshot's files are links to blobs named by their SHA-256, which is used as is.
+cached by (path, size, mtime, inode) in ``file-hashes.json`` of the project's cache folder
+(:func:`sgpt_qdrant.user_cache.cache_root`); a Hub snapshot's files are links to blobs named by
+their SHA-256, which is used as is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 from pathlib import Path
 
 from sgpt_qdrant import atomic
+from sgpt_qdrant.user_cache import cache_root
 
 #: Files that make a model what it is (a README or .gitattributes change re-embeds nothing).
 MODEL_SUFFIXES = frozenset({".json", ".txt", ".safetensors", ".bin", ".model", ".pt", ".pth"})
@@ -24,8 +26,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sgpt-qdrant" / "file-hashes.json"
+    return cache_root() / "file-hashes.json"
 
 
 def _load_cache(path: Path) -> dict:

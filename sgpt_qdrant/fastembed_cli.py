@@ -22,7 +22,7 @@ def main(out: str | None, model: str | None) -> None:
 
     The whole model (GPT-Neo + the per-token Dense layers, fp32) goes to ONNX with a tokenizer
     set up as the reference tokenises; FastEmbed mean-pools. Built once per weights and library
-    versions (cache: $SGPT_CACHE_DIR or ~/.cache/sgpt_qdrant).
+    versions (cache: $SGPT_CACHE_DIR, else $XDG_CACHE_HOME/sgpt_qdrant or ~/.cache/sgpt_qdrant).
     """
     from .checkpoint import DEFAULT_MODEL, CheckpointError  # torch: imported after --help
     from .fastembed_export import export_fastembed

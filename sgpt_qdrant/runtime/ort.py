@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from .. import atomic
-from .cache import cache_root, weights_key
+from ..user_cache import cache_root
+from .cache import versions, weights_key
 
 log = logging.getLogger(__name__)
 
@@ -38,30 +39,27 @@ def available() -> bool:
 
 
 def _versions() -> str:
-    import onnxruntime
+    return versions(("ort", "onnxruntime"), ("onnx", "onnx")) + ";v3"
 
-    try:
-        import onnx
 
-        onnx_version = onnx.__version__
-    except ImportError:
-        onnx_version = "-"
-    return f"torch={torch.__version__};ort={onnxruntime.__version__};onnx={onnx_version};v3"
+def export_graph(module: nn.Module, path: Path, output: str, per_token: bool = False) -> None:
+    """TorchScript-based export of ``module(input_ids, attention_mask) -> output`` with dynamic
+    batch and length (the graph is shape-generic); ``per_token``: the output has a length axis."""
+    ids = torch.zeros((2, 5), dtype=torch.long)
+    mask = torch.ones((2, 5), dtype=torch.long)
+    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+            output: {0: "batch", 1: "length"} if per_token else {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=[output], dynamic_axes=axes, opset_version=17, dynamo=False)
 
 
 def export(model: nn.Module, path: Path) -> None:
-    """TorchScript-based export with dynamic batch and length (the graph is shape-generic)."""
+    """The whole model, ``(input_ids, attention_mask) -> embeddings``, Q/K/V fused into one matmul."""
     from .fuse import fuse_qkv
 
-    model = fuse_qkv(copy.deepcopy(model).float().cpu().eval())
-    ids = torch.full((2, 5), 0, dtype=torch.long)
-    mask = torch.ones((2, 5), dtype=torch.long)
-    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-            "embeddings": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["embeddings"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    export_graph(fuse_qkv(copy.deepcopy(model).float().cpu().eval()), path, "embeddings")
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
