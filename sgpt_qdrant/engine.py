@@ -25,6 +25,7 @@ import torch
 from . import checkpoint as ckpt
 from . import precision, runtime, tokens
 from .model import SGPTModel
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +183,10 @@ class Encoder:
                     input_ids, mask = tokens.pad(ids, batch, self.checkpoint.pad_id, pin=self._executor.pin)
                     yield [offset + i for i in batch], input_ids, mask
 
-        bar = _progress(total, show_progress)
-        try:
-            with self._lock:
-                for batch, vectors in self._executor.run(padded()):
-                    out[batch] = vectors.float()
-                    if bar is not None:
-                        bar.update(len(batch))
-        finally:
-            if bar is not None:
-                bar.close()
+        with self._lock, Progress(total, "text", "embedding", enabled=show_progress, bar_off_terminal=True) as bar:
+            for batch, vectors in self._executor.run(padded()):
+                out[batch] = vectors.float()
+                bar.update(len(batch))
         return out.numpy()
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
@@ -213,10 +208,3 @@ class Encoder:
                     future = pool.submit(self._tokenize, texts[nxt:nxt + TOKENIZE_CHUNK], nxt)
                 yield ids, start
 
-
-def _progress(total: int, show: bool):
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="text", desc="embedding")

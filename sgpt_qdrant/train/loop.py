@@ -16,7 +16,6 @@ import logging
 import math
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from torch import nn
 from .. import atomic
 from .. import checkpoint as ckpt
 from .. import precision, tokens
+from ..progress import Progress
 from ..engine import pick_device
 from ..model import SGPTModel
 from . import distributed, state
@@ -96,38 +96,6 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-class _Progress:
-    """A tqdm bar on a terminal (log lines printed above it); plain periodic log lines otherwise."""
-
-    def __init__(self, enabled: bool, total: int, initial: int) -> None:
-        self.bar = None
-        self.every = max(1, total // 20)
-        self.started = time.perf_counter()
-        self.total = total
-        self._redirect = None
-        if enabled and total and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="step", desc="training", dynamic_ncols=True)
-            self._redirect = logging_redirect_tqdm()
-            self._redirect.__enter__()
-        self.enabled = enabled
-
-    def update(self, step: int, loss: float, lr: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
-        elif self.enabled and (step % self.every == 0 or step == self.total):
-            log.info("step %d/%d  loss %.4f  lr %.3g  %.0f s", step, self.total, loss, lr,
-                     time.perf_counter() - self.started)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self._redirect.__exit__(None, None, None)
-            self.bar.close()
 
 
 class Trainer:
@@ -247,7 +215,8 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train, evaluate, keep the best model in the output directory, then test it."""
         self._start_output()
-        progress = _Progress(self.main and self.config.progress, self.total_steps, self.step)
+        progress = Progress(self.total_steps, "step", "training", enabled=self.main and self.config.progress,
+                            initial=self.step, logger=log)
         interrupted = False
         try:
             with self.stop:
@@ -256,7 +225,7 @@ class Trainer:
                 while self.step < self.total_steps:
                     loss = self.train_step(self.batcher.next_batch())
                     self.step += 1
-                    progress.update(self.step, loss, self.log[-1][2])
+                    progress.update(loss=f"{loss:.4f}", lr=f"{self.log[-1][2]:.3g}")
                     self._evaluate_if_due()
                     if self.on_step is not None:
                         self.on_step(self)
