@@ -29,8 +29,8 @@ from torch import nn
 from .. import atomic
 from .. import checkpoint as ckpt
 from .. import precision, tokens
+from ..devices import pick_device
 from ..progress import Progress
-from ..engine import pick_device
 from ..model import SGPTModel
 from . import distributed, state
 from .base import start_checkpoint
@@ -178,7 +178,7 @@ class Trainer:
             lr=cfg.lr, eps=cfg.adam_eps,
         )
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.warmup_steps, max(self.total_steps, 1))
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
     # ----------------------------------------------------------------------------- forward
 
@@ -203,8 +203,9 @@ class Trainer:
         ids = tokens.tokenize(self.tokenizer, texts, self.max_length).ids
         out = np.zeros((len(texts), self.base.dimension), dtype=np.float32)
         unlimited = len(ids) * self.max_length  # batches of eval_batch_size texts, longest first
-        for batch in tokens.plan_batches([len(x) for x in ids], unlimited, self.config.eval_batch_size):
-            input_ids, mask = (t.to(self.device) for t in tokens.pad(ids, batch, self.base.pad_id))
+        for batch, input_ids, mask in tokens.padded_batches(ids, self.base.pad_id, unlimited,
+                                                            self.config.eval_batch_size):
+            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
             with self._autocast(enabled=not self.frozen):
                 hidden = self.model.transformer(input_ids)
             out[batch] = self.model.head(hidden.float(), mask).float().cpu().numpy()
@@ -270,24 +271,15 @@ class Trainer:
         loss = mnrl(self.embed_for_training(anchors), self.embed_for_training(positives),
                     self.embed_for_training(negatives), scale=self.config.scale)
         lr = self.scheduler.get_last_lr()[0]
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+        self.scaler.scale(loss).backward()  # a disabled scaler (all but fp16) passes everything through
         distributed.average_gradients(self.params)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
-        if self.scaler is not None:
-            scale_before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            skipped = self.scaler.get_scale() < scale_before
-        else:
-            self.optimizer.step()
-            skipped = False
+        scale_before = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if not skipped:
+        if self.scaler.get_scale() >= scale_before:  # a lowered scale means fp16 overflow: step skipped
             self.scheduler.step()
         value = float(loss.detach())
         self.log.append((self.step + 1, value, lr))
@@ -426,7 +418,7 @@ class Trainer:
             torch.save({
                 "step": self.step, "trainable": trainable, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "best_score": self.best_score, "best_step": self.best_step, "best_metrics": self.best_metrics,
                 "history": self.history, "fingerprint": self.fingerprint, "world_size": self.world,
                 "config": self.config.to_dict(), "time": time.time(),
@@ -448,7 +440,7 @@ class Trainer:
                     params[name].copy_(value)
             self.optimizer.load_state_dict(shared["optimizer"])
             self.scheduler.load_state_dict(shared["scheduler"])
-            if self.scaler is not None and shared.get("scaler") is not None:
+            if self.scaler.is_enabled() and shared.get("scaler") is not None:
                 self.scaler.load_state_dict(shared["scaler"])
             self.batcher.load_state_dict(mine["batcher"])
             torch.set_rng_state(mine["torch_random"])
