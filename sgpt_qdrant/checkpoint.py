@@ -333,39 +333,6 @@ def _read_modules(modules_path: Path) -> list[dict[str, Any]]:
         raise CheckpointError(f"{modules_path}: field idx must be an integer in every module") from None
 
 
-@dataclass
-class _Modules:
-    """What modules.json lists, read in full (``weights``) or from the config files alone."""
-
-    transformer: Any = None  # (config, state), or the config.json dict
-    dense: list[Any] = field(default_factory=list)  # DenseLayer, or each config.json dict
-    pooling: str | None = None
-    normalize: bool = False
-
-
-def _read_module_list(root: Path, weights: bool) -> _Modules:
-    """The one walk over modules.json, for :func:`load` and :func:`peek`."""
-    modules_path = root / "modules.json"
-    found = _Modules()
-    for entry in _read_modules(modules_path):
-        kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
-        folder = _module_folder(root, entry.get("path", ""), modules_path)
-        if kind == "Transformer":
-            found.transformer = _read_transformer(folder) if weights else _read_json(folder / "config.json")
-        elif kind == "Dense":
-            found.dense.append(_read_dense(folder, before_pooling=found.pooling is None) if weights
-                               else _read_json(folder / "config.json"))
-        elif kind == "Pooling":
-            found.pooling = _read_pooling(folder)
-        elif kind == "Normalize":
-            found.normalize = True
-        else:
-            raise CheckpointError(f"{modules_path}: module type {entry.get('type')!r} is not supported")
-    if found.transformer is None or found.pooling is None:
-        raise CheckpointError(f"{modules_path}: needs a Transformer and a Pooling module")
-    return found
-
-
 def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
     """Read a checkpoint (local directory or Hub id) into a :class:`Checkpoint`."""
     root = resolve(model)
@@ -418,6 +385,39 @@ def peek(model: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[Path, int, int]
     if not isinstance(dim, int) or not isinstance(max_len, int):
         raise CheckpointError(f"{root / 'modules.json'}: no Transformer module with hidden_size and max length")
     return root, dim, max_len
+
+
+@dataclass
+class _Modules:
+    """What modules.json lists, read in full (``weights``) or from the config files alone."""
+
+    transformer: Any = None  # (config, state), or the config.json dict
+    dense: list[Any] = field(default_factory=list)  # DenseLayer, or each config.json dict
+    pooling: str | None = None
+    normalize: bool = False
+
+
+def _read_module_list(root: Path, weights: bool) -> _Modules:
+    """The one walk over modules.json, for :func:`load` and :func:`peek`."""
+    modules_path = root / "modules.json"
+    found = _Modules()
+    for entry in _read_modules(modules_path):
+        kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
+        folder = _module_folder(root, entry.get("path", ""), modules_path)
+        if kind == "Transformer":
+            found.transformer = _read_transformer(folder) if weights else _read_json(folder / "config.json")
+        elif kind == "Dense":
+            found.dense.append(_read_dense(folder, before_pooling=found.pooling is None) if weights
+                               else _read_json(folder / "config.json"))
+        elif kind == "Pooling":
+            found.pooling = _read_pooling(folder)
+        elif kind == "Normalize":
+            found.normalize = True
+        else:
+            raise CheckpointError(f"{modules_path}: module type {entry.get('type')!r} is not supported")
+    if found.transformer is None or found.pooling is None:
+        raise CheckpointError(f"{modules_path}: needs a Transformer and a Pooling module")
+    return found
 
 
 # --------------------------------------------------------------------------- writing
