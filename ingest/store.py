@@ -6,6 +6,8 @@ is complete when all its points have one version and they are exactly the indice
 ``0 .. chunk_count-1``. The state also keeps each document's stored point ids, so every delete
 of a run (stale chunks of a changed document, pruned documents) is a delete *by id*: the
 embedded store evaluates a filter in Python over every stored point, which made a run quadratic.
+For a document left half-written it keeps which points are stored as this run would write them
+(``marks``: version and chunk hash per id), so a resumed run embeds only the missing chunks.
 
 The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`.
 """
@@ -13,13 +15,14 @@ The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qdrant_client import QdrantClient
 
 from .client import is_local
-from .schema import COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, STATE_FIELDS, VERSION_FIELD
+from .schema import CHUNK_HASH_FIELD, COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, RESUME_FIELDS, VERSION_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ class DocState:
     indices: set[int] = field(default_factory=set)
     versions: set[str] = field(default_factory=set)
     chunk_counts: set[int] = field(default_factory=set)
+    #: point id → (version, chunk hash), kept only for a document that is not complete: what a
+    #: resumed run need not embed again (a complete one is either unchanged or rewritten whole)
+    marks: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def points(self) -> int:
@@ -60,6 +66,10 @@ class DocState:
         """Written whole at ``version`` by a run that was not interrupted (or was finished since)."""
         n = len(self.ids)
         return self.versions == {version} and self.chunk_counts == {n} and self.indices == set(range(n))
+
+    def holds(self, point_id: str, version: str, chunk_hash: str) -> bool:
+        """Whether the point is stored as a run at ``version`` writes it (a resumed run keeps it)."""
+        return self.marks.get(point_id) == (version, chunk_hash)
 
     def stale_ids(self, keep: set[str]) -> list[str]:
         """Stored ids a run that wrote ``keep`` must delete (old positions past the new end, strays)."""
@@ -79,7 +89,7 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
     page = page or (1 << 17 if is_local(client) else 8192)
     offset = None
     while True:
-        points, offset = client.scroll(name, limit=page, offset=offset, with_payload=STATE_FIELDS,
+        points, offset = client.scroll(name, limit=page, offset=offset, with_payload=RESUME_FIELDS,
                                        with_vectors=False)
         for p in points:
             payload = p.payload or {}
@@ -97,8 +107,14 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
             doc.ids.append(str(p.id))
             index = payload.get(INDEX_FIELD)
             doc.indices.add(index if isinstance(index, int) else -1)
-            doc.versions.add(str(payload.get(VERSION_FIELD)))
+            version = sys.intern(str(payload.get(VERSION_FIELD)))
+            doc.versions.add(version)
             count = payload.get(COUNT_FIELD, -1)
             doc.chunk_counts.add(count if isinstance(count, int) else -1)
+            if isinstance(mark := payload.get(CHUNK_HASH_FIELD), str):
+                doc.marks[doc.ids[-1]] = (version, mark)
         if offset is None:
+            for doc in state.values():
+                if len(doc.versions) == 1 and doc.complete(next(iter(doc.versions))):
+                    doc.marks = {}  # unchanged (skipped) or rewritten whole: nothing to keep
             return state
