@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from . import formats
+
 #: Extensions that are never text; they are skipped without being opened.
 BINARY_EXTENSIONS = frozenset(
     ".png .jpg .jpeg .gif .bmp .tif .tiff .webp .ico .svgz .heic .psd "
@@ -56,6 +58,9 @@ class Document:
     text: str
     content_hash: str  # sha256 of the file's bytes
     warnings: list[str] = field(default_factory=list)
+    #: pages, slides or chapters of a PDF/Office/EPUB file (:mod:`ingest.formats`); a chunk stays in one
+    sections: list[formats.Section] = field(default_factory=list)
+    reader: str = ""  # the library that extracted the text (part of the version); "" for plain text
 
 
 class Skipped(Exception):
@@ -172,7 +177,10 @@ def read_document(source: SourceFile, *, follow_links_outside: bool = False,
     take memory in proportion.
     """
     path = source.path
-    if path.suffix.lower() in BINARY_EXTENSIONS:
+    suffix = path.suffix.lower()
+    if suffix in formats.EXTENSIONS and (why := formats.unavailable(suffix)):
+        raise Skipped(f"{path}: {why}")
+    if suffix in BINARY_EXTENSIONS and suffix not in formats.EXTENSIONS:
         raise Skipped(f"{path}: not a text file")
     if (source.root is not None and not follow_links_outside and path.is_symlink()
             and _outside(path, source.root)):
@@ -189,6 +197,8 @@ def read_document(source: SourceFile, *, follow_links_outside: bool = False,
         if path.is_symlink():
             raise Skipped(f"{path}: unreadable symlink ({exc.strerror or exc})") from None
         raise
+    if suffix in formats.EXTENSIONS:
+        return _formatted(source, data)
     warnings = []
     try:
         text = data.decode("utf-8-sig")
@@ -201,3 +211,13 @@ def read_document(source: SourceFile, *, follow_links_outside: bool = False,
         text = html_to_text(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return Document(source.doc_id, path, text, hashlib.sha256(data).hexdigest(), warnings)
+
+
+def _formatted(source: SourceFile, data: bytes) -> Document:
+    """A PDF, Office, EPUB or notebook file through :mod:`ingest.formats` (``FormatError`` is a ``ValueError``)."""
+    try:
+        x = formats.extract(source.path, data)
+    except formats.MissingLibrary as exc:
+        raise Skipped(f"{source.path}: {exc}") from None
+    return Document(source.doc_id, source.path, x.text, hashlib.sha256(data).hexdigest(), x.warnings,
+                    x.sections, f"{x.reader} formats {formats.FORMATS_VERSION}")

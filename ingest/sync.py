@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from . import schema
-from .chunk import CHUNKER_VERSION, Chunk, chunk_text
+from .chunk import CHUNKER_VERSION, Chunk, chunk_sections
 from .read import Document, ReadOptions, Skipped, SourceFile, read_document
 from .store import DocState
 
@@ -43,12 +43,15 @@ if TYPE_CHECKING:
 CATEGORIES = ("new", "changed", "unchanged", "pruned")
 
 
-def version_of(content_hash: str, model: str, max_tokens: int, overlap: int) -> str:
+def version_of(content_hash: str, model: str, max_tokens: int, overlap: int, reader: str = "") -> str:
     """What a document's points were made from: change any part and they are rebuilt.
 
     ``model`` is the model's fingerprint (:func:`ingest.model_id.model_fingerprint`), so
-    replaced weights at the same path re-embed."""
+    replaced weights at the same path re-embed; ``reader`` the library that extracted a PDF's
+    or Office file's text (plain text has none)."""
     key = f"{content_hash}\0{model}\0{max_tokens}\0{overlap}\0chunker {CHUNKER_VERSION}"
+    if reader:
+        key += f"\0reader {reader}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -165,12 +168,12 @@ def prepare(source: SourceFile, state: dict[str, DocState], *, tokenizer, max_to
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
         return Outcome("failed", key, message=f"{where}: cannot read: {type(exc).__name__}: {exc}", size=size)
     warnings = [schema.display(w) for w in doc.warnings]
-    version = version_of(doc.content_hash, model_id, max_tokens, overlap)
+    version = version_of(doc.content_hash, model_id, max_tokens, overlap, doc.reader)
     stored = state.get(key)
     if stored is not None and stored.complete(version):
         return Outcome("unchanged", key, warnings=warnings, size=size)
     try:
-        chunks = chunk_text(doc.text, tokenizer, max_tokens, overlap)
+        chunks = chunk_sections(doc.text, doc.sections, tokenizer, max_tokens, overlap)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
         return Outcome("failed", key, message=f"{where}: cannot chunk: {exc}", warnings=warnings, size=size)
     if not chunks and stored is None:
