@@ -166,10 +166,7 @@ class _Line:
     left: float
     top: float
     bottom: float
-
-    @property
-    def height(self) -> float:
-        return self.top - self.bottom
+    size: float  # font size in points (the box height where PDFium gives none)
 
 
 _BULLET = re.compile(r"^[•▪◦●■‣⁃∙·\-–*]\s+")
@@ -213,7 +210,7 @@ def _read_pdf(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
         pdf.close()
     if not any(lines for _, lines, _ in pages):
         raise FormatError("no text layer; OCR is not supported")
-    heights = [ln.height for _, lines, _ in pages for ln in lines for _ in range(max(1, len(ln.text) // 20))]
+    heights = [ln.size for _, lines, _ in pages for ln in lines for _ in range(max(1, len(ln.text) // 20))]
     body = statistics.median(heights)
     running = _running_lines(pages, body)
     out = _Builder()
@@ -225,12 +222,16 @@ def _read_pdf(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
 
 def _page_lines(textpage, width: float) -> list[_Line]:
     """The page's text lines in reading order: columns left to right, each top to bottom."""
+    from pypdfium2 import raw
+
     rects = []
     for k in range(textpage.count_rects()):
         left, bottom, right, top = textpage.get_rect(k)
         text = _one_line(textpage.get_text_bounded(left, bottom, right, top))
         if text:
-            rects.append((left, bottom, right, top, text))
+            char = raw.FPDFText_GetCharIndexAtPos(textpage.raw, left + 1, (bottom + top) / 2, 3, 3)
+            size = raw.FPDFText_GetFontSize(textpage.raw, char) if char >= 0 else 0.0
+            rects.append((left, bottom, right, top, text, size if size > 0 else top - bottom))
     if not rects:
         return []
     gutter = _gutter(rects, width)
@@ -256,7 +257,7 @@ def _gutter(rects, width: float) -> float | None:
     page, if text lies on both sides of it and little text crosses it."""
     bins = 100
     cover = [0] * bins
-    for left, _, right, _, _ in rects:
+    for left, _, right, *_ in rects:
         for b in range(max(0, int(left / width * bins)), min(bins, int(right / width * bins) + 1)):
             cover[b] += 1
     middle = range(bins // 4, 3 * bins // 4)
@@ -292,7 +293,7 @@ def _lines(rects) -> list[_Line]:
                 continue
         lines.append([rect])
     return [_Line(" ".join(r[4] for r in sorted(line, key=lambda r: r[0])), min(r[0] for r in line),
-                  max(r[3] for r in line), min(r[1] for r in line)) for line in lines]
+                  max(r[3] for r in line), min(r[1] for r in line), max(r[5] for r in line)) for line in lines]
 
 
 def _norm(text: str) -> str:
@@ -301,17 +302,17 @@ def _norm(text: str) -> str:
 
 def _margin(line: _Line, height: float, body: float) -> bool:
     """In the top or bottom tenth of the page, in body size or smaller: where headers and footers are."""
-    return line.height <= 1.1 * body and (line.top > 0.9 * height or line.bottom < 0.1 * height)
+    return line.size <= 1.1 * body and (line.top > 0.9 * height or line.bottom < 0.1 * height)
 
 
 def _running_lines(pages, body: float) -> set[str]:
-    """Header and footer lines (digits as ``#``) on at least half the pages (and three): repeated, not content."""
-    if len(pages) < 3:
+    """Header and footer lines (digits as ``#``) on at least half the pages (and two): repeated, not content."""
+    if len(pages) < 2:
         return set()
     seen: Counter = Counter()
     for _, lines, height in pages:
         seen.update({_norm(ln.text) for ln in lines if _margin(ln, height, body)})
-    return {t for t, c in seen.items() if c >= max(3, len(pages) / 2)}
+    return {t for t, c in seen.items() if c >= max(2, len(pages) / 2)}
 
 
 def _is_running(line: _Line, height: float, label: str, body: float, running: set[str]) -> bool:
@@ -322,19 +323,21 @@ def _is_running(line: _Line, height: float, label: str, body: float, running: se
 
 
 def _pdf_markdown(lines: list[_Line], body: float) -> str:
-    """Lines → paragraphs (a break at a vertical gap, a size change or a list item), headings for
-    large short lines, hyphenated line ends joined."""
+    """Lines → paragraphs (a break at a wider line pitch, a font size change or a list item),
+    headings for large short lines, hyphenated line ends joined."""
+    pitches = [a.top - b.top for a, b in zip(lines, lines[1:]) if 0 < a.top - b.top < 3 * max(a.size, b.size)]
+    normal = statistics.median(pitches) if pitches else 1.2 * body
     blocks: list[str] = []
     cur = ""
     prev: _Line | None = None
     for line in lines:
         text = line.text
-        heading = line.height > 1.2 * body and len(text) <= 120
+        heading = line.size > 1.15 * body and len(text) <= 120
         item = _BULLET.match(text) or _NUMBERED.match(text)
-        new_block = (prev is None or heading or item or prev.height > 1.2 * body
-                     or prev.bottom - line.top > 0.7 * min(prev.height, line.height)
+        new_block = (prev is None or heading or item or prev.size > 1.15 * body
+                     or prev.top - line.top > 1.3 * normal
                      or line.top > prev.top  # a column or band change
-                     or abs(line.height - prev.height) > 0.25 * body)
+                     or abs(line.size - prev.size) > 0.1 * body)
         if new_block:
             if cur:
                 blocks.append(cur)
