@@ -21,6 +21,7 @@ adds it. Limits (:class:`Limits`) bound pages, time and what a zip expands to, s
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import json
@@ -145,6 +146,7 @@ class _Builder:
         return Extracted("".join(self.parts), self.sections, reader, warnings or [])
 
 
+@functools.lru_cache(maxsize=None)
 def _version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -214,24 +216,15 @@ def _read_pdf(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
     body = statistics.median(heights)
     running = _running_lines(pages, body)
     out = _Builder()
-    for label, lines, height in pages:
-        kept = [ln for ln in lines if not _is_running(ln, height, label, body, running)]
+    for number, (label, lines, height) in enumerate(pages, 1):
+        kept = [ln for ln in lines if not _is_running(ln, number, height, label, body, running)]
         out.add(_pdf_markdown(kept, body), {"page_label": label})
     return out.done(_version("pypdfium2"))
 
 
 def _page_lines(textpage, width: float) -> list[_Line]:
     """The page's text lines in reading order: columns left to right, each top to bottom."""
-    from pypdfium2 import raw
-
-    rects = []
-    for k in range(textpage.count_rects()):
-        left, bottom, right, top = textpage.get_rect(k)
-        text = _one_line(textpage.get_text_bounded(left, bottom, right, top))
-        if text:
-            char = raw.FPDFText_GetCharIndexAtPos(textpage.raw, left + 1, (bottom + top) / 2, 3, 3)
-            size = raw.FPDFText_GetFontSize(textpage.raw, char) if char >= 0 else 0.0
-            rects.append((left, bottom, right, top, text, size if size > 0 else top - bottom))
+    rects = _runs(textpage)
     if not rects:
         return []
     gutter = _gutter(rects, width)
@@ -250,6 +243,74 @@ def _page_lines(textpage, width: float) -> list[_Line]:
             ordered += _lines([cut])
             ceiling = cut[1]
     return ordered
+
+
+_WORDS = re.compile(r"[^\s\x02\ufffe]+[\x02\ufffe]?")
+
+
+def _runs(textpage) -> list[tuple[float, float, float, float, str, float]]:
+    """(left, bottom, right, top, text, font size) of each run of words on one line, split where
+    the gap between two words is wider than an em (a column gutter).
+
+    One text call per page and two box calls per word (asking PDFium for each rectangle's
+    bounded text scans the whole page each time: three times slower on manuals)."""
+    import ctypes
+
+    from pypdfium2 import raw
+
+    full = textpage.get_text_range()
+    if len(full) != textpage.count_chars():  # characters outside the BMP: indices differ; ask per rectangle
+        return _rects(textpage)
+    handle, get_box, font_size = textpage.raw, raw.FPDFText_GetCharBox, raw.FPDFText_GetFontSize
+    l, r, b, t = (ctypes.c_double() for _ in range(4))
+    refs = tuple(ctypes.byref(v) for v in (l, r, b, t))
+
+    def box(i: int) -> tuple[float, float, float, float] | None:
+        if not get_box(handle, i, *refs) or r.value <= l.value:
+            return None
+        return l.value, b.value, r.value, t.value
+
+    runs: list[list] = []  # [left, bottom, right, top, start, end, size]
+    cur = None
+    for word in _WORDS.finditer(full):
+        start, end = word.span()
+        first = box(start)
+        last = box(end - 1) if end - start > 1 else first
+        if last is None:  # a generated hyphen or space at the end has no box
+            last = next((bx for i in range(end - 2, max(start, end - 4) - 1, -1) if (bx := box(i)) is not None), None)
+        if first is None or last is None:
+            continue
+        left, bottom, right, top = first[0], min(first[1], last[1]), max(first[2], last[2]), max(first[3], last[3])
+        if cur is not None and "\n" not in full[cur[5]:start]:
+            gap = left - cur[2]
+            if -1 < gap <= max(cur[6], 3.0) and min(top, cur[3]) - max(bottom, cur[1]) > 0.3 * min(
+                    top - bottom, cur[3] - cur[1]):  # the next word of this run
+                if bottom < cur[1]:
+                    cur[1] = bottom
+                if top > cur[3]:
+                    cur[3] = top
+                cur[2], cur[5] = max(cur[2], right), end
+                continue
+        size = font_size(handle, start)
+        cur = [left, bottom, right, top, start, end, size if size > 0 else top - bottom]
+        runs.append(cur)
+    return [(x0, y0, x1, y1, _one_line(full[a:z]).replace("\ufffe", "\x02"), size)
+            for x0, y0, x1, y1, a, z, size in runs]
+
+
+def _rects(textpage) -> list[tuple[float, float, float, float, str, float]]:
+    """:func:`_runs` from PDFium's own rectangles (slower: each text call scans the page)."""
+    from pypdfium2 import raw
+
+    rects = []
+    for k in range(textpage.count_rects()):
+        left, bottom, right, top = textpage.get_rect(k)
+        text = _one_line(textpage.get_text_bounded(left, bottom, right, top))
+        if text:
+            char = raw.FPDFText_GetCharIndexAtPos(textpage.raw, left + 1, (bottom + top) / 2, 3, 3)
+            size = raw.FPDFText_GetFontSize(textpage.raw, char) if char >= 0 else 0.0
+            rects.append((left, bottom, right, top, text, size if size > 0 else top - bottom))
+    return rects
 
 
 def _gutter(rects, width: float) -> float | None:
@@ -296,8 +357,10 @@ def _lines(rects) -> list[_Line]:
                   max(r[3] for r in line), min(r[1] for r in line), max(r[5] for r in line)) for line in lines]
 
 
-def _norm(text: str) -> str:
-    return re.sub(r"\d+", "#", text.lower()).strip()
+def _norm(text: str, label: str, number: int) -> str:
+    """The line with this page's own number or label as ``#``: what repeats of a running header."""
+    words = ["#" if w in (label, str(number)) else w for w in text.lower().split()]
+    return " ".join(words)
 
 
 def _margin(line: _Line, height: float, body: float) -> bool:
@@ -306,20 +369,20 @@ def _margin(line: _Line, height: float, body: float) -> bool:
 
 
 def _running_lines(pages, body: float) -> set[str]:
-    """Header and footer lines (digits as ``#``) on at least half the pages (and two): repeated, not content."""
+    """Header and footer lines (the page number as ``#``) on at least half the pages (and two)."""
     if len(pages) < 2:
         return set()
     seen: Counter = Counter()
-    for _, lines, height in pages:
-        seen.update({_norm(ln.text) for ln in lines if _margin(ln, height, body)})
+    for number, (label, lines, height) in enumerate(pages, 1):
+        seen.update({_norm(ln.text, label.lower(), number) for ln in lines if _margin(ln, height, body)})
     return {t for t, c in seen.items() if c >= max(2, len(pages) / 2)}
 
 
-def _is_running(line: _Line, height: float, label: str, body: float, running: set[str]) -> bool:
+def _is_running(line: _Line, number: int, height: float, label: str, body: float, running: set[str]) -> bool:
     if not _margin(line, height, body):
         return False
     text = line.text.strip()
-    return bool(_PAGE_NUMBER.match(text)) or text == label or _norm(text) in running
+    return bool(_PAGE_NUMBER.match(text)) or text == label or _norm(text, label.lower(), number) in running
 
 
 def _pdf_markdown(lines: list[_Line], body: float) -> str:
@@ -346,7 +409,7 @@ def _pdf_markdown(lines: list[_Line], body: float) -> str:
             elif item:
                 text = _BULLET.sub("- ", text, count=1)
             cur = text
-        elif _HYPHEN_END.search(cur) and text[:1].islower():
+        elif _HYPHEN_END.search(cur[-2:]) and text[:1].islower():
             cur = cur[:-1] + text
         else:
             cur = cur.rstrip("\u00ad\x02") + " " + text
