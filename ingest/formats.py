@@ -245,15 +245,14 @@ def _page_lines(textpage, width: float) -> list[_Line]:
     return ordered
 
 
-_WORDS = re.compile(r"[^\s\x02\ufffe]+[\x02\ufffe]?")
-
-
 def _runs(textpage) -> list[tuple[float, float, float, float, str, float]]:
-    """(left, bottom, right, top, text, font size) of each run of words on one line, split where
-    the gap between two words is wider than an em (a column gutter).
+    """(left, bottom, right, top, text, font size) of each run of text on one line, split where
+    a gap is wider than an em (a column gutter).
 
-    One text call per page and two box calls per word (asking PDFium for each rectangle's
-    bounded text scans the whole page each time: three times slower on manuals)."""
+    One text call per page; per line of PDFium's text its rectangles (PDFium splits a line at
+    gaps and font changes), each one's first character found by bisection on the rectangle
+    count, and neighbours closer than an em joined again. Asking PDFium for each rectangle's
+    bounded text instead scans the whole page each time: several times slower."""
     import ctypes
 
     from pypdfium2 import raw
@@ -261,41 +260,45 @@ def _runs(textpage) -> list[tuple[float, float, float, float, str, float]]:
     full = textpage.get_text_range()
     if len(full) != textpage.count_chars():  # characters outside the BMP: indices differ; ask per rectangle
         return _rects(textpage)
-    handle, get_box, font_size = textpage.raw, raw.FPDFText_GetCharBox, raw.FPDFText_GetFontSize
-    l, r, b, t = (ctypes.c_double() for _ in range(4))
-    refs = tuple(ctypes.byref(v) for v in (l, r, b, t))
-
-    def box(i: int) -> tuple[float, float, float, float] | None:
-        if not get_box(handle, i, *refs) or r.value <= l.value:
-            return None
-        return l.value, b.value, r.value, t.value
-
-    runs: list[list] = []  # [left, bottom, right, top, start, end, size]
-    cur = None
-    for word in _WORDS.finditer(full):
-        start, end = word.span()
-        first = box(start)
-        last = box(end - 1) if end - start > 1 else first
-        if last is None:  # a generated hyphen or space at the end has no box
-            last = next((bx for i in range(end - 2, max(start, end - 4) - 1, -1) if (bx := box(i)) is not None), None)
-        if first is None or last is None:
+    handle, count, get_rect, font_size = textpage.raw, raw.FPDFText_CountRects, raw.FPDFText_GetRect, \
+        raw.FPDFText_GetFontSize
+    l, t, r, b = (ctypes.c_double() for _ in range(4))
+    refs = tuple(ctypes.byref(v) for v in (l, t, r, b))
+    runs: list[list] = []  # [left, bottom, right, top, text, size]
+    for line in re.finditer(r"[^\r\n]+", full):
+        a, z = line.span()
+        n = count(handle, a, z - a)
+        if n <= 0:
             continue
-        left, bottom, right, top = first[0], min(first[1], last[1]), max(first[2], last[2]), max(first[3], last[3])
-        if cur is not None and "\n" not in full[cur[5]:start]:
-            gap = left - cur[2]
-            if -1 < gap <= max(cur[6], 3.0) and min(top, cur[3]) - max(bottom, cur[1]) > 0.3 * min(
-                    top - bottom, cur[3] - cur[1]):  # the next word of this run
-                if bottom < cur[1]:
-                    cur[1] = bottom
-                if top > cur[3]:
-                    cur[3] = top
-                cur[2], cur[5] = max(cur[2], right), end
+        bounds = [a]
+        for j in range(1, n):  # the first character of rectangle j: the shortest prefix with j + 1 of them
+            lo, hi = bounds[-1] - a + 1, z - a
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if count(handle, a, mid) > j:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            bounds.append(a + lo - 1)
+        if n > 1:
+            count(handle, a, z - a)  # GetRect reads the last count's rectangles
+        bounds.append(z)
+        cur = None
+        for j in range(n):
+            get_rect(handle, j, *refs)
+            text = full[bounds[j]:bounds[j + 1]]
+            if not text.strip():
                 continue
-        size = font_size(handle, start)
-        cur = [left, bottom, right, top, start, end, size if size > 0 else top - bottom]
-        runs.append(cur)
-    return [(x0, y0, x1, y1, _one_line(full[a:z]).replace("\ufffe", "\x02"), size)
-            for x0, y0, x1, y1, a, z, size in runs]
+            left, bottom, right, top = l.value, b.value, r.value, t.value
+            if cur is not None and -1 < left - cur[2] <= max(cur[5], 3.0) and min(top, cur[3]) - max(
+                    bottom, cur[1]) > 0.3 * min(top - bottom, cur[3] - cur[1]):
+                cur[1], cur[2], cur[3] = min(cur[1], bottom), max(cur[2], right), max(cur[3], top)
+                cur[4] += text
+                continue
+            size = font_size(handle, bounds[j] + len(text) - len(text.lstrip()))
+            cur = [left, bottom, right, top, text, size if size > 0 else top - bottom]
+            runs.append(cur)
+    return [(x0, y0, x1, y1, _one_line(text).replace("\ufffe", "\x02"), size) for x0, y0, x1, y1, text, size in runs]
 
 
 def _rects(textpage) -> list[tuple[float, float, float, float, str, float]]:
