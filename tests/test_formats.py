@@ -326,3 +326,23 @@ def test_plain_text_documents_keep_their_version(tmp_path):
     doc = read(tmp_path / "a.md")
     assert doc.reader == "" and doc.sections == []
     assert version_of("h", "m", 75, 0) == version_of("h", "m", 75, 0, "") != version_of("h", "m", 75, 0, "x")
+
+
+def test_llamaindex_reader_gives_sgpt_node_parser_one_document_per_page(tmp_path):
+    from llama_index.core import SimpleDirectoryReader
+
+    from sgpt_qdrant import SGPTFileReader, SGPTNodeParser
+
+    _pdf(tmp_path / "r.pdf", [_two_columns(p) for p in range(1, 4)])
+    docs = SimpleDirectoryReader(str(tmp_path), file_extractor=SGPTFileReader.file_extractor()).load_data()
+    assert [d.metadata["page_label"] for d in docs] == ["1", "2", "3"]
+    assert all(d.metadata["file_name"] == "r.pdf" for d in docs)
+    nodes = SGPTNodeParser(tokenizer=REF, max_tokens=40).get_nodes_from_documents(docs)
+    by_page = {d.metadata["page_label"]: d.text for d in docs}
+    assert len(nodes) > len(docs)
+    for node in nodes:
+        assert node.text in by_page[node.metadata["page_label"]]  # a node stays on its page
+        assert len(REF(node.text, add_special_tokens=False)["input_ids"]) <= 40
+    with pytest.raises(formats.FormatError, match=r"broken\.pdf: corrupt or not a PDF"):
+        (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 junk")
+        SGPTFileReader().load_data(tmp_path / "broken.pdf")
