@@ -74,7 +74,7 @@ class Section:
 class Extracted:
     text: str
     sections: list[Section] = field(default_factory=list)
-    reader: str = ""  # library and version: part of the document's version
+    reader: str = ""  # :func:`reader_id`: part of the document's version
     warnings: list[str] = field(default_factory=list)
 
 
@@ -86,6 +86,14 @@ def unavailable(suffix: str) -> str | None:
     return f"reading {suffix.lower()} files needs {_PACKAGE[module]}: {INSTALL}"
 
 
+def reader_id(suffix: str) -> str:
+    """What reads files with this extension (library and version, this module's version): part of
+    their documents' version, known without reading a file, so an unchanged one is not extracted."""
+    module = NEEDS.get(suffix.lower())
+    library = _version(_PACKAGE[module]) if module else "stdlib"
+    return f"{library} formats {FORMATS_VERSION}"
+
+
 def extract(path: Path, data: bytes, limits: Limits = Limits()) -> Extracted:
     """The Markdown-shaped text of one file and its sections. Raises :class:`FormatError`."""
     suffix = path.suffix.lower()
@@ -94,7 +102,9 @@ def extract(path: Path, data: bytes, limits: Limits = Limits()) -> Extracted:
     reader = _READERS[suffix]
     clock = _Clock(limits)
     try:
-        return reader(data, limits, clock)
+        extracted = reader(data, limits, clock)
+        extracted.reader = reader_id(suffix)
+        return extracted
     except (FormatError, MissingLibrary):
         raise
     except MemoryError:
@@ -142,8 +152,8 @@ class _Builder:
         if meta is not None:
             self.sections.append(Section(start, self.length, meta))
 
-    def done(self, reader: str, warnings: list[str] | None = None) -> Extracted:
-        return Extracted("".join(self.parts), self.sections, reader, warnings or [])
+    def done(self, warnings: list[str] | None = None) -> Extracted:
+        return Extracted("".join(self.parts), self.sections, "", warnings or [])
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,7 +229,7 @@ def _read_pdf(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
     for number, (label, lines, height) in enumerate(pages, 1):
         kept = [ln for ln in lines if not _is_running(ln, number, height, label, body, running)]
         out.add(_pdf_markdown(kept, body), {"page_label": label})
-    return out.done(_version("pypdfium2"))
+    return out.done()
 
 
 def _page_lines(textpage, width: float) -> list[_Line]:
@@ -488,7 +498,7 @@ def _read_docx(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
                 blocks.append("\n".join(rows))
     out = _Builder()
     out.add(_join_blocks(blocks))
-    return out.done(_version("python-docx"))
+    return out.done()
 
 
 def _join_blocks(blocks: list[str]) -> str:
@@ -543,7 +553,7 @@ def _read_pptx(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
         if slide.has_notes_slide and (notes := slide.notes_slide.notes_text_frame) is not None and notes.text.strip():
             blocks.append(notes.text.strip())
         out.add("\n\n".join(blocks), {"slide": number})
-    return out.done(_version("python-pptx"))
+    return out.done()
 
 
 class _Markdown(HTMLParser):
@@ -694,7 +704,7 @@ def _read_epub(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
         first_heading = next((ln.lstrip("#").strip() for ln in text.split("\n") if ln.startswith("#")), "")
         chapter = toc.get(href) or first_heading or chapter or title
         out.add(text, {"chapter": chapter} if chapter else {})
-    return out.done("epub zipfile")
+    return out.done()
 
 
 def _resolve(base: PurePosixPath, href: str) -> str:
@@ -757,7 +767,7 @@ def _read_odt(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
         _odt_blocks(body, blocks, 0)
     out = _Builder()
     out.add(_join_rows(blocks))
-    return out.done("odt zipfile")
+    return out.done()
 
 
 def _odt_text(element) -> str:
@@ -836,7 +846,7 @@ def _read_ipynb(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
             blocks.append(f"{fence}{language}\n{source.strip(chr(10))}\n{fence}")
     out = _Builder()
     out.add("\n\n".join(blocks))
-    return out.done("ipynb json")
+    return out.done()
 
 
 _READERS: dict[str, Callable[[bytes, Limits, _Clock], Extracted]] = {
@@ -845,4 +855,4 @@ _READERS: dict[str, Callable[[bytes, Limits, _Clock], Extracted]] = {
 }
 
 __all__ = ["EXTENSIONS", "INSTALL", "Extracted", "FormatError", "Limits", "MissingLibrary", "Section", "extract",
-           "html_markdown", "unavailable"]
+           "html_markdown", "reader_id", "unavailable"]

@@ -12,7 +12,7 @@ import fnmatch
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -61,6 +61,8 @@ class Document:
     #: pages, slides or chapters of a PDF/Office/EPUB file (:mod:`ingest.formats`); a chunk stays in one
     sections: list[formats.Section] = field(default_factory=list)
     reader: str = ""  # the library that extracted the text (part of the version); "" for plain text
+    #: a format file read with ``defer_formats``: call it for the Document with its text
+    deferred: Callable[[], Document] | None = None
 
 
 class Skipped(Exception):
@@ -168,7 +170,7 @@ def _binary(data: bytes, text: str) -> str | None:
 
 
 def read_document(source: SourceFile, *, follow_links_outside: bool = False,
-                  max_bytes: int | None = MAX_FILE_BYTES) -> Document:
+                  max_bytes: int | None = MAX_FILE_BYTES, defer_formats: bool = False) -> Document:
     """The text of one file. Raises :class:`Skipped` for non-text, ``OSError`` when unreadable.
 
     A symlink found in a folder that points outside it is skipped unless ``follow_links_outside``
@@ -198,7 +200,7 @@ def read_document(source: SourceFile, *, follow_links_outside: bool = False,
             raise Skipped(f"{path}: unreadable symlink ({exc.strerror or exc})") from None
         raise
     if suffix in formats.EXTENSIONS:
-        return _formatted(source, data)
+        return _formatted(source, data, defer_formats)
     warnings = []
     try:
         text = data.decode("utf-8-sig")
@@ -213,11 +215,16 @@ def read_document(source: SourceFile, *, follow_links_outside: bool = False,
     return Document(source.doc_id, path, text, hashlib.sha256(data).hexdigest(), warnings)
 
 
-def _formatted(source: SourceFile, data: bytes) -> Document:
-    """A PDF, Office, EPUB or notebook file through :mod:`ingest.formats` (``FormatError`` is a ``ValueError``)."""
-    try:
+def _formatted(source: SourceFile, data: bytes, defer: bool) -> Document:
+    """A PDF, Office, EPUB or notebook file through :mod:`ingest.formats` (``FormatError`` is a
+    ``ValueError``). ``defer``: hash now, extract when ``deferred()`` is called (not at all for a
+    document the store holds unchanged)."""
+    digest, reader = hashlib.sha256(data).hexdigest(), formats.reader_id(source.path.suffix)
+
+    def extract() -> Document:
         x = formats.extract(source.path, data)
-    except formats.MissingLibrary as exc:
-        raise Skipped(f"{source.path}: {exc}") from None
-    return Document(source.doc_id, source.path, x.text, hashlib.sha256(data).hexdigest(), x.warnings,
-                    x.sections, f"{x.reader} formats {formats.FORMATS_VERSION}")
+        return Document(source.doc_id, source.path, x.text, digest, x.warnings, x.sections, reader)
+
+    if defer:
+        return Document(source.doc_id, source.path, "", digest, reader=reader, deferred=extract)
+    return extract()

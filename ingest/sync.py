@@ -160,7 +160,13 @@ def prepare(source: SourceFile, state: dict[str, DocState], *, tokenizer, max_to
     size = _size(source)
     try:
         doc = read_document(source, follow_links_outside=read_options.follow_links_outside,
-                            max_bytes=read_options.max_bytes)
+                            max_bytes=read_options.max_bytes, defer_formats=True)
+        version = version_of(doc.content_hash, model_id, max_tokens, overlap, doc.reader)
+        stored = state.get(key)
+        if stored is not None and stored.complete(version):
+            return Outcome("unchanged", key, warnings=[schema.display(w) for w in doc.warnings], size=size)
+        if doc.deferred is not None:  # a PDF or Office file: extracted only now that it is needed
+            doc = doc.deferred()
     except Skipped as exc:
         return Outcome("skipped", key, message=schema.display(str(exc)), size=size)
     except (OSError, ValueError) as exc:
@@ -168,10 +174,6 @@ def prepare(source: SourceFile, state: dict[str, DocState], *, tokenizer, max_to
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
         return Outcome("failed", key, message=f"{where}: cannot read: {type(exc).__name__}: {exc}", size=size)
     warnings = [schema.display(w) for w in doc.warnings]
-    version = version_of(doc.content_hash, model_id, max_tokens, overlap, doc.reader)
-    stored = state.get(key)
-    if stored is not None and stored.complete(version):
-        return Outcome("unchanged", key, warnings=warnings, size=size)
     try:
         chunks = chunk_sections(doc.text, doc.sections, tokenizer, max_tokens, overlap)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others

@@ -346,3 +346,22 @@ def test_llamaindex_reader_gives_sgpt_node_parser_one_document_per_page(tmp_path
     with pytest.raises(formats.FormatError, match=r"broken\.pdf: corrupt or not a PDF"):
         (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 junk")
         SGPTFileReader().load_data(tmp_path / "broken.pdf")
+
+
+def test_an_unchanged_pdf_is_not_extracted_again(tmp_path, tiny_encoder, monkeypatch):
+    root = tmp_path / "docs"
+    root.mkdir()
+    _pdf(root / "r.pdf", [_two_columns(1)])
+    client = QdrantClient(":memory:")
+    ensure_collection(client, "c", tiny_encoder.dimension, vector_name=schema.VECTOR_NAME)
+    calls = []
+    real = formats.extract
+    monkeypatch.setattr(formats, "extract", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+
+    def run():
+        return sync(list(find_files([root])), store.read_state(client, "c"), tokenizer=tiny_encoder.tokenizer,
+                    max_tokens=tiny_encoder.max_length, model="tiny", encode=tiny_encoder.encode,
+                    writer=Uploader(client, "c"))
+
+    assert run().new == 1 and len(calls) == 1
+    assert run().unchanged == 1 and len(calls) == 1  # hashed, found complete, never extracted
