@@ -183,8 +183,8 @@ class _Line:
 
 _BULLET = re.compile(r"^[•▪◦●■‣⁃∙·\-–*]\s+")
 _NUMBERED = re.compile(r"^\(?\d{1,3}[.)]\s+")
-_PAGE_NUMBER = re.compile(r"^(?:page\s+)?(?:\d{1,5}|[ivxlcdm]{1,8})(?:\s*(?:of|/)\s*\d{1,5})?$|^[-–—]\s*\d{1,5}\s*[-–—]$",
-                          re.IGNORECASE)
+_PAGE_NUMBER = re.compile(r"^(?:page\s+)?(?:\d{1,5}|[ivxlcdm]{1,8})(?:\s*(?:of|/)\s*\d{1,5})?$"
+                          r"|^[-–—]\s*\d{1,5}\s*[-–—]$", re.IGNORECASE)
 _HYPHEN_END = re.compile(r"[^\W\d_][-\u00ad\x02]$")
 
 
@@ -729,7 +729,8 @@ def _epub_toc(archive: zipfile.ZipFile, opf, manifest: dict, base: PurePosixPath
                 root = _xml(archive, href)
                 for a in root.iter():
                     if _local(a.tag) == "a" and a.get("href"):
-                        toc.setdefault(_resolve(PurePosixPath(href).parent, a.get("href")), _one_line("".join(a.itertext())))
+                        target = _resolve(PurePosixPath(href).parent, a.get("href"))
+                        toc.setdefault(target, _one_line("".join(a.itertext())))
             elif item.get("media-type") == "application/x-dtbncx+xml":
                 root = _xml(archive, href)
                 for point in root.iter():
@@ -760,8 +761,8 @@ def _read_odt(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
         content = _xml(archive, "content.xml")
     except KeyError:
         raise FormatError("corrupt ODT (no content.xml)") from None
-    body = next((e for e in content.iter() if _local(e.tag) == "text" and e.tag.startswith("{urn:oasis:names:tc:"
-                                                                                       "opendocument:xmlns:office")), None)
+    office = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
+    body = next((e for e in content.iter() if e.tag == office + "text"), None)
     blocks: list[str] = []
     if body is not None:
         _odt_blocks(body, blocks, 0)

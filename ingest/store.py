@@ -14,8 +14,8 @@ The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -54,9 +54,9 @@ class DocState:
     indices: set[int] = field(default_factory=set)
     versions: set[str] = field(default_factory=set)
     chunk_counts: set[int] = field(default_factory=set)
-    #: point id → (version, chunk hash), kept only for a document that is not complete: what a
-    #: resumed run need not embed again (a complete one is either unchanged or rewritten whole)
-    marks: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: point id → :func:`mark` of its version and chunk hash, kept only for a document that is not
+    #: complete: what a resumed run need not embed again (a complete one is unchanged or redone whole)
+    marks: dict[str, int] = field(default_factory=dict)
 
     @property
     def points(self) -> int:
@@ -69,11 +69,16 @@ class DocState:
 
     def holds(self, point_id: str, version: str, chunk_hash: str) -> bool:
         """Whether the point is stored as a run at ``version`` writes it (a resumed run keeps it)."""
-        return self.marks.get(point_id) == (version, chunk_hash)
+        return self.marks.get(point_id) == mark(version, chunk_hash)
 
     def stale_ids(self, keep: set[str]) -> list[str]:
         """Stored ids a run that wrote ``keep`` must delete (old positions past the new end, strays)."""
         return [i for i in self.ids if i not in keep]
+
+
+def mark(version: str, chunk_hash: str) -> int:
+    """A point's version and chunk hash in 8 bytes (the state holds one per point while it is read)."""
+    return int.from_bytes(hashlib.blake2b(f"{version}\0{chunk_hash}".encode(), digest_size=8).digest(), "big")
 
 
 def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], bool] | None = None,
@@ -107,12 +112,12 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
             doc.ids.append(str(p.id))
             index = payload.get(INDEX_FIELD)
             doc.indices.add(index if isinstance(index, int) else -1)
-            version = sys.intern(str(payload.get(VERSION_FIELD)))
+            version = str(payload.get(VERSION_FIELD))
             doc.versions.add(version)
             count = payload.get(COUNT_FIELD, -1)
             doc.chunk_counts.add(count if isinstance(count, int) else -1)
-            if isinstance(mark := payload.get(CHUNK_HASH_FIELD), str):
-                doc.marks[doc.ids[-1]] = (version, mark)
+            if isinstance(chunk_hash := payload.get(CHUNK_HASH_FIELD), str):
+                doc.marks[doc.ids[-1]] = mark(version, chunk_hash)
         if offset is None:
             for doc in state.values():
                 if len(doc.versions) == 1 and doc.complete(next(iter(doc.versions))):

@@ -107,7 +107,7 @@ def test_pdf_list_items_become_markdown_items(tmp_path):
     assert [k for k, _ in kinds(doc.text)] == ["text", "item", "item"]
 
 
-def test_bad_pdfs_fail_alone_with_one_line_each(tmp_path, tiny_encoder):
+def test_bad_pdfs_fail_alone_with_one_line_each(tmp_path):
     root = tmp_path / "docs"
     root.mkdir()
     _pdf(root / "locked.pdf", [[(10, 30, 11, "secret text")]], encrypt={"owner_password": "o", "user_password": "u"})
@@ -118,12 +118,9 @@ def test_bad_pdfs_fail_alone_with_one_line_each(tmp_path, tiny_encoder):
     scanned.output(str(root / "scan.pdf"))
     (root / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj garbage")
     (root / "notes.md").write_text("# Notes\n\nThe good file.")
-    client = QdrantClient(":memory:")
-    ensure_collection(client, "c", tiny_encoder.dimension, vector_name=schema.VECTOR_NAME)
     messages = []
-    summary = sync(list(find_files([root])), store.read_state(client, "c"), tokenizer=tiny_encoder.tokenizer,
-                   max_tokens=tiny_encoder.max_length, model="tiny", encode=tiny_encoder.encode,
-                   writer=Uploader(client, "c"), on_message=messages.append)
+    summary = sync(list(find_files([root])), {}, tokenizer=REF, max_tokens=75, model="tiny", dry_run=True,
+                   on_message=messages.append)
     assert summary.failed == 3 and summary.ingested == 2
     errors = sorted(m for m in messages if m.startswith("error:"))
     assert len(errors) == 3 and all("\n" not in m for m in errors)
@@ -165,14 +162,14 @@ def test_payload_of_a_pdf_chunk_carries_its_page_label(tmp_path, tiny_encoder):
             [s for s in doc.sections if s.meta == {"page_label": p.payload["page_label"]}][0].start:][:40]
 
 
-def test_a_missing_extra_skips_with_the_install_line(tmp_path, monkeypatch, tiny_encoder):
+def test_a_missing_extra_skips_with_the_install_line(tmp_path, monkeypatch):
     path = _pdf(tmp_path / "r.pdf", [[(10, 30, 11, "Some text")]], header=None)
     real = formats.importlib.util.find_spec
     monkeypatch.setattr(formats.importlib.util, "find_spec", lambda name: None if name == "pypdfium2" else real(name))
     with pytest.raises(Skipped, match=re.escape('needs pypdfium2: pip install "sgpt-qdrant[docs]"')):
         read(path)
     messages = []
-    summary = sync(list(find_files([tmp_path])), {}, tokenizer=tiny_encoder.tokenizer, max_tokens=75,
+    summary = sync(list(find_files([tmp_path])), {}, tokenizer=REF, max_tokens=75,
                    model="tiny", dry_run=True, on_message=messages.append)
     assert summary.skipped == 1 and messages == [f"skipped: {path}: reading .pdf files needs pypdfium2: "
                                                  'pip install "sgpt-qdrant[docs]"']
@@ -276,7 +273,8 @@ def test_epub_with_drm_is_refused(tmp_path):
     with zipfile.ZipFile(path, "a") as z:
         z.writestr("META-INF/encryption.xml", "<encryption xmlns='urn:oasis:names:tc:opendocument:xmlns:container' "
                    "xmlns:enc='http://www.w3.org/2001/04/xmlenc#'><enc:EncryptedData><enc:CipherData>"
-                   "<enc:CipherReference URI='OEBPS/text/one.xhtml'/></enc:CipherData></enc:EncryptedData></encryption>")
+                   "<enc:CipherReference URI='OEBPS/text/one.xhtml'/></enc:CipherData></enc:EncryptedData>"
+                   "</encryption>")
     with pytest.raises(formats.FormatError, match="encrypted .DRM"):
         formats.extract(path, path.read_bytes())
 

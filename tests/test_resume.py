@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from qdrant_client import QdrantClient
 
 from sgpt_qdrant.ingest import schema, store
@@ -86,6 +87,7 @@ def _stop_then_resume(tmp_path, encoder, before: dict | None, after: dict, stop_
     return clean, clean_summary, client, root
 
 
+@pytest.mark.slow
 def test_a_run_stopped_mid_document_embeds_only_the_missing_chunks(tmp_path, tiny_encoder):
     clean, clean_summary, client, root = _stop_then_resume(tmp_path, tiny_encoder, None, {"long.txt": LONG},
                                                            stop_after=2)
@@ -100,6 +102,7 @@ def test_a_run_stopped_mid_document_embeds_only_the_missing_chunks(tmp_path, tin
     assert _points(client) == _points(clean)
 
 
+@pytest.mark.slow
 def test_a_changed_document_stopped_halfway_keeps_only_chunks_of_the_new_version(tmp_path, tiny_encoder):
     clean, clean_summary, client, root = _stop_then_resume(
         tmp_path, tiny_encoder, {"long.txt": LONG, "b.md": "# B\n\nShort one."},
