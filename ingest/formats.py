@@ -199,7 +199,8 @@ def _read_pdf(data: bytes, limits: Limits, clock: _Clock) -> Extracted:
             raise FormatError("encrypted (it needs a password to open)") from None
         if code == pdfium.raw.FPDF_ERR_SECURITY:
             raise FormatError("encrypted with an unsupported security handler") from None
-        raise FormatError(f"corrupt or not a PDF ({exc})") from None
+        detail = str(exc).replace("Failed to load document (", "").rstrip(".)").strip()
+        raise FormatError(f"corrupt or not a PDF ({detail})") from None
     try:
         n = len(pdf)
         _count_limit(n, "pages", limits)
