@@ -35,6 +35,7 @@ import qdrant_edge as qe
 from qdrant_client import models
 from qdrant_client.http import models as rest
 
+from .. import atomic
 from .client import StoreError
 
 __all__ = ["EdgeClient", "EdgeError", "StoreInUseError", "COLLECTIONS_DIR", "LOCK_FILE", "is_edge_store"]
@@ -73,14 +74,8 @@ def _check_name(name: str) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Atomically: temp file, fsync, rename, fsync of the folder. A crash leaves the old or the new file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """Atomically (temp file, fsync, rename, fsync of the folder): a crash leaves the old or the new file."""
+    atomic.write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _fsync_dir(folder: Path) -> None:
