@@ -124,7 +124,7 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
         tokenizer = copy.copy(encoder.tokenizer)
         tokenizer.model_max_length = _NO_LENGTH_LIMIT
         return _Model(name, model_id, int(encoder.dimension), int(encoder.max_length), tokenizer, lambda: encoder)
-    name = str(model or ckpt.DEFAULT_MODEL)
+    name = ckpt.resolve_model_name(model)
     try:
         root, dim, max_len = ckpt.peek(name)
         tokenizer, _ = ckpt.load_tokenizer(root)
