@@ -10,9 +10,11 @@ from llama_index.core import Settings, StorageContext, VectorStoreIndex
 from llama_index.core.schema import TextNode
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
-from texts import varied_texts
+from texts import EXPECTED_WARNINGS, varied_texts
 
 from sgpt_qdrant import DEFAULT_MODEL, SGPTEmbedding, TruncationWarning
+
+pytestmark = EXPECTED_WARNINGS  # varied_texts() cuts and empties on purpose
 
 
 @pytest.fixture(scope="module")

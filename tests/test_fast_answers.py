@@ -121,3 +121,17 @@ def test_printed_duration_is_the_wall_time_of_the_command(tmp_path, tiny_model_d
     assert 0.6 * wall < printed <= wall, (printed, wall)
     terminal = subprocess.run(args, capture_output=True, text=True, env=env, timeout=180, check=True)
     assert re.search(r"2 unchanged; 0 chunks written in \d+\.\ds", terminal.stderr), terminal.stderr
+
+
+def test_an_unreachable_server_is_one_line(tmp_path, tiny_model_dir):
+    import socket
+
+    docs = _docs(tmp_path / "docs")
+    with socket.socket() as s:  # a free port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(cli, [str(docs), "--model", str(tiny_model_dir),
+                                      "--qdrant-url", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sgpt-ingest: error: ") and str(port) in lines[0], lines

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from texts import varied_texts
+from texts import EXPECTED_WARNINGS, varied_texts
 
 from sgpt_qdrant import Encoder, load_checkpoint
 from sgpt_qdrant import precision
@@ -59,7 +59,7 @@ LOSSY_BATCH_COS = float(np.cos(2 * np.arccos(LOSSY_COS)))
 
 
 #: Exports (ONNX, FastEmbed) go to a cache of this module's own, not ~/.cache.
-pytestmark = pytest.mark.usefixtures("isolated_export_cache")
+pytestmark = [pytest.mark.usefixtures("isolated_export_cache"), *EXPECTED_WARNINGS]  # varied_texts() cuts on purpose
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,16 @@ def test_mode_against_reference(encoders, reference, mode, backend):
         assert _cosines(got, ref).min() >= LOSSY_COS
 
 
-@pytest.mark.parametrize("mode,backend", PATHS)
+#: bf16 on a CPU is emulated or slow to run one text at a time: the full suite covers it.
+def _slow_if_bf16(p):
+    values, marks = (p.values, list(p.marks)) if hasattr(p, "marks") else (p, [])
+    return pytest.param(*values, marks=marks + [pytest.mark.slow] if values[0] == "bf16" else marks)
+
+
+BATCH_PATHS = [_slow_if_bf16(p) for p in PATHS]
+
+
+@pytest.mark.parametrize("mode,backend", BATCH_PATHS)
 def test_mode_is_batch_invariant(encoders, reference, mode, backend):
     texts = reference[0]
     enc = encoders(mode, backend)
