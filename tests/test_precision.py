@@ -187,7 +187,8 @@ def test_onnx_export_is_cached_and_keyed_by_weights(tiny_model_dir, monkeypatch,
 
 def test_int8_without_onnxruntime_falls_back_to_exact_fp32(tiny_model_dir, reference, monkeypatch):
     monkeypatch.setattr(ort, "available", lambda: False)
-    with pytest.warns(RuntimeWarning, match="onnxruntime is not installed"):
+    with pytest.warns(RuntimeWarning, match="onnxruntime is not installed"), \
+            pytest.warns(RuntimeWarning, match="int8 runs only on ONNX Runtime; running exact fp32"):
         enc = Encoder(str(tiny_model_dir), device="cpu", dtype="int8")
     assert enc.backend == "eager"
     texts, ref = reference
