@@ -77,12 +77,15 @@ class _Progress:
               help="Repeatable. [default: all three]")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Queries per request.")
 @click.option("--max-queries", type=click.IntRange(1), default=None, help="Only the first N judged queries.")
+@click.option("--first-chunk", is_flag=True,
+              help="Rank documents by their first chunk (the first max_seq_length tokens, as the paper's BEIR runs "
+                   "truncated them) instead of their best chunk.")
 @click.option("--device", default=None, help="torch device; default: the best available.")
 @click.option("--dtype", default=None, help="Precision: fp32, bf16, fp16 (GPU), int8 (CPU); default by device.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress.")
-def cli(data, model, store, qdrant_url, collection, split, modes, batch_size, max_queries, device, dtype, as_json,
-        quiet):
+def cli(data, model, store, qdrant_url, collection, split, modes, batch_size, max_queries, first_chunk, device, dtype,
+        as_json, quiet):
     """Retrieval quality on a BEIR-layout folder DATA (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv),
     through sgpt-ingest's pipeline and query path: nDCG@10, MAP@100, recall@100 and MRR@10 for
     dense (SGPT), sparse (BM25) and hybrid (RRF in Qdrant) retrieval.
@@ -91,12 +94,13 @@ def cli(data, model, store, qdrant_url, collection, split, modes, batch_size, ma
     is finished by the next.
     """
     sys.exit(run(data, model=model, store=store, qdrant_url=qdrant_url, collection=collection, split=split,
-                 modes=modes, batch_size=batch_size, max_queries=max_queries, device=device, dtype=dtype,
+                 modes=modes, batch_size=batch_size, max_queries=max_queries, first_chunk=first_chunk, device=device,
+                 dtype=dtype,
                  as_json=as_json, quiet=quiet))
 
 
 def run(data, *, model=None, store=None, qdrant_url=None, collection="corpus", split="test", modes=(),
-        batch_size=64, max_queries=None, device=None, dtype=None, as_json=False, quiet=False) -> int:
+        batch_size=64, max_queries=None, first_chunk=False, device=None, dtype=None, as_json=False, quiet=False) -> int:
     """The command without click: prints, returns the exit status."""
     from sgpt_qdrant import checkpoint as ckpt
 
@@ -116,6 +120,7 @@ def run(data, *, model=None, store=None, qdrant_url=None, collection="corpus", s
         report = evaluate_beir(data, store=store or os.path.join(data, "sgpt-eval"), encoder=encoder, model=name,
                                url=qdrant_url, api_key=api_key, collection=collection, split=split,
                                modes=modes or MODES, batch_size=batch_size, max_queries=max_queries,
+                               first_chunk=first_chunk,
                                on_progress=progress,
                                on_message=None if quiet else lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:
@@ -130,7 +135,8 @@ def run(data, *, model=None, store=None, qdrant_url=None, collection="corpus", s
     if as_json:
         click.echo(json.dumps(report.to_dict(), sort_keys=True))
     else:
-        click.echo(f"{report.data} ({report.split}): {report.documents} documents, {report.queries} queries; "
+        how = "first chunk" if report.first_chunk else "best chunk"
+        click.echo(f"{report.data} ({report.split}, documents by their {how}): {report.documents} documents, {report.queries} queries; "
                    f"ingest wrote {report.chunks_written} chunks in {report.ingest_seconds:.1f}s")
         click.echo(_table(report))
     return 0

@@ -164,6 +164,7 @@ class ModeResult:
 class EvalReport:
     data: str
     split: str
+    first_chunk: bool
     documents: int
     queries: int
     chunks_written: int
@@ -177,8 +178,18 @@ class EvalReport:
         return out
 
 
+def first_chunks():
+    """Only each document's first chunk: a document cut at the model's max_seq_length, as the
+    paper's BEIR runs embedded it (sentence-transformers truncates)."""
+    from qdrant_client import models
+
+    from .schema import INDEX_FIELD
+
+    return models.Filter(must=[models.FieldCondition(key=INDEX_FIELD, match=models.MatchValue(value=0))])
+
+
 def run_queries(client, collection: str, queries: dict[str, str], *, encoder, mode: str, batch_size: int = 64,
-                chunk_depth: int = DEFAULT_CHUNK_DEPTH,
+                chunk_depth: int = DEFAULT_CHUNK_DEPTH, query_filter=None,
                 on_batch: Callable[[int, int], None] | None = None) -> dict[str, dict[str, float]]:
     """query id → {BEIR doc id: score}, the queries sent ``batch_size`` at a time."""
     ids = list(queries)
@@ -186,7 +197,7 @@ def run_queries(client, collection: str, queries: dict[str, str], *, encoder, mo
     for start in range(0, len(ids), batch_size):
         part = ids[start:start + batch_size]
         results = search_batch(client, collection, [queries[q] for q in part], encoder=encoder, mode=mode,
-                               limit=chunk_depth, with_payload=["doc_id"])
+                               limit=chunk_depth, query_filter=query_filter, with_payload=["doc_id"])
         for qid, hits in zip(part, results):
             run[qid] = documents_of(hits)
         if on_batch is not None:
@@ -208,12 +219,14 @@ def evaluate_beir(
     batch_size: int = 64,
     chunk_depth: int = DEFAULT_CHUNK_DEPTH,
     max_queries: int | None = None,
+    first_chunk: bool = False,
     on_progress: Callable[[str, int, int], None] | None = None,
     on_message: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Ingest the corpus of ``data`` into ``store`` (re-used by the next run) and score every mode.
 
-    ``on_progress(phase, done, total)``: phase "ingest" (chunks) or a mode (queries)."""
+    ``first_chunk``: rank documents by their first chunk alone (:func:`first_chunks`) instead of
+    their best chunk. ``on_progress(phase, done, total)``: phase "ingest" (chunks) or a mode (queries)."""
     from .client import open_client
     from .pipeline import IngestOptions, ingest_paths
 
@@ -234,7 +247,7 @@ def evaluate_beir(
                            options=IngestOptions(sparse="bm25", prune=True),
                            on_progress=lambda s: progress("ingest", s.chunks_written, s.estimated_chunks()),
                            on_message=on_message)
-    report = EvalReport(str(data), split, len(beir.corpus), len(beir.queries), summary.chunks_written,
+    report = EvalReport(str(data), split, first_chunk, len(beir.corpus), len(beir.queries), summary.chunks_written,
                         time.perf_counter() - t)
     if summary.failed:
         raise EvalDataError(f"{summary.failed} corpus documents could not be ingested: {summary.failures[0]}")
@@ -242,7 +255,8 @@ def evaluate_beir(
         for mode in modes:
             t = time.perf_counter()
             run = run_queries(client, collection, beir.queries, encoder=encoder, mode=mode, batch_size=batch_size,
-                              chunk_depth=chunk_depth, on_batch=lambda done, total, m=mode: progress(m, done, total))
+                              chunk_depth=chunk_depth, query_filter=first_chunks() if first_chunk else None,
+                              on_batch=lambda done, total, m=mode: progress(m, done, total))
             seconds = time.perf_counter() - t
             report.modes[mode] = ModeResult(retrieval_metrics.evaluate(beir.qrels, run), len(beir.queries), seconds,
                                             run)

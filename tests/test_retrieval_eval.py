@@ -109,6 +109,10 @@ def test_beir_folder_through_the_store_agrees_with_pytrec_eval_and_resumes(tmp_p
     again = evaluate_beir(data, store=tmp_path / "store", encoder=tiny_encoder, model=str(tiny_model_dir))
     assert again.chunks_written == 0
     assert {m: r.metrics for m, r in again.modes.items()} == {m: r.metrics for m, r in report.modes.items()}
+    first = evaluate_beir(data, store=tmp_path / "store", encoder=tiny_encoder, model=str(tiny_model_dir),
+                          modes=["dense"], first_chunk=True)
+    assert first.chunks_written == 0 and first.first_chunk
+    assert first.modes["dense"].metrics == pytest.approx(_pytrec(qrels, first.modes["dense"].run), abs=1e-6)
 
 
 def test_cli_json_table_and_bad_data(tmp_path, tiny_model_dir):
