@@ -33,7 +33,7 @@ class _Progress:
 
     def __init__(self, enabled: bool, interval: float = 30.0) -> None:
         self.enabled, self.tty, self.interval = enabled, sys.stderr.isatty(), interval
-        self.bar, self.phase, self.last = None, None, 0.0
+        self.bar, self.phase, self.last, self.shown = None, None, 0.0, None
 
     def __call__(self, phase: str, done: int, total: int) -> None:
         if not self.enabled:
@@ -43,16 +43,18 @@ class _Progress:
                 self.close()
                 from tqdm import tqdm
 
-                unit = "chunk" if phase == "ingest" else "query"
+                unit = "doc" if phase == "ingest" else "query"
                 self.bar = tqdm(total=total, desc=phase, unit=unit, file=sys.stderr, dynamic_ncols=True)
             self.bar.total = max(total, done)
             self.bar.n = done
             self.bar.refresh()
         else:
             now = time.perf_counter()
-            if phase != self.phase or now - self.last >= self.interval or done == total:
-                click.echo(f"sgpt-eval-retrieval: {phase}: {done}/{total}", err=True)
-                self.last = now
+            if (phase, done) != self.shown and (phase != self.phase or now - self.last >= self.interval
+                                                 or done == total):
+                unit = "documents" if phase == "ingest" else "queries"
+                click.echo(f"sgpt-eval-retrieval: {phase}: {done}/{total} {unit}", err=True)
+                self.last, self.shown = now, (phase, done)
         self.phase = phase
 
     def close(self) -> None:

@@ -226,7 +226,7 @@ def evaluate_beir(
     """Ingest the corpus of ``data`` into ``store`` (re-used by the next run) and score every mode.
 
     ``first_chunk``: rank documents by their first chunk alone (:func:`first_chunks`) instead of
-    their best chunk. ``on_progress(phase, done, total)``: phase "ingest" (chunks) or a mode (queries)."""
+    their best chunk. ``on_progress(phase, done, total)``: phase "ingest" (documents) or a mode (queries)."""
     from .client import open_client
     from .pipeline import IngestOptions, ingest_paths
 
@@ -245,7 +245,7 @@ def evaluate_beir(
     summary = ingest_paths([corpus_dir], collection=collection, path=None if url else store / "qdrant", url=url,
                            api_key=api_key, encoder=encoder, model=model,
                            options=IngestOptions(sparse="bm25", prune=True),
-                           on_progress=lambda s: progress("ingest", s.chunks_written, s.estimated_chunks()),
+                           on_progress=lambda s: progress("ingest", s.files_seen, s.files_total),
                            on_message=on_message)
     report = EvalReport(str(data), split, first_chunk, len(beir.corpus), len(beir.queries), summary.chunks_written,
                         time.perf_counter() - t)
