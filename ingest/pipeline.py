@@ -228,6 +228,9 @@ def ingest_paths(
         with _client(client, path and str(path), url, api_key, prefer_grpc, timeout,
                      create=not options.dry_run) as handle:
             bulk, sparse = _prepare_collection(handle, collection, m.dimension, options, path)
+            if options.sparse is None and sparse == "none":
+                say(f"note: collection {collection!r} was made without BM25 vectors: writing dense vectors only "
+                    "(sparse and hybrid search need a collection made with --sparse bm25)")
             options = dataclasses.replace(options, sparse=sparse)
             state = open_store_state(handle, collection, share)
             server = None if options.ray is None or not url or qc.is_local(handle) else ServerTarget(
