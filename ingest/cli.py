@@ -284,7 +284,7 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         summary = ingest_paths(
             paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
             prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=progress.update,
-            on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model")))
+            on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model", "note")))
             else progress.message(m),
             writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
         progress.close()
