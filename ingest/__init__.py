@@ -22,7 +22,6 @@ _EXPORTS: dict[str, str] = {
     "IngestError": ".pipeline", "IngestOptions": ".pipeline", "discover": ".pipeline",
     "ingest_paths": ".pipeline", "open_store_state": ".pipeline",
     "evaluate_beir": ".retrieval_eval",
-    "search": ".search", "search_batch": ".search",
     "llama_sparse_doc_fn": ".sparse", "llama_sparse_query_fn": ".sparse",
     "Summary": ".sync",
     "Uploader": ".upload", "UploadError": ".upload",
@@ -37,7 +36,6 @@ if TYPE_CHECKING:
     from .partition import owns, parse_partition
     from .pipeline import IngestError, IngestOptions, discover, ingest_paths, open_store_state
     from .retrieval_eval import evaluate_beir
-    from .search import search, search_batch
     from .sparse import llama_sparse_doc_fn, llama_sparse_query_fn
     from .sync import Summary
     from .upload import Uploader, UploadError

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from qdrant_client import QdrantClient, models
 
 from sgpt_qdrant.ingest import IngestOptions, ingest_paths
-from sgpt_qdrant.ingest import search as s
+from sgpt_qdrant.ingest import search as s  # the module (ingest exports no name "search")
 from sgpt_qdrant.ingest.schema import SPARSE_VECTOR_NAME, VECTOR_NAME
 from sgpt_qdrant.ingest.sparse import query_vector
 
