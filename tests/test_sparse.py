@@ -158,3 +158,25 @@ def test_server_gets_the_sparse_config_and_vectors(tmp_path, tiny_encoder, tiny_
     assert stored and all(set(p["vector"]) == {VECTOR_NAME, SPARSE_VECTOR_NAME} for p in stored)
     again = ingest_paths([folder], url=standin.url, encoder=tiny_encoder, model=str(tiny_model_dir))
     assert again.unchanged == 1 and again.chunks_written == 0
+
+
+def test_llamaindex_hybrid_on_the_embedded_store(tmp_path, tiny_model_dir):
+    """The embedded store through its LlamaIndex vector store (ingest/vector_store.py, from the Edge work)."""
+    vector_store = pytest.importorskip("sgpt_qdrant.ingest.vector_store", reason="needs the embedded-store work")
+    from llama_index.core import VectorStoreIndex
+
+    from sgpt_qdrant import SGPTEmbedding
+
+    folder, store = tmp_path / "docs", tmp_path / "store"
+    folder.mkdir()
+    (folder / "a.md").write_text("The lighthouse keeper lit the lamp at dusk.\n")
+    (folder / "b.md").write_text("Error ERR_CONNECTION_REFUSED means the server is down.\n")
+    ingest_paths([folder], path=store, model=str(tiny_model_dir))
+    embed = SGPTEmbedding(model_name=str(tiny_model_dir), device="cpu")
+    with vector_store.EdgeVectorStore.open(store, enable_hybrid=True, sparse_doc_fn=sparse.llama_sparse_doc_fn,
+                                           sparse_query_fn=sparse.llama_sparse_query_fn) as vs:
+        index = VectorStoreIndex.from_vector_store(vs, embed_model=embed)
+        for mode in ("sparse", "hybrid"):
+            found = index.as_retriever(similarity_top_k=1, sparse_top_k=1, vector_store_query_mode=mode).retrieve(
+                "connection refused")
+            assert [n.node.ref_doc_id for n in found] == ["b.md"], mode
