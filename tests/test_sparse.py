@@ -147,17 +147,18 @@ def test_unknown_sparse_setting_is_one_line():
         IngestOptions(sparse="splade")
 
 
-@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 def test_server_gets_the_sparse_config_and_vectors(tmp_path, tiny_encoder, tiny_model_dir, standin):
     folder = _docs(tmp_path)
-    summary = ingest_paths([folder], url=standin.url, encoder=tiny_encoder, model=str(tiny_model_dir))
+    client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
+    summary = ingest_paths([folder], client=client, encoder=tiny_encoder, model=str(tiny_model_dir))
     assert summary.new == 1
     params = standin.collections["documents"]["params"]
     assert params["sparse_vectors"] == {SPARSE_VECTOR_NAME: {"modifier": "idf"}}
     stored = list(standin.points("documents").values())
     assert stored and all(set(p["vector"]) == {VECTOR_NAME, SPARSE_VECTOR_NAME} for p in stored)
-    again = ingest_paths([folder], url=standin.url, encoder=tiny_encoder, model=str(tiny_model_dir))
+    again = ingest_paths([folder], client=client, encoder=tiny_encoder, model=str(tiny_model_dir))
     assert again.unchanged == 1 and again.chunks_written == 0
+    client.close()
 
 
 def test_llamaindex_hybrid_on_the_embedded_store(tmp_path, tiny_model_dir):
