@@ -7,9 +7,10 @@
    ``ingest_paths``, ``--sparse none`` and ``--sparse bm25``, into fresh stores: chunks/s of each
    and the ratio. With the tiny model embedding is nearly free, so this is BM25's cost at its
    most visible; the real model embeds ~15-40 chunks/s on 2 cores (README), BM25 ~40,000.
-2. Queries: every judged query through ``evaluate_beir``'s query path per mode (batches of
-   ``--batch-size`` in one ``query_batch_points``), queries/s; the peer is the same queries one
-   ``query_points`` call each (``ingest.search.search``), measured in the same run, and the ratio.
+2. Queries: every judged query through ``evaluate_beir`` per mode (batches of ``--batch-size`` in
+   one ``query_batch_points``, then ranking and metrics), queries/s; then the first 500 queries
+   through ``search_batch`` alone against the peer, the same queries one ``query_points`` call
+   (and one encoder call) each (``ingest.search.search``), in the same run, and the ratio.
 
 The generated set: ``--docs`` documents of 40-80 words drawn from a 5,000-word pseudo-vocabulary
 (Zipf-like), and ``--queries`` queries of 3-6 words taken from one document each (qrels: that
@@ -87,22 +88,28 @@ def ingest_cost(data: Path, encoder, model: str, work: Path, repeats: int = 2) -
 def query_speed(data: Path, encoder, model: str, store: Path, batch_size: int) -> None:
     from sgpt_qdrant.ingest.client import open_client
     from sgpt_qdrant.ingest.retrieval_eval import evaluate_beir, load_beir
-    from sgpt_qdrant.ingest.search import search
+    from sgpt_qdrant.ingest.search import search, search_batch
 
     report = evaluate_beir(data, store=store, encoder=encoder, model=model, batch_size=batch_size)
     queries = load_beir(data).queries
     print(f"{report.documents} documents, {report.queries} queries, {report.chunks_written} chunks ingested")
+    sample = list(queries.values())[:500]
     with open_client(str(store / "qdrant")) as client:
         for mode, result in report.modes.items():
-            sample = list(queries.values())[:200]
+            t = time.perf_counter()
+            for start in range(0, len(sample), batch_size):
+                search_batch(client, "corpus", sample[start:start + batch_size], encoder=encoder, mode=mode,
+                             limit=300, with_payload=["doc_id"])
+            batched = len(sample) / (time.perf_counter() - t)
             t = time.perf_counter()
             for text in sample:
                 search(client, "corpus", text, encoder=encoder, mode=mode, limit=300, with_payload=["doc_id"])
             single = len(sample) / (time.perf_counter() - t)
             m = result.metrics
-            print(f"{mode:>6}: {result.queries_per_second:8.1f} queries/s batched ({batch_size} a request), "
-                  f"{single:8.1f} one by one (first {len(sample)}): {result.queries_per_second / single:.2f}x; "
-                  f"ndcg@10 {m['ndcg@10']:.4f} recall@100 {m['recall@100']:.4f}")
+            print(f"{mode:>6}: evaluation {result.queries_per_second:7.1f} queries/s (all {result.queries}, with "
+                  f"ranking and metrics); the first {len(sample)}: {batched:7.1f}/s in batches of {batch_size}, "
+                  f"{single:7.1f}/s one by one, {batched / single:.2f}x; ndcg@10 {m['ndcg@10']:.4f} "
+                  f"recall@100 {m['recall@100']:.4f}")
 
 
 def main() -> None:
