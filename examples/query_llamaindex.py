@@ -44,7 +44,8 @@ def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, top_k, 
         vector_store = QdrantVectorStore(client=client, collection_name=collection, enable_hybrid=mode != "dense",
                                          sparse_doc_fn=llama_sparse_doc_fn, sparse_query_fn=llama_sparse_query_fn)
         index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model)
-        retriever = index.as_retriever(similarity_top_k=top_k, sparse_top_k=top_k, vector_store_query_mode={"dense": "default"}.get(mode, mode))
+        retriever = index.as_retriever(similarity_top_k=top_k, sparse_top_k=top_k,
+                                       vector_store_query_mode={"dense": "default"}.get(mode, mode))
         sources = retriever.retrieve(query)
     print_hits([(s.score, s.node.metadata["file_name"], s.node.metadata["chunk_index"], s.node.ref_doc_id,
                  s.node.get_content()) for s in sources], f"collection {collection!r}")
