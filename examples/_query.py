@@ -28,7 +28,8 @@ from sgpt_qdrant.ingest.schema import DEFAULT_COLLECTION, VECTOR_NAME
 # its version check, from a background thread, so the filter is process-wide (these are scripts).
 warnings.filterwarnings("ignore", message="Failed to obtain server version")
 
-__all__ = ["VECTOR_NAME", "fail", "query_argument", "file_filter", "hit", "open_store", "print_hits", "store_options"]
+__all__ = ["VECTOR_NAME", "fail", "query_argument", "file_filter", "hit", "mode_option", "open_store", "print_hits",
+           "require_sparse", "store_options"]
 
 
 def _non_empty(ctx, param, value: str) -> str:
@@ -54,6 +55,21 @@ def store_options(command):
     ]):
         command = option(command)
     return command
+
+
+#: --mode: SGPT vectors, BM25 (what `sgpt-ingest --sparse bm25`, the default, stores), or both fused by RRF in Qdrant.
+mode_option = click.option("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default="dense",
+                           show_default=True, help="dense: SGPT; sparse: BM25 keywords; hybrid: both, RRF-fused "
+                           "in Qdrant.")
+
+
+def require_sparse(client, collection: str, mode: str) -> None:
+    """Sparse and hybrid need the BM25 vectors: a collection made without them is one line, exit 2."""
+    from sgpt_qdrant.ingest.search import collection_has_sparse
+
+    if mode != "dense" and not collection_has_sparse(client, collection):
+        fail(f"collection {collection!r} has no BM25 vectors, so --mode {mode} cannot run: ingest into a new "
+             "collection with `sgpt-ingest --sparse bm25`, or use --mode dense")
 
 
 def fail(message: str) -> NoReturn:

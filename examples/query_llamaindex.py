@@ -2,6 +2,7 @@
 
     sgpt-ingest examples/docs
     python examples/query_llamaindex.py "why are there two tides a day"
+    python examples/query_llamaindex.py "two tides" --mode hybrid    # + BM25 (sgpt-ingest's sparse vectors)
 
 On the embedded store the client is an ``EdgeClient``, which ``QdrantVectorStore`` takes as it is
 (``sgpt_qdrant.EdgeVectorStore.open(path)`` is the same store with its own constructor).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import click
 
-from _query import fail, open_store, print_hits, query_argument, store_options
+from _query import fail, mode_option, open_store, print_hits, query_argument, require_sparse, store_options
 from sgpt_qdrant.checkpoint import DEFAULT_MODEL, CheckpointError
 
 
@@ -24,7 +25,8 @@ from sgpt_qdrant.checkpoint import DEFAULT_MODEL, CheckpointError
 @click.option("--model", envvar="SGPT_MODEL", default=DEFAULT_MODEL, show_default=True,
               help="The checkpoint sgpt-ingest used: Hub id or local folder (also SGPT_MODEL).")
 @click.option("--top-k", default=3, show_default=True)
-def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, top_k):
+@mode_option
+def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, top_k, mode):
     from llama_index.core import VectorStoreIndex
     from llama_index.vector_stores.qdrant import QdrantVectorStore
 
@@ -35,9 +37,16 @@ def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, top_k):
     except CheckpointError as exc:
         fail(str(exc))
     with open_store(qdrant_path, qdrant_url, prefer_grpc, collection, dim=embed_model.dimension) as client:
-        vector_store = QdrantVectorStore(client=client, collection_name=collection)
+        require_sparse(client, collection, mode)
+        # hybrid: our BM25 on both sides (LlamaIndex's default sparse model is a SPLADE from the Hub)
+        from sgpt_qdrant.ingest.sparse import llama_sparse_doc_fn, llama_sparse_query_fn
+
+        vector_store = QdrantVectorStore(client=client, collection_name=collection, enable_hybrid=mode != "dense",
+                                         sparse_doc_fn=llama_sparse_doc_fn, sparse_query_fn=llama_sparse_query_fn)
         index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model)
-        sources = index.as_retriever(similarity_top_k=top_k).retrieve(query)
+        retriever = index.as_retriever(similarity_top_k=top_k, sparse_top_k=top_k,
+                                       vector_store_query_mode={"dense": "default"}.get(mode, mode))
+        sources = retriever.retrieve(query)
     print_hits([(s.score, s.node.metadata["file_name"], s.node.metadata["chunk_index"], s.node.ref_doc_id,
                  s.node.get_content()) for s in sources], f"collection {collection!r}")
 

@@ -2,6 +2,7 @@
 
     sgpt-ingest examples/docs
     python examples/query_qdrant.py "how do bees find flowers" --file-name bees.rst
+    python examples/query_qdrant.py "waggle dance" --mode hybrid    # SGPT + BM25, RRF in Qdrant
 
 Takes the collection, storage and model like the CLI (--qdrant-url / QDRANT_URL and
 QDRANT_API_KEY for a server). Exit status: 0 with hits, 1 when nothing matched, 2 for a
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import click
 
-from _query import VECTOR_NAME, fail, file_filter, hit, open_store, print_hits, query_argument, store_options
+from _query import (fail, file_filter, hit, mode_option, open_store, print_hits, query_argument, require_sparse,
+                    store_options)
 from sgpt_qdrant.checkpoint import DEFAULT_MODEL, CheckpointError
 
 
@@ -24,17 +26,22 @@ from sgpt_qdrant.checkpoint import DEFAULT_MODEL, CheckpointError
 @click.option("--file-name", default=None, help="Only chunks of this file: a bare name, or a path relative to "
               "the folder ingested (or to here); a payload filter.")
 @click.option("--limit", default=3, show_default=True)
-def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, file_name, limit):
+@mode_option
+def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, file_name, limit, mode):
     from sgpt_qdrant import Encoder
+    from sgpt_qdrant.ingest.search import search
 
-    try:
-        encoder = Encoder(model)
-    except CheckpointError as exc:
-        fail(str(exc))
-    with open_store(qdrant_path, qdrant_url, prefer_grpc, collection, dim=encoder.dimension) as client:
-        vector = encoder.encode([query])[0].tolist()
-        points = client.query_points(collection, query=vector, using=VECTOR_NAME, query_filter=file_filter(file_name),
-                                     limit=limit, with_payload=True).points
+    encoder = None
+    if mode != "sparse":  # BM25 alone needs no model
+        try:
+            encoder = Encoder(model)
+        except CheckpointError as exc:
+            fail(str(exc))
+    with open_store(qdrant_path, qdrant_url, prefer_grpc, collection,
+                    dim=encoder.dimension if encoder else None) as client:
+        require_sparse(client, collection, mode)
+        points = search(client, collection, query, encoder=encoder, mode=mode, limit=limit,
+                        query_filter=file_filter(file_name))
     print_hits([hit(p.score, p.payload) for p in points], f"collection {collection!r}"
                + (f" (file_name {file_name!r})" if file_name else ""))
 

@@ -21,6 +21,8 @@ _EXPORTS: dict[str, str] = {
     "owns": ".partition", "parse_partition": ".partition",
     "IngestError": ".pipeline", "IngestOptions": ".pipeline", "discover": ".pipeline",
     "ingest_paths": ".pipeline", "open_store_state": ".pipeline",
+    "evaluate_beir": ".retrieval_eval",
+    "llama_sparse_doc_fn": ".sparse", "llama_sparse_query_fn": ".sparse",
     "Summary": ".sync",
     "Uploader": ".upload", "UploadError": ".upload",
 }
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
     from .vector_store import EdgeVectorStore
     from .partition import owns, parse_partition
     from .pipeline import IngestError, IngestOptions, discover, ingest_paths, open_store_state
+    from .retrieval_eval import evaluate_beir
+    from .sparse import llama_sparse_doc_fn, llama_sparse_query_fn
     from .sync import Summary
     from .upload import Uploader, UploadError
 

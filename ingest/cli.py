@@ -193,6 +193,9 @@ def _dry_run_lines(s: Summary) -> list[str]:
               help="Read file symlinks that point outside the folder they were found in (skipped by default).")
 @click.option("--max-file-size", type=click.IntRange(1), default=MAX_FILE_BYTES // 2**20, show_default=True,
               metavar="MB", help="Skip files larger than this (no text file of documentation is that large).")
+@click.option("--sparse", type=click.Choice(["bm25", "none"]), default=None,
+              help="Also store a BM25 sparse vector per chunk ('text-sparse-new', IDF modifier) for keyword and "
+                   "hybrid search. [default: bm25 for a new collection, else as the collection was made]")
 @click.option("--prune", is_flag=True,
               help="Remove from the collection every document not found in this run's inputs.")
 @click.option("--dry-run", is_flag=True,
@@ -235,7 +238,7 @@ def _dry_run_lines(s: Summary) -> list[str]:
 @click.option("--hnsw-m", type=click.IntRange(0), default=None, help="New collection: HNSW m (edges per node).")
 @click.option("--hnsw-ef-construct", type=click.IntRange(1), default=None, help="New collection: HNSW ef_construct.")
 def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model, device, dtype, batch_size,
-        chunk_overlap, include, exclude, follow_links_outside, max_file_size, prune, dry_run, as_json, progress_interval, quiet, partition, bulk_load, build_index, upsert_batch,
+        chunk_overlap, include, exclude, follow_links_outside, max_file_size, sparse, prune, dry_run, as_json, progress_interval, quiet, partition, bulk_load, build_index, upsert_batch,
         in_flight, ray_address, ray_actors, ray_gpus_per_actor, shards, replication_factor, write_consistency,
         on_disk, on_disk_payload, quantization, hnsw_m,
         hnsw_ef_construct):
@@ -260,7 +263,7 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
                  options=dict(device=device, dtype=dtype, batch_size=batch_size, chunk_overlap=chunk_overlap,
                               include=include, exclude=exclude, read=ReadOptions(follow_links_outside,
                                                                                  max_file_size * 2**20),
-                              prune=prune, dry_run=dry_run, partition=partition,
+                              sparse=sparse, prune=prune, dry_run=dry_run, partition=partition,
                               bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
                               ray=None if ray_address is None else dict(
                                   address=ray_address or None, actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
@@ -332,7 +335,7 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         summary = ingest_paths(
             paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
             prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=progress.update,
-            on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model")))
+            on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model", "note")))
             else progress.message(m.replace("follow_links_outside=True", "--follow-links-outside")),
             writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
         progress.close()

@@ -94,10 +94,15 @@ class CollectionSettings:
     def vector_params(self, dim: int) -> models.VectorParams:
         return models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=self.on_disk)
 
-    def create_kwargs(self, dim: int, vector_name: str | None = None) -> dict[str, Any]:
-        """Keyword arguments for `QdrantClient.create_collection` (besides the name)."""
+    def create_kwargs(self, dim: int, vector_name: str | None = None, sparse: bool = False) -> dict[str, Any]:
+        """Keyword arguments for `QdrantClient.create_collection` (besides the name); ``sparse``:
+        the BM25 sparse vector with the IDF modifier (:mod:`ingest.sparse`)."""
         params = self.vector_params(dim)
         kwargs: dict[str, Any] = {"vectors_config": params if vector_name is None else {vector_name: params}}
+        if sparse:
+            from .sparse import SPARSE_VECTOR_NAME, sparse_params
+
+            kwargs["sparse_vectors_config"] = {SPARSE_VECTOR_NAME: sparse_params()}
         for key, value in (
             ("shard_number", self.shards),
             ("replication_factor", self.replication_factor),
@@ -293,6 +298,7 @@ def ensure_collection(
     vector_name: str | None = None,
     bulk_load: bool = False,
     doc_id_field: str = DOC_ID_FIELD,
+    sparse: bool = False,
 ) -> CollectionState:
     """Create the collection (cosine, `dim`) or check an existing one; set up bulk-load mode.
 
@@ -308,7 +314,7 @@ def ensure_collection(
     where = client_url(client)
     if not client.collection_exists(name):
         try:
-            client.create_collection(name, **settings.create_kwargs(dim, vector_name))
+            client.create_collection(name, **settings.create_kwargs(dim, vector_name, sparse))
             state.created = True
         except Exception:
             if not client.collection_exists(name):

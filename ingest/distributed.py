@@ -130,13 +130,13 @@ _CHUNK_ROW = {"doc_id": "", "path": "", "text": "", "index": -1, "start": 0, "en
 
 
 def _prepare(row: dict, *, tokenizer, max_tokens: int, overlap: int, model_id: str,
-             read_options: ReadOptions, model: str | None = None) -> list[dict]:
+             read_options: ReadOptions, model: str | None = None, sparse: str = "none") -> list[dict]:
     """One file → its event row, plus one row per chunk when it is (re)written."""
     source = SourceFile(Path(row["path"]), row["doc_id"], Path(row["root"]) if row["root"] else None)
     stored = pickle.loads(row["stored"]) if row["stored"] else None
     state = {} if stored is None else {schema.doc_key(source.doc_id): stored}
     outcome = prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap, model_id=model_id,
-                      read_options=read_options, model=model)
+                      read_options=read_options, model=model, sparse=sparse)
     rows = [{**_event_row(row["file"], outcome), **_CHUNK_ROW}]
     p = outcome.prepared
     if p is not None:
@@ -201,7 +201,7 @@ class _Outcome:
         self.embed_seconds += other.embed_seconds
 
 
-def _outcome(batch: dict[str, np.ndarray], model: str) -> _Outcome:
+def _outcome(batch: dict[str, np.ndarray], model: str, sparse: str = "none") -> _Outcome:
     out = _Outcome(embed_seconds=float(np.sum(batch["embed_seconds"])))
     kinds = batch["kind"]
     chunk_rows = np.flatnonzero(kinds == CHUNK)
@@ -219,7 +219,7 @@ def _outcome(batch: dict[str, np.ndarray], model: str) -> _Outcome:
         out.points += schema.make_points(doc_id, str(batch["path"][first]), chunks, batch["vector"][rows],
                                          chunk_count=int(batch["chunk_count"][first]),
                                          content_hash=str(batch["content_hash"][first]), version=version,
-                                         model=model)
+                                         model=model, sparse=sparse)
     out.written = len(out.points)
     return out
 
@@ -228,7 +228,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _make_sink(target: ServerTarget, model: str):
+def _make_sink(target: ServerTarget, model: str, sparse: str = "none"):
     """A Ray Datasink whose write tasks upsert through their own :class:`Uploader` (with retries)."""
     from ray.data import Datasink
     from ray.data.block import BlockAccessor
@@ -248,7 +248,7 @@ def _make_sink(target: ServerTarget, model: str):
                     for block in blocks:
                         batch = BlockAccessor.for_block(block).to_batch_format("numpy")
                         if len(batch.get("kind", ())):
-                            part = _outcome(batch, model)
+                            part = _outcome(batch, model, sparse)
                             uploader.upsert(part.points)
                             total.add(part)  # counts travel back, not the points
             return total
@@ -309,6 +309,7 @@ def ray_sync(
     on_progress: Callable[[Summary], None] | None = None,
     on_message: Callable[[str], None] = lambda m: None,
     read_options: ReadOptions = ReadOptions(),
+    sparse: str = "none",
 ) -> Summary:
     """:func:`ingest.sync.sync` on Ray: the same plan, the same points, the same Summary.
 
@@ -325,7 +326,7 @@ def ray_sync(
 
     def prepare_one(source: SourceFile) -> Outcome:
         return prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
-                       model_id=model_id, read_options=read_options)
+                       model_id=model_id, read_options=read_options, sparse=sparse)
 
     outcome = _Outcome()
     with connect(options.address) as ray:
@@ -355,20 +356,20 @@ def ray_sync(
             ds = ray.data.from_items(items)  # up to 200 blocks of files: tasks small enough to balance
             ds = ds.flat_map(_prepare, fn_kwargs=dict(tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
                                                       model_id=model_id, read_options=read_options,
-                                                      model=model))
+                                                      model=model, sparse=sparse))
             ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(model=model, device=device, dtype=dtype),
                                 batch_size=options.batch_size or batch_size,
                                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
                                 num_gpus=gpus_per_actor or None, num_cpus=options.cpus_per_actor)
             if server is not None:
-                sink = _make_sink(server, model)
+                sink = _make_sink(server, model, sparse)
                 ds.write_datasink(sink)
                 outcome = sink.outcome
                 summary.chunks_written += outcome.written
                 _count(summary, outcome.events, on_message)
             else:
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    part = _outcome(batch, model)
+                    part = _outcome(batch, model, sparse)
                     writer.upsert(part.points)
                     summary.chunks_written += part.written
                     outcome.add(part)

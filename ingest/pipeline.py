@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 import time
@@ -33,6 +34,8 @@ from . import collection_config as cc
 from . import schema, store
 from .distributed import RayOptions, RaySetupError, ServerTarget, ray_sync
 from .partition import Partition, owns, parse_partition
+from .sparse import SPARSE_MODES, SparseError
+from .sparse import resolve_mode as resolve_sparse
 from .read import ReadOptions, SourceFile, find_files
 from .sync import Summary, Writer, prepare, sync
 from .upload import Uploader
@@ -68,6 +71,8 @@ class IngestOptions:
     dtype: str | None = None
     read: ReadOptions = field(default_factory=ReadOptions)  # symlinks out of the folder, size cap
     ray: RayOptions | None = None  # run on a Ray cluster (ingest.distributed); dry runs stay in-process
+    #: "bm25" | "none" (ingest.sparse); None: bm25 for a new collection, else as the collection was made
+    sparse: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "upsert_batch", "in_flight"):
@@ -75,6 +80,8 @@ class IngestOptions:
                 raise IngestError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.chunk_overlap < 0:
             raise IngestError(f"chunk-overlap must be at least 0, got {self.chunk_overlap}")
+        if self.sparse is not None and self.sparse not in SPARSE_MODES:
+            raise IngestError(f"sparse must be one of {', '.join(SPARSE_MODES)}, got {self.sparse!r}")
         if isinstance(self.settings, dict):
             self.settings = cc.CollectionSettings(**self.settings)
         if isinstance(self.ray, dict):
@@ -222,7 +229,11 @@ def ingest_paths(
         summary = Summary(files_total=len(files), bytes_total=sum(_size(f.path) for f in files))
         with _client(client, path and str(path), url, api_key, prefer_grpc, timeout,
                      create=not options.dry_run) as handle:
-            bulk = _prepare_collection(handle, collection, m.dimension, options, path)
+            bulk, sparse = _prepare_collection(handle, collection, m.dimension, options, path)
+            if options.sparse is None and sparse == "none":
+                say(f"note: collection {collection!r} was made without BM25 vectors: writing dense vectors only "
+                    "(sparse and hybrid search need a collection made with --sparse bm25)")
+            options = dataclasses.replace(options, sparse=sparse)
             state = open_store_state(handle, collection, share)
             server = None if options.ray is None or not url or qc.is_embedded(handle) else ServerTarget(
                 url, collection, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
@@ -233,17 +244,20 @@ def ingest_paths(
         raise IngestError(qc.redact(str(exc), [api_key])) from exc
 
 
-def _prepare_collection(handle, collection: str, dim: int, options: IngestOptions, path) -> bool:
-    """Check (dry run) or create the collection before any work; True when a bulk load began."""
+def _prepare_collection(handle, collection: str, dim: int, options: IngestOptions, path) -> tuple[bool, str]:
+    """Check (dry run) or create the collection before any work: (a bulk load began, the run's
+    sparse setting)."""
     where = qc.client_url(handle) if handle is not None else f"local:{path or qc.DEFAULT_PATH}"
     try:
-        cc.check_collection(handle, collection, dim, vector_name=schema.VECTOR_NAME)
+        exists = cc.check_collection(handle, collection, dim, vector_name=schema.VECTOR_NAME)
+        sparse = resolve_sparse(options.sparse, handle.get_collection(collection) if exists else None, collection,
+                                where)
         if options.dry_run:
-            return False
+            return False, sparse
         created = cc.ensure_collection(handle, collection, dim, options.settings, vector_name=schema.VECTOR_NAME,
-                                       bulk_load=options.bulk_load)
-        return created.bulk_load
-    except (cc.CollectionMismatchError, cc.BulkLoadError) as exc:
+                                       bulk_load=options.bulk_load, sparse=sparse == "bm25")
+        return created.bulk_load, sparse
+    except (cc.CollectionMismatchError, cc.BulkLoadError, SparseError) as exc:
         raise IngestError(str(exc)) from None
     except qc.StoreError:  # e.g. the embedded store's damaged settings file: already one line
         raise
@@ -269,7 +283,8 @@ def _write(handle, collection, files, state, summary, m: _Model, options: Ingest
                            model_id=m.model_id, overlap=options.chunk_overlap,
                            encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
                            batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
-                           on_progress=on_progress, on_message=say, read_options=options.read)
+                           on_progress=on_progress, on_message=say, read_options=options.read,
+                           sparse=options.sparse)
     except BaseException:
         if writer is not None:
             with contextlib.suppress(Exception):
@@ -299,7 +314,7 @@ def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, se
                         model_id=m.model_id, overlap=options.chunk_overlap, device=options.device,
                         dtype=options.dtype, writer=writer, batch_size=options.batch_size, prune=options.prune,
                         server=server, options=options.ray, summary=summary, on_progress=on_progress,
-                        on_message=say, read_options=options.read)
+                        on_message=say, read_options=options.read, sparse=options.sparse)
     except RaySetupError as exc:
         raise IngestError(str(exc)) from None
 

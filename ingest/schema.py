@@ -22,6 +22,8 @@ from typing import Any
 
 #: LlamaIndex QdrantVectorStore's default dense vector name, so it reads and writes the same field.
 VECTOR_NAME = "text-dense"
+#: LlamaIndex's sparse vector name (hybrid mode); BM25 with the IDF modifier, see :mod:`ingest.sparse`.
+SPARSE_VECTOR_NAME = "text-sparse-new"
 #: What LlamaIndex's QdrantVectorStore filters and deletes by.
 DOC_ID_FIELD = "doc_id"
 DEFAULT_COLLECTION = "documents"
@@ -71,15 +73,18 @@ def chunk_hash(text: str, file_path: str, model: str) -> str:
 
 
 def make_points(doc_id: str, file_path: str, chunks: Sequence, vectors, *, chunk_count: int, content_hash: str,
-                version: str, model: str) -> list:
-    """Points whose payload is what LlamaIndex's QdrantVectorStore writes for the same nodes."""
+                version: str, model: str, sparse: str = "none") -> list:
+    """Points whose payload is what LlamaIndex's QdrantVectorStore writes for the same nodes.
+
+    ``sparse="bm25"`` adds each chunk's BM25 vector (:mod:`ingest.sparse`) beside the dense one."""
     from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
     from llama_index.core.vector_stores.utils import node_to_metadata_dict
     from qdrant_client import models
 
     key, file_path = doc_key(doc_id), display(file_path)
+    sparse_vectors = _sparse(sparse, [c.text for c in chunks])
     points = []
-    for chunk, vector in zip(chunks, vectors):
+    for i, (chunk, vector) in enumerate(zip(chunks, vectors)):
         metadata: dict[str, Any] = {
             "file_path": file_path, "file_name": Path(file_path).name,
             INDEX_FIELD: chunk.index, COUNT_FIELD: chunk_count,
@@ -95,9 +100,20 @@ def make_points(doc_id: str, file_path: str, chunks: Sequence, vectors, *, chunk
             relationships={NodeRelationship.SOURCE: RelatedNodeInfo(node_id=key)},
         )
         payload = node_to_metadata_dict(node, remove_text=False, flat_metadata=True)
-        points.append(models.PointStruct(id=node.node_id, vector={VECTOR_NAME: _floats(vector)},
-                                         payload=payload))
+        vectors_of: dict[str, Any] = {VECTOR_NAME: _floats(vector)}
+        if sparse_vectors is not None:
+            vectors_of[SPARSE_VECTOR_NAME] = sparse_vectors[i]
+        points.append(models.PointStruct(id=node.node_id, vector=vectors_of, payload=payload))
     return points
+
+
+def _sparse(mode: str, texts: list[str]) -> list | None:
+    if mode == "none":
+        return None
+    from . import sparse
+
+    sparse.check_mode(mode)
+    return sparse.document_vectors(texts)
 
 
 def _floats(vector) -> list[float]:

@@ -43,15 +43,21 @@ if TYPE_CHECKING:
 CATEGORIES = ("new", "changed", "unchanged", "pruned")
 
 
-def version_of(content_hash: str, model: str, max_tokens: int, overlap: int, reader: str = "") -> str:
+def version_of(content_hash: str, model: str, max_tokens: int, overlap: int, reader: str = "",
+               sparse: str = "none") -> str:
     """What a document's points were made from: change any part and they are rebuilt.
 
     ``model`` is the model's fingerprint (:func:`ingest.model_id.model_fingerprint`), so
     replaced weights at the same path re-embed; ``reader`` the library that extracted a PDF's
-    or Office file's text (plain text has none)."""
+    or Office file's text (plain text has none). ``sparse`` (``--sparse``) is in the key as the
+    BM25 encoder's settings; "none" leaves the key as it was before sparse vectors existed."""
     key = f"{content_hash}\0{model}\0{max_tokens}\0{overlap}\0chunker {CHUNKER_VERSION}"
     if reader:
         key += f"\0reader {reader}"
+    if sparse != "none":
+        from .sparse import BM25_VERSION, check_mode
+
+        key += f"\0sparse {check_mode(sparse)} {BM25_VERSION}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -154,18 +160,19 @@ def _size(source: SourceFile) -> int:
 
 
 def prepare(source: SourceFile, state: dict[str, DocState], *, tokenizer, max_tokens: int, overlap: int,
-            model_id: str, read_options: ReadOptions = ReadOptions(), model: str | None = None) -> Outcome:
+            model_id: str, read_options: ReadOptions = ReadOptions(), model: str | None = None,
+            sparse: str = "none") -> Outcome:
     """Read, hash, version and (unless unchanged) chunk one file. Never raises for a bad file.
 
     ``model`` is the name stored in the payload; given, the chunks a stopped run already stored
-    as this run would write them are marked kept (``Prepared.kept``)."""
+    as this run would write them are marked kept (``Prepared.kept``). ``sparse``: see :func:`version_of`."""
     key = schema.doc_key(source.doc_id)
     where = schema.display(source.path)
     size = _size(source)
     try:
         doc = read_document(source, follow_links_outside=read_options.follow_links_outside,
                             max_bytes=read_options.max_bytes, defer_formats=True)
-        version = version_of(doc.content_hash, model_id, max_tokens, overlap, doc.reader)
+        version = version_of(doc.content_hash, model_id, max_tokens, overlap, doc.reader, sparse)
         stored = state.get(key)
         if stored is not None and stored.complete(version):
             return Outcome("unchanged", key, warnings=[schema.display(w) for w in doc.warnings], size=size)
@@ -193,11 +200,11 @@ def prepare(source: SourceFile, state: dict[str, DocState], *, tokenizer, max_to
                    warnings=warnings, size=size)
 
 
-def points_for(prepared: Prepared, chunks: list[Chunk], vectors, *, model: str) -> list:
+def points_for(prepared: Prepared, chunks: list[Chunk], vectors, *, model: str, sparse: str = "none") -> list:
     """Qdrant points for some of a prepared document's chunks and their vectors (same order)."""
     return schema.make_points(prepared.doc.doc_id, str(prepared.doc.path.absolute()), chunks, vectors,
                               chunk_count=len(prepared.chunks), content_hash=prepared.doc.content_hash,
-                              version=prepared.version, model=model)
+                              version=prepared.version, model=model, sparse=sparse)
 
 
 def stale_ids(prepared: Prepared) -> list[str]:
@@ -276,10 +283,12 @@ def sync(
     on_progress: Callable[[Summary], None] | None = None,
     on_message: Callable[[str], None] = lambda m: None,
     read_options: ReadOptions = ReadOptions(),
+    sparse: str = "none",
 ) -> Summary:
     """Bring the store in line with ``files``; ``dry_run`` counts and lists what would change.
 
     ``model`` is stored in the payload; ``model_id`` (default: ``model``) goes into the version.
+    ``sparse``: "bm25" writes a BM25 sparse vector beside each dense one (:mod:`ingest.sparse`).
     ``encode`` is called only when something must be embedded (it may load the model then)."""
     if not dry_run and (encode is None or writer is None):
         raise ValueError("encode and writer are needed unless dry_run")
@@ -292,7 +301,7 @@ def sync(
 
     def prepare_one(source: SourceFile) -> Outcome:
         return prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
-                       model_id=model_id, read_options=read_options, model=model)
+                       model_id=model_id, read_options=read_options, model=model, sparse=sparse)
 
     producer = _Producer(files, state, prepare_one)
     pending: list[tuple[Prepared, Chunk]] = []
@@ -319,7 +328,7 @@ def sync(
             while j < len(take) and take[j][0] is p:
                 j += 1
             group = [c for _, c in take[i:j]]
-            points += points_for(p, group, vectors[i:j], model=model)
+            points += points_for(p, group, vectors[i:j], model=model, sparse=sparse)
             if group[-1] is p.todo[-1]:
                 finished.append(p)
             i = j

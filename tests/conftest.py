@@ -142,6 +142,7 @@ class StandIn:
         optimizers.update({k: v for k, v in (body.get("optimizers_config") or {}).items() if v is not None})
         params = {
             "vectors": body["vectors"],
+            "sparse_vectors": body.get("sparse_vectors"),
             "shard_number": body.get("shard_number") or 1,
             "replication_factor": body.get("replication_factor") or 1,
             "write_consistency_factor": body.get("write_consistency_factor") or 1,
