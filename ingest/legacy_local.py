@@ -6,7 +6,7 @@ unpickles every row, so whoever can hand a user such a folder runs code on their
 each row goes through a restricted :class:`pickle.Unpickler` whose ``find_class`` admits only
 the two classes local mode stores (``PointStruct`` and ``SparseVector`` of
 ``qdrant_client.http.models.models``, decoded into plain records, never the real classes) and
-the builtins ``set``/``frozenset`` (older pickle protocols spell sets that way). Anything else
+the builtins ``set``/``frozenset`` (pickle protocols 2 and 3 spell sets that way). Anything else
 is refused with one line naming the file. The collection configuration comes from ``meta.json``
 through ``json`` and pydantic validation.
 
@@ -79,6 +79,8 @@ _ALLOWED: dict[tuple[str, str], type] = {
     (_MODELS, "SparseVector"): _Sparse,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
+    ("__builtin__", "set"): set,  # protocol 2 spells builtins the Python 2 way
+    ("__builtin__", "frozenset"): frozenset,
 }
 
 
@@ -119,16 +121,18 @@ def safe_loads(data: bytes, where: str, *, allowed: dict[tuple[str, str], type] 
 def is_local_mode_store(path: str | os.PathLike) -> bool:
     """True for a folder qdrant-client's local mode wrote (``meta.json`` with ``collections``).
 
-    Reads only ``meta.json`` (as JSON): a damaged one still counts when ``collection/`` is there,
-    so the caller refuses it rather than treating the folder as something else."""
+    With ``collection/`` beside it a damaged ``meta.json`` still counts, so the caller refuses the
+    folder rather than treating it as something else; without, ``meta.json`` is read (as JSON)."""
     folder = Path(path)
     meta = folder / META_FILE
     if not meta.is_file():
         return False
+    if (folder / "collection").is_dir():
+        return True
     try:
         data = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return (folder / "collection").is_dir()
+        return False
     return isinstance(data, dict) and "collections" in data
 
 
