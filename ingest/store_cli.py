@@ -184,7 +184,7 @@ def _open_edge(path: Path) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def open_store(path: str | None, url: str | None, *, role: str, api_key: str | None = None,
+def open_store(path: str | None, url: str | None, *, role: str, collection: str, api_key: str | None = None,
                timeout: int | None = None) -> Iterator[Any]:
     """A copy source or target: a server for ``url``; for ``path`` the Edge store, or as a source
     a local-mode store read safely. A local-mode target is refused with the migrate command."""
@@ -193,7 +193,7 @@ def open_store(path: str | None, url: str | None, *, role: str, api_key: str | N
     if url:
         with qc.open_client(url=url, api_key=api_key, timeout=timeout) as client:
             try:
-                client.get_collections()  # first contact: a bad URL or key is one line now
+                client.collection_exists(collection)  # first contact: a bad URL or key is one line now
             except Exception as exc:  # noqa: BLE001
                 raise qc.setup_error(exc, qc.safe_url(url)) from None
             yield client
@@ -221,8 +221,10 @@ def copy_stores(*, from_path: str | None, from_url: str | None, to_path: str | N
         raise _Failed(f"--from-path and --to-path are the same store ({to_path}); copy to another folder")
     if from_url and to_url and qc.safe_url(from_url) == qc.safe_url(to_url) and (to_collection or collection) == collection:
         raise _Failed(f"--from-url and --to-url are the same collection ({collection!r}); pass --to-collection")
-    with open_store(from_path, from_url, role="source", api_key=api_key, timeout=timeout) as source, \
-            open_store(to_path, to_url, role="target", api_key=api_key, timeout=timeout) as target:
+    with open_store(from_path, from_url, role="source", collection=collection, api_key=api_key,
+                    timeout=timeout) as source, \
+            open_store(to_path, to_url, role="target", collection=to_collection or collection, api_key=api_key,
+                       timeout=timeout) as target:
         if progress is not None and source.collection_exists(collection):
             progress.start(collection, source.count(collection, exact=True).count)
         report = copy_collection(source, target, collection, target_name=to_collection, batch=batch,
