@@ -215,6 +215,7 @@ class _Lossy:
         return self.inner.upsert(collection_name, changed, **kwargs)
 
 
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect")  # the wrapped local-mode target
 @pytest.mark.parametrize("what, match", [("payload", r"payload differs from the source \(keys 'score'\)"),
                                          ("vector", r"vector 'text-dense' differs from the source")])
 def test_verification_finds_a_changed_point(legacy, what, match):
