@@ -445,3 +445,41 @@ def test_help_imports_neither_qdrant_client_nor_torch():
             "print(sorted(m for m in ('torch', 'qdrant_client', 'numpy', 'llama_index') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+
+
+# -- every command that opens a store refuses a legacy one without running it -------------------
+
+
+@pytest.mark.parametrize("command", ["sgpt-ingest", "ingest_paths", "query_qdrant", "query_llamaindex",
+                                     "sgpt-store copy", "sgpt-store migrate"])
+def test_a_tampered_legacy_store_runs_nothing_in_any_command(legacy, tmp_path, tiny_model_dir, command):
+    """The issue's reproduction through each command: one line, no PWNED, the folder untouched."""
+    pytest.importorskip("sgpt_qdrant.ingest.edge", reason="the embedded Edge store (issue 16 item 1) refuses legacy folders")
+    plant(legacy, pickle.dumps(Evil(tmp_path / "PWNED")))
+    before = tree_digest(legacy)
+    migrate_hint = f"sgpt-store migrate --qdrant-path {legacy}"
+    if command == "sgpt-ingest":
+        from sgpt_qdrant.ingest.cli import cli as ingest_cli
+
+        result = CliRunner().invoke(ingest_cli, [str(DOCS / "bees.rst"), "--qdrant-path", str(legacy), "--dry-run",
+                                                  "--model", str(tiny_model_dir)])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and migrate_hint in result.stderr
+    elif command == "ingest_paths":
+        from sgpt_qdrant.ingest import IngestError, StoreError, ingest_paths
+
+        with pytest.raises((IngestError, StoreError), match=migrate_hint):
+            ingest_paths([str(DOCS)], path=str(legacy), model=str(tiny_model_dir))
+    elif command.startswith("query_"):
+        from test_examples import _example
+
+        result = CliRunner().invoke(_example(command).main, ["bees", "--qdrant-path", str(legacy),
+                                                              "--model", str(tiny_model_dir)])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and migrate_hint in result.stderr
+    elif command == "sgpt-store copy":
+        result = invoke("copy", "--from-path", legacy, "--to-path", tmp_path / "edge")
+        assert result.exit_code == 2 and "refusing to load a pickled posix.system" in last_line(result)
+    else:
+        result = invoke("migrate", "--qdrant-path", legacy)
+        assert result.exit_code == 2 and "refusing to load a pickled posix.system" in last_line(result)
+    assert not (tmp_path / "PWNED").exists()
+    assert tree_digest(legacy) == before
