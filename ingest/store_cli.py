@@ -35,8 +35,8 @@ BACKUP_SUFFIX = ".local-mode-backup"
 _secrets: list[str | None] = []
 
 
-class _Failed(Exception):
-    """A one-line error of this command (the message is printed as it is)."""
+class MigrationError(qc.StoreError):
+    """A store that cannot be migrated or copied as asked: one line, says what to do."""
 
 
 def _say(message: str, err: bool = True) -> None:
@@ -113,7 +113,7 @@ def _finish_interrupted(store: Path, new: Path, backup: Path) -> str | None:
 
     if store.exists() and not is_local_mode_store(store) and new.exists() and is_local_mode_store(new):
         if backup.exists():
-            raise _Failed(f"{backup} exists: the legacy files of {store} are in {new}; move one of them away")
+            raise MigrationError(f"{backup} exists: the legacy files of {store} are in {new}; move one of them away")
         os.rename(new, backup)  # crashed between the exchange and this rename
         _fsync_dir(store.parent)
         return f"finished an interrupted migration: {store} is the Edge store, the local-mode files are in {backup}"
@@ -138,20 +138,20 @@ def migrate_store(path: str | os.PathLike, *, batch: int = 256, progress: Any = 
         summary.update(status="finished", message=done, seconds=time.perf_counter() - started)
         return summary
     if not store.exists():
-        raise _Failed(f"{store}: no store here (nothing to migrate)")
+        raise MigrationError(f"{store}: no store here (nothing to migrate)")
     if not is_local_mode_store(store):
         message = f"{store}: not a local-mode store (no meta.json); nothing to migrate" + (
             f" (the local-mode files of an earlier migration are in {backup})" if backup.exists() else "")
         summary.update(status="nothing to do", message=message, seconds=time.perf_counter() - started)
         return summary
     if backup.exists():
-        raise _Failed(f"{backup} exists: the legacy files would go there; move it away first")
+        raise MigrationError(f"{backup} exists: the legacy files would go there; move it away first")
     if not os.access(store.parent, os.W_OK):
-        raise _Failed(f"{store.parent}: not writable; the Edge store is written next to {store.name} before it "
+        raise MigrationError(f"{store.parent}: not writable; the Edge store is written next to {store.name} before it "
                       "replaces it: copy the store somewhere writable, or use sgpt-store copy --to-path")
     with LegacyLocalStore(store) as legacy:  # holds local mode's lock until the swap is done
         if new.exists() and is_local_mode_store(new):
-            raise _Failed(f"{new}: a local-mode store where the new store is built; move it away")
+            raise MigrationError(f"{new}: a local-mode store where the new store is built; move it away")
         with _open_edge(new) as target:
             for name in legacy.collection_names():
                 if progress is not None:
@@ -177,7 +177,7 @@ def _open_edge(path: Path) -> Iterator[Any]:
         with qc.open_client(path=str(path)) as client:
             yield client
     except qc.StoreError as exc:
-        raise _Failed(f"{exc}; if {path.name} is a half-written migration, remove it and run this again") from None
+        raise MigrationError(f"{exc}; if {path.name} is a half-written migration, remove it and run this again") from None
 
 
 # -- opening stores for copy ----------------------------------------------------------------
@@ -201,13 +201,13 @@ def open_store(path: str | None, url: str | None, *, role: str, collection: str,
     folder = Path(path)
     if is_local_mode_store(folder):
         if role == "target":
-            raise _Failed(f"{folder}: a local-mode store (an earlier sgpt-qdrant) cannot be copied into; migrate it "
+            raise MigrationError(f"{folder}: a local-mode store (an earlier sgpt-qdrant) cannot be copied into; migrate it "
                           f"once with: sgpt-store migrate --qdrant-path {folder}")
         with LegacyLocalStore(folder) as legacy:
             yield legacy
         return
     if role == "source" and not folder.exists():
-        raise _Failed(f"--from-path {folder}: no store here")
+        raise MigrationError(f"--from-path {folder}: no store here")
     with qc.open_client(path=str(folder), create=role == "target") as client:
         yield client
 
@@ -218,9 +218,9 @@ def copy_stores(*, from_path: str | None, from_url: str | None, to_path: str | N
     from .copy import copy_collection
 
     if from_path and to_path and Path(from_path).resolve() == Path(to_path).resolve():
-        raise _Failed(f"--from-path and --to-path are the same store ({to_path}); copy to another folder")
+        raise MigrationError(f"--from-path and --to-path are the same store ({to_path}); copy to another folder")
     if from_url and to_url and qc.safe_url(from_url) == qc.safe_url(to_url) and (to_collection or collection) == collection:
-        raise _Failed(f"--from-url and --to-url are the same collection ({collection!r}); pass --to-collection")
+        raise MigrationError(f"--from-url and --to-url are the same collection ({collection!r}); pass --to-collection")
     with open_store(from_path, from_url, role="source", collection=collection, api_key=api_key,
                     timeout=timeout) as source, \
             open_store(to_path, to_url, role="target", collection=to_collection or collection, api_key=api_key,
@@ -282,7 +282,7 @@ def _run(work, *, as_json: bool, quiet: bool, interrupted: str) -> int:
         bar.close()
         _err(f"interrupted; {interrupted}")
         return EXIT_INTERRUPTED
-    except (_Failed, qc.StoreError, CopyError, UploadError, ValueError, OSError) as exc:
+    except (qc.StoreError, CopyError, UploadError, ValueError, OSError) as exc:
         bar.close()
         _err(f"error: {exc}")
         return EXIT_ERROR
@@ -343,9 +343,9 @@ def copy(from_path, from_url, to_path, to_url, collection, to_collection, batch,
     """
     def work(bar):
         if (from_path is None) == (from_url is None):
-            raise _Failed("give exactly one of --from-path and --from-url")
+            raise MigrationError("give exactly one of --from-path and --from-url")
         if (to_path is None) == (to_url is None):
-            raise _Failed("give exactly one of --to-path and --to-url")
+            raise MigrationError("give exactly one of --to-path and --to-url")
         api_key = qc.api_key_from_env()
         _secrets.append(api_key)
         return copy_stores(from_path=from_path, from_url=from_url, to_path=to_path, to_url=to_url,
