@@ -483,3 +483,22 @@ def test_a_tampered_legacy_store_runs_nothing_in_any_command(legacy, tmp_path, t
         assert result.exit_code == 2 and "refusing to load a pickled posix.system" in last_line(result)
     assert not (tmp_path / "PWNED").exists()
     assert tree_digest(legacy) == before
+
+
+@pytest.mark.slow
+def test_migrate_in_a_read_only_folder_is_one_line(legacy):
+    from test_legacy_store import _without_root_powers
+
+    prefix = _without_root_powers()
+    before = tree_digest(legacy)
+    legacy.parent.chmod(0o555)
+    try:
+        out = subprocess.run([*prefix, str(Path(sys.executable).parent / "sgpt-store"), "migrate", "--qdrant-path",
+                              str(legacy)], capture_output=True, text=True, timeout=120)
+    finally:
+        legacy.parent.chmod(0o755)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (f"sgpt-store: error: {legacy.parent}: not writable; the Edge store is written next "
+                                  f"to {legacy.name} before it replaces it: copy the store somewhere writable, or use "
+                                  "sgpt-store copy --to-path")
+    assert tree_digest(legacy) == before
