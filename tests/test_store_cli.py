@@ -6,6 +6,7 @@ mode for the legacy store, the stand-in server's stored dict, and sgpt-ingest's 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
@@ -27,6 +28,9 @@ from sgpt_qdrant.ingest.store_cli import cli, migration_paths
 from test_legacy_store import COLLECTION, DIM, Evil, _points, plant, storage_file, write_store
 
 DOCS = Path(__file__).resolve().parents[1] / "examples" / "docs"
+#: migrate writes the embedded Edge store (issue 16 item 1, ingest/edge.py); before it, open_client is local mode
+needs_edge = pytest.mark.skipif(importlib.util.find_spec("sgpt_qdrant.ingest.edge") is None,
+                                reason="needs the embedded Edge store (ingest/edge.py)")
 
 
 @pytest.fixture(autouse=True)
@@ -266,6 +270,7 @@ def assert_holds(client, want: dict) -> None:
         assert np.allclose(unit(got[key][1]["text-dense"]), unit(vector["text-dense"]), rtol=1e-5, atol=1e-6)
 
 
+@needs_edge
 def test_migrate_a_store_written_by_ingest(ingested_legacy, tiny_model_dir):
     from sgpt_qdrant.ingest import ingest_paths
 
@@ -290,6 +295,7 @@ def test_migrate_a_store_written_by_ingest(ingested_legacy, tiny_model_dir):
     assert again.exit_code == 0 and "nothing to migrate" in last_line(again)
 
 
+@needs_edge
 def test_migrate_interrupted_mid_copy_leaves_the_store_and_finishes(legacy, monkeypatch):
     from sgpt_qdrant.ingest import copy as copy_module
 
@@ -316,6 +322,7 @@ def test_migrate_interrupted_mid_copy_leaves_the_store_and_finishes(legacy, monk
         ctx.__exit__(None, None, None)
 
 
+@needs_edge
 @pytest.mark.parametrize("exchange", [True, False])
 def test_migrate_crash_during_the_swap_is_finished_by_a_rerun(legacy, monkeypatch, exchange):
     """A crash between the two steps of the swap (exchange + rename, or rename + rename)."""
@@ -450,11 +457,11 @@ def test_help_imports_neither_qdrant_client_nor_torch():
 # -- every command that opens a store refuses a legacy one without running it -------------------
 
 
+@needs_edge
 @pytest.mark.parametrize("command", ["sgpt-ingest", "ingest_paths", "query_qdrant", "query_llamaindex",
                                      "sgpt-store copy", "sgpt-store migrate"])
 def test_a_tampered_legacy_store_runs_nothing_in_any_command(legacy, tmp_path, tiny_model_dir, command):
     """The issue's reproduction through each command: one line, no PWNED, the folder untouched."""
-    pytest.importorskip("sgpt_qdrant.ingest.edge", reason="the embedded Edge store (issue 16 item 1) refuses legacy folders")
     plant(legacy, pickle.dumps(Evil(tmp_path / "PWNED")))
     before = tree_digest(legacy)
     migrate_hint = f"sgpt-store migrate --qdrant-path {legacy}"
