@@ -30,6 +30,7 @@ import base64
 import bisect
 import io
 import json
+import operator
 import os
 import pickle
 import sqlite3
@@ -163,16 +164,18 @@ def _plain(value: Any, where: str, point_id: Any) -> Any:
 def _vector(value: Any, where: str, point_id: Any) -> Any:
     from qdrant_client import models
 
-    if isinstance(value, _Sparse):
-        return models.SparseVector(indices=list(value.fields.get("indices") or []),
-                                   values=[float(v) for v in value.fields.get("values") or []])
-    if isinstance(value, (list, tuple)):
-        if value and isinstance(value[0], (list, tuple)):  # a multivector
-            return [[float(x) for x in row] for row in value]
-        try:
+    try:
+        if isinstance(value, _Sparse):
+            indices = [operator.index(i) for i in value.fields.get("indices") or []]
+            values = [float(v) for v in value.fields.get("values") or []]
+            if len(indices) == len(values):
+                return models.SparseVector(indices=indices, values=values)
+        elif isinstance(value, (list, tuple)):
+            if value and isinstance(value[0], (list, tuple)):  # a multivector
+                return [[float(x) for x in row] for row in value]
             return [float(x) for x in value]
-        except (TypeError, ValueError):
-            pass
+    except (TypeError, ValueError):
+        pass
     raise LegacyStoreError(f"{where}: point {point_id}: a vector of type {type(value).__name__} (expected floats)")
 
 

@@ -344,3 +344,20 @@ def test_read_only_folder(store, tmp_path):
     finally:
         for p in (store, folder):
             p.chmod(0o755)
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(vector={"text-dense": "abc"}, payload={}), "a vector of type str"),
+    (dict(vector={"text-dense": models.SparseVector.model_construct(indices=["x"], values=[1.0])}, payload={}),
+     "a vector of type _Sparse"),
+    (dict(vector={"text-dense": [1.0] * DIM}, payload={"blob": b"\x00"}), "a payload value of type bytes"),
+])
+def test_point_values_that_qdrant_cannot_hold_are_one_line(store, fields, match):
+    """Admitted classes with wrong contents (a tampered or foreign row): named, not passed on."""
+    from qdrant_client._pydantic_compat import construct
+
+    first = _points()[0]
+    plant(store, pickle.dumps(construct(models.PointStruct, id=first.id, **fields)))
+    with LegacyLocalStore(store) as legacy, pytest.raises(LegacyStoreError, match=match) as err:
+        read_all(legacy)
+    assert one_line(err.value).startswith(f"{storage_file(store)} (row 1): point {first.id}:")
