@@ -24,18 +24,19 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from . import atomic
 from . import checkpoint as ckpt
 from .fastembed_register import FORMAT_VERSION, META_FILE, MODEL_FILE, FastEmbedError, read_meta
 from .model import SGPTModel
-from .runtime.cache import cache_root, weights_key
+from .runtime.cache import versions, weights_key
+from .runtime.ort import export_graph
+from .user_cache import cache_root
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -104,9 +105,7 @@ def fastembed_tokenizer(checkpoint: ckpt.Checkpoint) -> Tokenizer:
 
 
 def _versions() -> str:
-    import tokenizers
-
-    return f"torch={torch.__version__};tokenizers={tokenizers.__version__};format={FORMAT_VERSION}"
+    return versions(("tokenizers", "tokenizers")) + f";format={FORMAT_VERSION}"
 
 
 def export_key(checkpoint: ckpt.Checkpoint, model: SGPTModel) -> str:
@@ -127,15 +126,7 @@ def default_name(source: str) -> str:
 
 
 def _write_folder(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, out: Path) -> None:
-    graph = TokenVectors(model).float().cpu().eval()
-    ids = torch.zeros((2, 5), dtype=torch.long)
-    mask = torch.ones((2, 5), dtype=torch.long)
-    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-            "token_embeddings": {0: "batch", 1: "length"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (ids, mask), str(out / MODEL_FILE), input_names=["input_ids", "attention_mask"],
-                          output_names=["token_embeddings"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    export_graph(TokenVectors(model).float().cpu().eval(), out / MODEL_FILE, "token_embeddings", per_token=True)
     tokenizer = fastembed_tokenizer(checkpoint)
     tokenizer.save(str(out / "tokenizer.json"))
     pad = tokenizer.padding["pad_token"]
@@ -159,17 +150,9 @@ def _write_folder(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, out: 
 
 
 def _atomic_build(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    try:
+    with atomic.staging_folder(final.parent) as tmp:
         _write_folder(checkpoint, model, key, tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process got there first: theirs is as good as ours
-            if not (final / META_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.publish_folder(tmp, final, replace=False)  # another process first: theirs is as good
 
 
 def export_fastembed(model: str | os.PathLike[str] | ckpt.Checkpoint = ckpt.DEFAULT_MODEL,
@@ -204,15 +187,7 @@ def _copy_out(cached: Path, out: Path, key: str) -> Path:
                 return out
         except FastEmbedError:
             pass  # an incomplete or older export: replaced below
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic.staging_folder(out.parent) as tmp:
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.publish_folder(tmp, out)
     return out

@@ -144,7 +144,7 @@ def test_cli_refuses_a_bad_model_in_one_line(tmp_path):
 
     result = CliRunner().invoke(main, [str(tmp_path / "out"), "--model", str(tmp_path / "no-model")])
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "no-model" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: ") and "no-model" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
