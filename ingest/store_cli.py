@@ -27,6 +27,7 @@ from typing import Any
 
 import click
 
+from ..atomic import _fsync as _fsync_dir, fsync_tree
 from . import client as qc
 from . import schema
 
@@ -66,15 +67,6 @@ def migration_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     return store, store.with_name(f".{store.name}.migrating"), store.with_name(store.name + BACKUP_SUFFIX)
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
     if not sys.platform.startswith("linux"):
@@ -98,6 +90,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _swap_in(store: Path, new: Path, backup: Path) -> None:
     """The verified store at ``new`` becomes ``store``; the legacy files go to ``backup``."""
+    fsync_tree(new)  # on disk before it replaces anything: a power cut leaves the old store or the new one
     if _exchange(new, store):
         _fsync_dir(store.parent)  # store = Edge, new = the legacy files
         os.rename(new, backup)
