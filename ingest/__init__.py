@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "ingest_paths": ".pipeline", "open_store_state": ".pipeline",
     "Summary": ".sync",
     "Uploader": ".upload", "UploadError": ".upload",
+    "CopyError": ".copy", "CopyReport": ".copy", "copy_collection": ".copy",
+    "LegacyLocalStore": ".legacy_local", "LegacyStoreError": ".legacy_local", "migrate_store": ".store_cli",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -35,5 +37,8 @@ if TYPE_CHECKING:
     from .pipeline import IngestError, IngestOptions, discover, ingest_paths, open_store_state
     from .sync import Summary
     from .upload import Uploader, UploadError
+    from .copy import CopyError, CopyReport, copy_collection
+    from .legacy_local import LegacyLocalStore, LegacyStoreError
+    from .store_cli import migrate_store
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
