@@ -86,6 +86,10 @@ def copy_collection(source: Any, target: Any, name: str, *, target_name: str | N
     params = info.config.params
     report.created = _ensure_target(target, target_name, params, info.payload_schema or {}, report)
     total = source.count(name, exact=True).count
+    held = 0 if report.created else target.count(target_name, exact=True).count
+    if held > total:  # not an interrupted copy of this source: refuse before mixing the two
+        raise CopyError(f"{report.target}: collection {target_name!r} already holds {held} points, more than the "
+                        f"{total} of the source: copy into a new collection name")
     distances = _distances(params.vectors)
     picks = _Sampler(total, sample)
     offset = None
