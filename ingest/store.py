@@ -6,12 +6,15 @@ is complete when all its points have one version and they are exactly the indice
 ``0 .. chunk_count-1``. The state also keeps each document's stored point ids, so every delete
 of a run (stale chunks of a changed document, pruned documents) is a delete *by id*: the
 embedded store evaluates a filter in Python over every stored point, which made a run quadratic.
+For a document left half-written it keeps which points are stored as this run would write them
+(``marks``: version and chunk hash per id), so a resumed run embeds only the missing chunks.
 
 The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from qdrant_client import QdrantClient
 
 from .client import is_local
-from .schema import COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, STATE_FIELDS, VERSION_FIELD
+from .schema import CHUNK_HASH_FIELD, COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, RESUME_FIELDS, VERSION_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ class DocState:
     indices: set[int] = field(default_factory=set)
     versions: set[str] = field(default_factory=set)
     chunk_counts: set[int] = field(default_factory=set)
+    #: point id → :func:`mark` of its version and chunk hash, kept only for a document that is not
+    #: complete: what a resumed run need not embed again (a complete one is unchanged or redone whole)
+    marks: dict[str, int] = field(default_factory=dict)
 
     @property
     def points(self) -> int:
@@ -61,9 +67,18 @@ class DocState:
         n = len(self.ids)
         return self.versions == {version} and self.chunk_counts == {n} and self.indices == set(range(n))
 
+    def holds(self, point_id: str, version: str, chunk_hash: str) -> bool:
+        """Whether the point is stored as a run at ``version`` writes it (a resumed run keeps it)."""
+        return self.marks.get(point_id) == mark(version, chunk_hash)
+
     def stale_ids(self, keep: set[str]) -> list[str]:
         """Stored ids a run that wrote ``keep`` must delete (old positions past the new end, strays)."""
         return [i for i in self.ids if i not in keep]
+
+
+def mark(version: str, chunk_hash: str) -> int:
+    """A point's version and chunk hash in 8 bytes (the state holds one per point while it is read)."""
+    return int.from_bytes(hashlib.blake2b(f"{version}\0{chunk_hash}".encode(), digest_size=8).digest(), "big")
 
 
 def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], bool] | None = None,
@@ -79,7 +94,7 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
     page = page or (1 << 17 if is_local(client) else 8192)
     offset = None
     while True:
-        points, offset = client.scroll(name, limit=page, offset=offset, with_payload=STATE_FIELDS,
+        points, offset = client.scroll(name, limit=page, offset=offset, with_payload=RESUME_FIELDS,
                                        with_vectors=False)
         for p in points:
             payload = p.payload or {}
@@ -97,8 +112,14 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
             doc.ids.append(str(p.id))
             index = payload.get(INDEX_FIELD)
             doc.indices.add(index if isinstance(index, int) else -1)
-            doc.versions.add(str(payload.get(VERSION_FIELD)))
+            version = str(payload.get(VERSION_FIELD))
+            doc.versions.add(version)
             count = payload.get(COUNT_FIELD, -1)
             doc.chunk_counts.add(count if isinstance(count, int) else -1)
+            if isinstance(chunk_hash := payload.get(CHUNK_HASH_FIELD), str):
+                doc.marks[doc.ids[-1]] = mark(version, chunk_hash)
         if offset is None:
+            for doc in state.values():
+                if len(doc.versions) == 1 and doc.complete(next(iter(doc.versions))):
+                    doc.marks = {}  # unchanged (skipped) or rewritten whole: nothing to keep
             return state
