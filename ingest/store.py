@@ -1,11 +1,11 @@
-"""What the store holds per document, read once at the start of a run, and the embedded store's tuning.
+"""What the store holds per document, read once at the start of a run.
 
 State lives in the payload: every point of a document carries its ``ingest_version`` (content
 hash + model fingerprint + chunking settings), ``chunk_count`` and ``chunk_index``. A document
 is complete when all its points have one version and they are exactly the indices
 ``0 .. chunk_count-1``. The state also keeps each document's stored point ids, so every delete
-of a run (stale chunks of a changed document, pruned documents) is a delete *by id*: the
-embedded store evaluates a filter in Python over every stored point, which made a run quadratic.
+of a run (stale chunks of a changed document, pruned documents) is a delete *by id*, never a
+filter pass over the collection per document.
 For a document left half-written it keeps which points are stored as this run would write them
 (``marks``: version and chunk hash per id), so a resumed run embeds only the missing chunks.
 
@@ -15,36 +15,12 @@ The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qdrant_client import QdrantClient
 
-from .client import is_local
 from .schema import CHUNK_HASH_FIELD, COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, RESUME_FIELDS, VERSION_FIELD
-
-log = logging.getLogger(__name__)
-
-
-def tune_local(client: QdrantClient, name: str) -> bool:
-    """Embedded store: SQLite in WAL mode with synchronous=NORMAL instead of a full sync per point.
-
-    qdrant-client's local mode commits every point on its own; with the default rollback journal
-    that is several fsyncs per point (about 18 ms here, as long as the model takes per chunk).
-    In WAL mode a killed process loses nothing committed; a power cut may lose the last commits,
-    which the next run redoes because the state in the payload says what is missing. Best effort:
-    a qdrant-client without these internals keeps its defaults.
-    """
-    try:
-        connection = client._client.collections[name].storage.storage
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        return True
-    except (AttributeError, KeyError, TypeError) as exc:
-        log.debug("embedded store keeps its SQLite defaults: %s", exc)
-        return False
-
 
 @dataclass
 class DocState:
@@ -90,8 +66,7 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
     others: set[str] = set()  # documents of other partitions
     if client is None or not client.collection_exists(name):
         return state
-    # local mode sorts every id on each page: few big pages; a server streams smaller ones
-    page = page or (1 << 17 if is_local(client) else 8192)
+    page = page or 8192
     offset = None
     while True:
         points, offset = client.scroll(name, limit=page, offset=offset, with_payload=RESUME_FIELDS,

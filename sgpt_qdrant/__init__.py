@@ -31,6 +31,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ingest_paths": (".ingest.pipeline", "ingest_paths"),
     "IngestOptions": (".ingest.pipeline", "IngestOptions"),
     "RayOptions": (".ingest.distributed", "RayOptions"),
+    "EdgeClient": (".ingest.edge", "EdgeClient"),
+    "EdgeVectorStore": (".ingest.vector_store", "EdgeVectorStore"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -49,6 +51,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .model import SGPTModel
     from .tokens import EmptyTextWarning, TruncationWarning
     from .ingest.distributed import RayOptions
+    from .ingest.edge import EdgeClient
+    from .ingest.vector_store import EdgeVectorStore
     from .ingest.pipeline import IngestOptions, ingest_paths
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.fastembed_export import STRIP_PATTERN, export_fastembed
 from sgpt_qdrant.fastembed_register import FastEmbedError, register_fastembed, registered
 from sgpt_qdrant.testing import random_checkpoint
@@ -160,7 +161,7 @@ def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir
     encoder = Encoder(str(tiny_model_dir), device="cpu", dtype="fp32")
     queries = ["how do bees find flowers", "  why are there two tides a day?  ", "Sauerteig 🍞 ohne Hefe",
                "lighthouse " * 40]
-    client = QdrantClient(path=str(examples_store))
+    client = EdgeClient(examples_store)
     try:
         for query in queries:
             by_torch = client.query_points(DEFAULT_COLLECTION, query=encoder.encode([query])[0].tolist(),
