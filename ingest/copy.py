@@ -57,14 +57,8 @@ class CopyReport:
 
 
 def store_name(store: Any) -> str:
-    """Where a store lives, for messages (no credentials)."""
-    if isinstance(store, QdrantClient):
-        return client_url(store)
-    for attribute in ("where", "path", "location"):
-        value = getattr(store, attribute, None)
-        if value:
-            return str(value)
-    return type(store).__name__
+    """Where a store lives, for messages (no credentials): the legacy reader says so itself."""
+    return getattr(store, "where", None) or client_url(store)
 
 
 def copy_collection(source: Any, target: Any, name: str, *, target_name: str | None = None, batch: int = 256,

@@ -43,7 +43,7 @@ from .client import StoreError
 if TYPE_CHECKING:
     from qdrant_client import models
 
-__all__ = ["LegacyStoreError", "LegacyLocalStore", "is_local_mode_store", "safe_loads", "META_FILE"]
+__all__ = ["LegacyStoreError", "LegacyLocalStore", "safe_loads", "META_FILE"]
 
 META_FILE = "meta.json"
 STORAGE_FILE = "storage.sqlite"
@@ -117,24 +117,6 @@ def safe_loads(data: bytes, where: str, *, allowed: dict[tuple[str, str], type] 
         ) from None
     except Exception as exc:  # noqa: BLE001 - any malformed pickle is one line
         raise LegacyStoreError(f"{where}: not a pickled qdrant-client point ({type(exc).__name__}: {exc})") from None
-
-
-def is_local_mode_store(path: str | os.PathLike) -> bool:
-    """True for a folder qdrant-client's local mode wrote (``meta.json`` with ``collections``).
-
-    With ``collection/`` beside it a damaged ``meta.json`` still counts, so the caller refuses the
-    folder rather than treating it as something else; without, ``meta.json`` is read (as JSON)."""
-    folder = Path(path)
-    meta = folder / META_FILE
-    if not meta.is_file():
-        return False
-    if (folder / "collection").is_dir():
-        return True
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "collections" in data
 
 
 def _normalize_id(point_id: Any, where: str) -> int | str:

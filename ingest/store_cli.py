@@ -102,16 +102,14 @@ def _swap_in(store: Path, new: Path, backup: Path) -> None:
 
 def _finish_interrupted(store: Path, new: Path, backup: Path) -> str | None:
     """A swap a crash cut short: finish it. Returns what was done, or None when none was pending."""
-    from .legacy_local import is_local_mode_store
-
-    if store.exists() and not is_local_mode_store(store) and new.exists() and is_local_mode_store(new):
+    if store.exists() and not qc.legacy_local_store(store) and new.exists() and qc.legacy_local_store(new):
         if backup.exists():
             raise MigrationError(f"{backup} exists: the legacy files of {store} are in {new}; move one of them away")
         os.rename(new, backup)  # crashed between the exchange and this rename
         _fsync_dir(store.parent)
         return f"finished an interrupted migration: {store} is the Edge store, the local-mode files are in {backup}"
-    if not store.exists() and backup.exists() and is_local_mode_store(backup) and new.exists() \
-            and not is_local_mode_store(new):
+    if not store.exists() and backup.exists() and qc.legacy_local_store(backup) and new.exists() \
+            and not qc.legacy_local_store(new):
         os.rename(new, store)  # crashed between the two renames (no atomic exchange here)
         _fsync_dir(store.parent)
         return f"finished an interrupted migration: {store} is the Edge store, the local-mode files are in {backup}"
@@ -121,7 +119,7 @@ def _finish_interrupted(store: Path, new: Path, backup: Path) -> str | None:
 def migrate_store(path: str | os.PathLike, *, batch: int = 256, progress: Any = None) -> dict[str, Any]:
     """Convert the local-mode store at ``path`` to an Edge store in place. A summary dict."""
     from .copy import copy_collection
-    from .legacy_local import LegacyLocalStore, is_local_mode_store
+    from .legacy_local import LegacyLocalStore
 
     started = time.perf_counter()
     store, new, backup = migration_paths(path)
@@ -132,7 +130,7 @@ def migrate_store(path: str | os.PathLike, *, batch: int = 256, progress: Any = 
         return summary
     if not store.exists():
         raise MigrationError(f"{store}: no store here (nothing to migrate)")
-    if not is_local_mode_store(store):
+    if not qc.legacy_local_store(store):
         message = f"{store}: not a local-mode store (no meta.json); nothing to migrate" + (
             f" (the local-mode files of an earlier migration are in {backup})" if backup.exists() else "")
         summary.update(status="nothing to do", message=message, seconds=time.perf_counter() - started)
@@ -143,7 +141,7 @@ def migrate_store(path: str | os.PathLike, *, batch: int = 256, progress: Any = 
         raise MigrationError(f"{store.parent}: not writable; the Edge store is written next to {store.name} before it "
                       "replaces it: copy the store somewhere writable, or use sgpt-store copy --to-path")
     with LegacyLocalStore(store) as legacy:  # holds local mode's lock until the swap is done
-        if new.exists() and is_local_mode_store(new):
+        if new.exists() and qc.legacy_local_store(new):
             raise MigrationError(f"{new}: a local-mode store where the new store is built; move it away")
         with _open_edge(new) as target:
             for name in legacy.collection_names():
@@ -181,7 +179,7 @@ def open_store(path: str | None, url: str | None, *, role: str, collection: str,
                timeout: int | None = None) -> Iterator[Any]:
     """A copy source or target: a server for ``url``; for ``path`` the Edge store, or as a source
     a local-mode store read safely. A local-mode target is refused with the migrate command."""
-    from .legacy_local import LegacyLocalStore, is_local_mode_store
+    from .legacy_local import LegacyLocalStore
 
     if url:
         with qc.open_client(url=url, api_key=api_key, timeout=timeout) as client:
@@ -192,7 +190,7 @@ def open_store(path: str | None, url: str | None, *, role: str, collection: str,
             yield client
         return
     folder = Path(path)
-    if is_local_mode_store(folder):
+    if qc.legacy_local_store(folder):
         if role == "target":
             raise MigrationError(f"{folder}: a local-mode store (an earlier sgpt-qdrant) cannot be copied into; migrate it "
                           f"once with: sgpt-store migrate --qdrant-path {folder}")

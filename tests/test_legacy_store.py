@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient, models
 
-from sgpt_qdrant.ingest.legacy_local import LegacyLocalStore, LegacyStoreError, is_local_mode_store, safe_loads
+from sgpt_qdrant.ingest.client import legacy_local_store
+from sgpt_qdrant.ingest.legacy_local import LegacyLocalStore, LegacyStoreError, safe_loads
 
 COLLECTION = "documents"
 DIM = 8
@@ -264,7 +265,7 @@ def test_damaged_sqlite_is_one_line_naming_the_file(tmp_path, templates, damage)
 ])
 def test_bad_meta_json_is_one_line_naming_it(store, meta, match):
     (store / "meta.json").write_text(meta)
-    assert is_local_mode_store(store)  # still recognised, so it is refused rather than overwritten
+    assert legacy_local_store(store)  # still recognised, so it is refused rather than overwritten
     with pytest.raises(LegacyStoreError, match=match) as err:
         with LegacyLocalStore(store) as legacy:
             for name in legacy.collection_names():
@@ -281,14 +282,6 @@ def test_a_store_in_use_by_qdrant_client_is_refused(store):
     finally:
         client.close()
     LegacyLocalStore(store).close()  # free again once qdrant-client let go
-
-
-def test_is_local_mode_store(tmp_path, store):
-    assert is_local_mode_store(store)
-    assert not is_local_mode_store(tmp_path / "missing")
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "meta.json").write_text('{"something": "else"}')
-    assert not is_local_mode_store(tmp_path / "other")
 
 
 READ_ONLY_SCRIPT = """

@@ -6,7 +6,6 @@ mode for the legacy store, the stand-in server's stored dict, and sgpt-ingest's 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -22,18 +21,17 @@ from qdrant_client import QdrantClient, models
 
 from sgpt_qdrant.ingest import client as qc
 from sgpt_qdrant.ingest import store_cli
+from sgpt_qdrant.ingest.edge import is_edge_store
 from sgpt_qdrant.ingest.copy import KEYWORD_FIELDS, CopyError, copy_collection
-from sgpt_qdrant.ingest.legacy_local import LegacyLocalStore, is_local_mode_store
+from sgpt_qdrant.ingest.client import legacy_local_store
+from sgpt_qdrant.ingest.legacy_local import LegacyLocalStore
 from sgpt_qdrant.ingest.store_cli import cli, migration_paths
 from test_legacy_store import COLLECTION, DIM, Evil, _points, plant, storage_file, write_store
 
 DOCS = Path(__file__).resolve().parents[1] / "examples" / "docs"
-#: migrate writes the embedded Edge store (issue 16 item 1, ingest/edge.py); before it, open_client is local mode
 # qdrant-client checks a server's version in a background thread: the stand-in may be gone (or answer 401
 # to a wrong key) by then, and the warning lands in whichever test runs next.
 pytestmark = pytest.mark.filterwarnings("ignore:Failed to obtain server version:UserWarning")
-needs_edge = pytest.mark.skipif(importlib.util.find_spec("sgpt_qdrant.ingest.edge") is None,
-                                reason="needs the embedded Edge store (ingest/edge.py)")
 
 
 @pytest.fixture(autouse=True)
@@ -276,7 +274,6 @@ def assert_holds(client, want: dict) -> None:
         assert np.allclose(unit(got[key][1]["text-dense"]), unit(vector["text-dense"]), rtol=1e-5, atol=1e-6)
 
 
-@needs_edge
 def test_migrate_a_store_written_by_ingest(ingested_legacy, tiny_model_dir):
     from sgpt_qdrant.ingest import ingest_paths
 
@@ -288,11 +285,12 @@ def test_migrate_a_store_written_by_ingest(ingested_legacy, tiny_model_dir):
     store, new, backup = migration_paths(path)
     assert summary["status"] == "migrated" and summary["points"] == len(want)
     assert summary["backup"] == str(backup) and not new.exists()
-    assert not is_local_mode_store(path) and tree_digest(backup) == before  # the legacy files, untouched
+    assert is_edge_store(path) and not legacy_local_store(path)
+    assert tree_digest(backup) == before  # the legacy files, untouched
     ctx, client = embedded(path)
     try:
         assert_holds(client, want)
-        assert set(client.get_collection(COLLECTION).payload_schema or {}) >= set(KEYWORD_FIELDS) or qc.is_local(client)
+        assert set(client.get_collection(COLLECTION).payload_schema or {}) >= set(KEYWORD_FIELDS)
     finally:
         ctx.__exit__(None, None, None)
     summary = ingest_paths([str(DOCS)], path=str(path), model=str(tiny_model_dir))
@@ -301,7 +299,6 @@ def test_migrate_a_store_written_by_ingest(ingested_legacy, tiny_model_dir):
     assert again.exit_code == 0 and "nothing to migrate" in last_line(again)
 
 
-@needs_edge
 def test_migrate_interrupted_mid_copy_leaves_the_store_and_finishes(legacy, monkeypatch):
     from sgpt_qdrant.ingest import copy as copy_module
 
@@ -314,7 +311,7 @@ def test_migrate_interrupted_mid_copy_leaves_the_store_and_finishes(legacy, monk
     monkeypatch.setattr(copy_module, "copy_collection", interrupted)
     result = invoke("migrate", "--qdrant-path", legacy, "--batch", "8")
     assert result.exit_code == 130 and "run the same command again" in last_line(result)
-    assert is_local_mode_store(legacy) and tree_digest(legacy) == before
+    assert legacy_local_store(legacy) and tree_digest(legacy) == before
     store, new, backup = migration_paths(legacy)
     assert new.exists() and not backup.exists()
     monkeypatch.setattr(copy_module, "copy_collection", original)
@@ -328,7 +325,6 @@ def test_migrate_interrupted_mid_copy_leaves_the_store_and_finishes(legacy, monk
         ctx.__exit__(None, None, None)
 
 
-@needs_edge
 @pytest.mark.parametrize("exchange", [True, False])
 def test_migrate_crash_during_the_swap_is_finished_by_a_rerun(legacy, monkeypatch, exchange):
     """A crash between the two steps of the swap (exchange + rename, or rename + rename)."""
@@ -349,9 +345,9 @@ def test_migrate_crash_during_the_swap_is_finished_by_a_rerun(legacy, monkeypatc
     monkeypatch.setattr(store_cli.os, "rename", real_rename)
     store, new, backup = migration_paths(legacy)
     if exchange:
-        assert not is_local_mode_store(legacy) and is_local_mode_store(new)  # the new store is already in place
+        assert not legacy_local_store(legacy) and legacy_local_store(new)  # the new store is already in place
     else:
-        assert not legacy.exists() and is_local_mode_store(backup)
+        assert not legacy.exists() and legacy_local_store(backup)
     result = invoke("migrate", "--qdrant-path", legacy)
     assert result.exit_code == 0 and "finished an interrupted migration" in last_line(result)
     assert tree_digest(backup) == before and not new.exists()
@@ -377,7 +373,7 @@ def test_migrate_refuses_when_the_backup_name_is_taken(legacy):
     migration_paths(legacy)[2].mkdir()
     result = invoke("migrate", "--qdrant-path", legacy)
     assert result.exit_code == 2 and "local-mode-backup exists" in last_line(result)
-    assert is_local_mode_store(legacy)
+    assert legacy_local_store(legacy)
 
 
 def test_migrate_without_a_store(tmp_path):
@@ -463,7 +459,6 @@ def test_help_imports_neither_qdrant_client_nor_torch():
 # -- every command that opens a store refuses a legacy one without running it -------------------
 
 
-@needs_edge
 @pytest.mark.parametrize("command", ["sgpt-ingest", "ingest_paths", "query_qdrant", "query_llamaindex",
                                      "sgpt-store copy", "sgpt-store migrate"])
 def test_a_tampered_legacy_store_runs_nothing_in_any_command(legacy, tmp_path, tiny_model_dir, command):
