@@ -99,12 +99,18 @@ def _client(qdrant_path: str, qdrant_url: str | None, prefer_grpc: bool) -> Iter
 
 
 def file_filter(file_name: str | None):
-    """A payload filter on the ``file_name`` that sgpt-ingest stores, or None."""
+    """A payload filter on what sgpt-ingest stores, or None: a bare name matches ``file_name``; a
+    path matches the document id (relative to the folder ingested) or the file's absolute path."""
     if not file_name:
         return None
     from qdrant_client import models
 
-    return models.Filter(must=[models.FieldCondition(key="file_name", match=models.MatchValue(value=file_name))])
+    def equals(key: str, value: str):
+        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+    if os.path.basename(file_name) == file_name:
+        return models.Filter(must=[equals("file_name", file_name)])
+    return models.Filter(should=[equals("doc_id", file_name), equals("file_path", os.path.abspath(file_name))])
 
 
 def hit(score: float, payload: dict) -> tuple[float, str, int, str, str]:

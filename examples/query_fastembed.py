@@ -25,7 +25,8 @@ from sgpt_qdrant.fastembed_register import FastEmbedError, register_fastembed
               help="Folder written by sgpt-export-fastembed (also SGPT_FASTEMBED_MODEL).")
 @click.option("--model-name", default=None,
               help="Name to register it under (default: the checkpoint's name recorded in the folder).")
-@click.option("--file-name", default=None, help="Only chunks of this file (a payload filter on file_name).")
+@click.option("--file-name", default=None, help="Only chunks of this file: a bare name, or a path relative to "
+              "the folder ingested (or to here); a payload filter.")
 @click.option("--limit", default=3, show_default=True)
 def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, model_name, file_name, limit):
     from qdrant_client import models

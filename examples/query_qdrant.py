@@ -21,7 +21,8 @@ from sgpt_qdrant.checkpoint import DEFAULT_MODEL, CheckpointError
 @store_options
 @click.option("--model", envvar="SGPT_MODEL", default=DEFAULT_MODEL, show_default=True,
               help="The checkpoint sgpt-ingest used: Hub id or local folder (also SGPT_MODEL).")
-@click.option("--file-name", default=None, help="Only chunks of this file (a payload filter on file_name).")
+@click.option("--file-name", default=None, help="Only chunks of this file: a bare name, or a path relative to "
+              "the folder ingested (or to here); a payload filter.")
 @click.option("--limit", default=3, show_default=True)
 def main(query, collection, qdrant_path, qdrant_url, prefer_grpc, model, file_name, limit):
     from sgpt_qdrant import Encoder

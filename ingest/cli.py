@@ -81,6 +81,10 @@ class _Progress:
                 from tqdm import tqdm
 
                 self.bar = tqdm(total=total, unit="chunk", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+                self.bar_load = s.model_load_seconds  # a load before the bar is outside it already
+            if s.model_load_seconds > self.bar_load:  # the bar's rate counts embedding, not the model load
+                self.bar.start_t += s.model_load_seconds - self.bar_load
+                self.bar_load = s.model_load_seconds
             self.bar.total = total
             self.bar.n = s.chunks_written
             self.bar.set_postfix(files=f"{s.files_seen}/{s.files_total}", refresh=False)
@@ -101,11 +105,52 @@ class _Progress:
             self.bar = None
 
 
-def _summary_line(s: Summary) -> str:
-    write, delete = ("would write", "would delete") if s.dry_run else ("wrote", "deleted")
-    return (f"{s.files_seen} files: {s.ingested} ingested ({s.new} new, {s.changed} changed), {s.unchanged} "
-            f"unchanged, {s.skipped} skipped, {s.failed} failed; {write} {s.chunks_written} chunks, {delete} "
-            f"{s.chunks_deleted} ({s.documents_deleted} documents pruned) in {s.seconds:.1f}s")
+#: The summary fits a terminal of this width (prefix included), else it takes two lines.
+SUMMARY_WIDTH = 80
+
+
+def _summary_lines(s: Summary, prefix: str = "sgpt-ingest: ") -> list[str]:
+    """What the run did (a dry run: would do), zero counts of rare things left out, wrapped between
+    counts to ``SUMMARY_WIDTH`` columns (continuation lines indented)."""
+    dry = s.dry_run
+    counts = [f"{s.new} new", f"{s.changed} changed", f"{s.unchanged} unchanged"] + [
+        f"{n} {what}" for n, what in ((s.skipped, "skipped"), (s.failed, "failed")) if n]
+    chunks = [f"would write {s.chunks_written} chunks" if dry else f"{s.chunks_written} chunks written"]
+    if s.chunks_deleted:
+        chunks.append(f"would delete {s.chunks_deleted}" if dry else f"{s.chunks_deleted} deleted")
+    if s.documents_deleted:
+        chunks.append(f"would prune {s.documents_deleted} documents" if dry
+                      else f"{s.documents_deleted} documents pruned")
+    files = [f"{'dry run: ' if dry else ''}{s.files_seen} files:"] + [c + "," for c in counts[:-1]] + [counts[-1] + ";"]
+    writes = [c + "," for c in chunks[:-1]] + [f"{chunks[-1]} in {s.seconds:.1f}s"]
+    one = " ".join([prefix.rstrip()] + files + writes)
+    if len(one) <= SUMMARY_WIDTH:
+        return [one]
+    lines = [prefix.rstrip()]
+    for i, piece in enumerate(files + writes):
+        if len(lines[-1]) + 1 + len(piece) > SUMMARY_WIDTH or i == len(files):  # the writes on a line of their own
+            lines.append(" " + piece)
+        else:
+            lines[-1] += " " + piece
+    return lines
+
+
+def _started() -> float:
+    """When this process started, on the ``time.perf_counter`` clock: the printed duration is what
+    the user waited (imports included), not only the run. Linux reads it; elsewhere, import time."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return time.perf_counter() - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+#: Set by :func:`main` (a process of its own); ``run()`` called in-process times itself.
+_process_started: float | None = None
 
 
 def _dry_run_lines(s: Summary) -> list[str]:
@@ -273,6 +318,9 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
     logger.propagate = False
     _secrets[:] = [os.environ.get(qc.API_KEY_ENV)]
     pause = float(os.environ.get(PAUSE_ENV) or 0)
+    started = _process_started or time.perf_counter()
+    # An unreachable server is one error line; qdrant-client's version-check warning would add a second.
+    warnings.filterwarnings("ignore", message="Failed to obtain server version")
     show_warning = warnings.showwarning  # library warnings (qdrant-client's) as one redacted line each
     warnings.showwarning = lambda message, *args, **kwargs: progress.message(f"warning: {message}")
     try:
@@ -285,7 +333,7 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
             paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
             prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=progress.update,
             on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model")))
-            else progress.message(m),
+            else progress.message(m.replace("follow_links_outside=True", "--follow-links-outside")),
             writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
         progress.close()
         index = None
@@ -313,13 +361,15 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         logger.removeHandler(handler)
         logger.propagate = True
         warnings.showwarning = show_warning
+    summary.seconds = time.perf_counter() - started
     if as_json:
         record = summary.to_dict()
         if index is not None:
             record["index"] = index
         _say(json.dumps(record, sort_keys=True), err=False)
     elif not quiet:
-        _err(("dry run: " if summary.dry_run else "") + _summary_line(summary))
+        for line in _summary_lines(summary):
+            _say(line)
         if summary.dry_run:
             for line in _dry_run_lines(summary):
                 _say(line)
@@ -349,4 +399,23 @@ def _build_index(qdrant_url, qdrant_path, collection, quiet) -> dict | None:
 
 
 def main() -> None:
-    cli()
+    global _process_started
+    _process_started = _started()
+    try:
+        cli()
+    except SystemExit as exc:
+        _exit_now(exc.code)
+
+
+def _exit_now(code) -> None:
+    """Everything is written and closed when the command returns: skip the interpreter's teardown of
+    torch, transformers and qdrant-client (seconds on a loaded machine, after the printed duration).
+    Not with Ray imported: its exit hook stops the local cluster."""
+    if "ray" in sys.modules:
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):  # sys.exit("message"), as Python would print it
+        print(code, file=sys.stderr)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else EXIT_SETUP)

@@ -25,7 +25,7 @@ from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from llama_index.core.utils import get_tqdm_iterable
 from pydantic import Field, PrivateAttr
 
-from sgpt_qdrant.checkpoint import DEFAULT_MODEL, load_tokenizer, peek
+from sgpt_qdrant.checkpoint import DEFAULT_MODEL, load_tokenizer, peek, resolve_model_name
 
 from .chunk import Counter, chunk_text
 
@@ -49,7 +49,8 @@ class SGPTNodeParser(NodeParser):
     _tokenizer: Any = PrivateAttr()
     _limit: int = PrivateAttr()
 
-    def __init__(self, model_name: str = DEFAULT_MODEL, *, tokenizer: Any = None, **kwargs: Any) -> None:
+    def __init__(self, model_name: str | None = None, *, tokenizer: Any = None, **kwargs: Any) -> None:
+        model_name = resolve_model_name(model_name)  # explicit > $SGPT_MODEL > the Hub id
         super().__init__(model_name=model_name, **kwargs)
         if tokenizer is None:
             tokenizer, model_limit = model_tokenizer(model_name)

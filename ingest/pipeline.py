@@ -34,7 +34,7 @@ from . import schema, store
 from .distributed import RayOptions, RaySetupError, ServerTarget, ray_sync
 from .partition import Partition, owns, parse_partition
 from .read import ReadOptions, SourceFile, find_files
-from .sync import Summary, Writer, sync
+from .sync import Summary, Writer, prepare, sync
 from .upload import Uploader
 
 __all__ = ["IngestError", "IngestOptions", "Summary", "discover", "ingest_paths", "open_store_state"]
@@ -126,7 +126,7 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
         tokenizer = copy.copy(encoder.tokenizer)
         tokenizer.model_max_length = _NO_LENGTH_LIMIT
         return _Model(name, model_id, int(encoder.dimension), int(encoder.max_length), tokenizer, lambda: encoder)
-    name = str(model or ckpt.DEFAULT_MODEL)
+    name = ckpt.resolve_model_name(model)
     try:
         root, dim, max_len = ckpt.peek(name)
         tokenizer, _ = ckpt.load_tokenizer(root)
@@ -262,7 +262,7 @@ def _write(handle, collection, files, state, summary, m: _Model, options: Ingest
         if writer_hook is not None:
             writer = writer_hook(writer)
     try:
-        if options.ray is not None and not dry:
+        if options.ray is not None and not dry and _needs_embedding(files, state, m, options):
             summary = _on_ray(files, state, summary, m, options, writer, server, on_progress, say)
         else:
             summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
@@ -282,6 +282,14 @@ def _write(handle, collection, files, state, summary, m: _Model, options: Ingest
     if not dry and hasattr(handle, "flush"):  # the embedded store: on disk before the summary is shown
         handle.flush()
     return summary
+
+
+def _needs_embedding(files, state, m: _Model, options: IngestOptions) -> bool:
+    """Whether some file is new or changed (hashing files, chunking at most one): Ray's start-up and
+    actors only for work to do; an unchanged corpus, or prunes alone, run in-process."""
+    return any(prepare(source, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, overlap=options.chunk_overlap,
+                       model_id=m.model_id, read_options=options.read).kind in ("new", "changed")
+               for source in files)
 
 
 def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, server, on_progress, say) -> Summary:

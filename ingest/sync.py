@@ -106,7 +106,11 @@ class Summary:
         return self.chunks_planned + int(rest)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As JSON keys; a dry run's chunk counts are what it would do (``chunks_to_write`` ...)."""
+        d = asdict(self)
+        if self.dry_run:
+            d["chunks_to_write"], d["chunks_to_delete"] = d.pop("chunks_written"), d.pop("chunks_deleted")
+        return d
 
 
 @dataclass

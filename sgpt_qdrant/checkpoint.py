@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from transformers import GPTNeoConfig, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "Muennighoff/SGPT-125M-mean-nli-linearthenpool5"
+#: Environment variable naming the checkpoint when no model is given (CLIs and Python alike).
+MODEL_ENV = "SGPT_MODEL"
 PAD_FALLBACK = "<|endoftext|>"
 
 #: Dense activations we can run, by the class path the Dense config stores.
@@ -104,12 +106,33 @@ class Checkpoint:
 # --------------------------------------------------------------------------- locating
 
 
-def resolve(model: str | os.PathLike[str]) -> Path:
+def resolve_model_name(model: str | os.PathLike[str] | None = None) -> str:
+    """The checkpoint to use: ``model`` if given, else ``$SGPT_MODEL``, else the Hub id.
+
+    One rule for every entry point (``Encoder``, ``SGPTEmbedding``, ``SGPTNodeParser``, the
+    CLIs), so a machine without the Hub is set up once with ``SGPT_MODEL=path/to/model``.
+    """
+    if model is not None and str(model).strip():
+        return os.fspath(model)
+    return os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
+
+
+_WAY_OUT = (
+    "Pass a local copy of the model folder instead (--model DIR on the command line, or "
+    f"{MODEL_ENV}=DIR for every command and Python call), or, to try everything without the "
+    "real weights, write a random stand-in with `python -m sgpt_qdrant.testing tiny-model` "
+    f"(needs `pip install 'sgpt-qdrant[standin]'`) and set {MODEL_ENV}=tiny-model."
+)
+
+
+def resolve(model: str | os.PathLike[str] | None = None) -> Path:
     """A local directory as is; otherwise a Hub id fetched through huggingface_hub's cache.
 
+    ``None`` follows :func:`resolve_model_name` (``$SGPT_MODEL``, then the Hub id).
     Honours ``HF_HOME`` and ``HF_HUB_OFFLINE``. Offline and uncached fails at once with a
     message that says how to point at a local copy instead.
     """
+    model = resolve_model_name(model)
     path = Path(model).expanduser()
     if path.is_dir():
         return path
@@ -125,10 +148,9 @@ def resolve(model: str | os.PathLike[str]) -> Path:
         raise CheckpointError(f"{name}: not a valid Hub id ({exc})") from None
     except Exception as exc:  # network, offline mode, missing repo: one clear message
         raise CheckpointError(
-            f"cannot fetch {name!r} from the Hugging Face Hub ({type(exc).__name__}). "
-            "Download it on a connected machine (`hf download "
-            f"{name}`) and copy the HF_HOME cache, or pass the path of a local copy "
-            "of the model directory instead of the Hub id."
+            f"cannot fetch {name!r} from the Hugging Face Hub ({type(exc).__name__}); to use "
+            f"it offline, download it on a connected machine (`hf download {name}`) and copy "
+            f"the HF_HOME cache. {_WAY_OUT}"
         ) from None
 
 
@@ -333,8 +355,9 @@ def _read_modules(modules_path: Path) -> list[dict[str, Any]]:
         raise CheckpointError(f"{modules_path}: field idx must be an integer in every module") from None
 
 
-def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
+def load(model: str | os.PathLike[str] | None = None) -> Checkpoint:
     """Read a checkpoint (local directory or Hub id) into a :class:`Checkpoint`."""
+    model = resolve_model_name(model)
     root = resolve(model)
     modules = _read_module_list(root, weights=True)
     config, state = modules.transformer
@@ -372,7 +395,7 @@ def _module_folder(root: Path, rel: object, modules_path: Path) -> Path:
     return root / rel
 
 
-def peek(model: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[Path, int, int]:
+def peek(model: str | os.PathLike[str] | None = None) -> tuple[Path, int, int]:
     """(folder, output dimension, max_seq_length) from the config files alone, no weights read.
 
     For callers that must check a store before deciding whether the model is needed at all."""

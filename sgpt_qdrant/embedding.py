@@ -21,7 +21,7 @@ import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from pydantic import Field, PrivateAttr
 
-from .checkpoint import DEFAULT_MODEL
+from .checkpoint import DEFAULT_MODEL, resolve_model_name
 from .engine import Encoder
 from .tokens import EmptyTextWarning, TruncationWarning
 
@@ -31,7 +31,8 @@ __all__ = ["EmptyTextWarning", "SGPTEmbedding", "TruncationWarning"]
 class SGPTEmbedding(BaseEmbedding):
     """SGPT sentence embeddings (symmetric: queries and documents are embedded alike)."""
 
-    model_name: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the checkpoint.")
+    model_name: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the checkpoint "
+                            "(not given: $SGPT_MODEL, else the published Hub id).")
     device: str | None = Field(default=None, description="torch device; None picks cuda > mps > cpu.")
     dtype: str | None = Field(default=None, description="Precision mode: fp32, bf16, fp16 (GPU) or int8 "
                               "(CPU, needs onnxruntime); None: bf16 on capable GPUs, else fp32.")
@@ -42,8 +43,8 @@ class SGPTEmbedding(BaseEmbedding):
 
     _encoder: Encoder = PrivateAttr()
 
-    def __init__(self, model_name: str = DEFAULT_MODEL, **kwargs: Any) -> None:
-        super().__init__(model_name=model_name, **kwargs)
+    def __init__(self, model_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(model_name=resolve_model_name(model_name), **kwargs)
         self._encoder = Encoder(self.model_name, device=self.device, dtype=self.dtype,
                                 max_length=self.max_length, token_budget=self.token_budget)
 

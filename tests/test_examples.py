@@ -43,7 +43,7 @@ def test_readme_query_sequence_runs_as_written(tmp_path, tiny_model_dir):
     shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("__pycache__"))
     env = {"PATH": str(Path(sys.executable).parent), "SGPT_MODEL": str(tiny_model_dir), "HF_HUB_OFFLINE": "1",
            "SGPT_CACHE_DIR": str(tmp_path / "cache"), "TOKENIZERS_PARALLELISM": "false", "HOME": str(tmp_path)}
-    lines = readme_commands("### Query what was ingested") + readme_commands("## Qdrant inference (FastEmbed")
+    lines = readme_commands("## Quick start")[:1] + readme_commands("## Query") + readme_commands("**FastEmbed**")
     outputs = {}
     for line in lines:
         proc = subprocess.run(argv(line), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

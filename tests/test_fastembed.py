@@ -18,7 +18,7 @@ from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.fastembed_export import STRIP_PATTERN, export_fastembed
 from sgpt_qdrant.fastembed_register import FastEmbedError, register_fastembed, registered
 from sgpt_qdrant.testing import random_checkpoint
-from texts import varied_texts
+from texts import EXPECTED_WARNINGS, varied_texts
 
 fastembed = pytest.importorskip("fastembed", reason="needs the fastembed extra: pip install -e '.[fastembed]'")
 
@@ -33,7 +33,7 @@ EMPTY = [i for i, t in enumerate(TEXTS) if not t.strip()]
 
 
 #: Exports (ONNX, FastEmbed) go to a cache of this module's own, not ~/.cache.
-pytestmark = pytest.mark.usefixtures("isolated_export_cache")
+pytestmark = [pytest.mark.usefixtures("isolated_export_cache"), *EXPECTED_WARNINGS]  # TEXTS cut on purpose
 
 
 @pytest.fixture(scope="module")

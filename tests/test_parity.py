@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from texts import varied_texts
+from texts import EXPECTED_WARNINGS, varied_texts
 
 from sgpt_qdrant import Encoder, load_checkpoint
 from sgpt_qdrant.testing import write_random_checkpoint
+
+pytestmark = EXPECTED_WARNINGS  # varied_texts() cuts and empties on purpose
 
 
 def st_reference(model_dir, texts):
@@ -60,6 +62,7 @@ def test_matches_sentence_transformers(tiny_model_dir, tiny_encoder):
     np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # transformers' GPT-Neo, text by text; test_matches_sentence_transformers stays quick
 def test_matches_hand_written_forward(tiny_model_dir, tiny_encoder):
     texts = varied_texts()
     np.testing.assert_allclose(tiny_encoder.encode(texts), hand_reference(tiny_model_dir, texts), atol=1e-5, rtol=0)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from texts import varied_texts
+from texts import EXPECTED_WARNINGS, varied_texts
 
 from sgpt_qdrant import Encoder, load_checkpoint
 from sgpt_qdrant import precision
@@ -59,7 +59,7 @@ LOSSY_BATCH_COS = float(np.cos(2 * np.arccos(LOSSY_COS)))
 
 
 #: Exports (ONNX, FastEmbed) go to a cache of this module's own, not ~/.cache.
-pytestmark = pytest.mark.usefixtures("isolated_export_cache")
+pytestmark = [pytest.mark.usefixtures("isolated_export_cache"), *EXPECTED_WARNINGS]  # varied_texts() cuts on purpose
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,16 @@ def test_mode_against_reference(encoders, reference, mode, backend):
         assert _cosines(got, ref).min() >= LOSSY_COS
 
 
-@pytest.mark.parametrize("mode,backend", PATHS)
+#: bf16 on a CPU is emulated or slow to run one text at a time: the full suite covers it.
+def _slow_if_bf16(p):
+    values, marks = (p.values, list(p.marks)) if hasattr(p, "marks") else (p, [])
+    return pytest.param(*values, marks=marks + [pytest.mark.slow] if values[0] == "bf16" else marks)
+
+
+BATCH_PATHS = [_slow_if_bf16(p) for p in PATHS]
+
+
+@pytest.mark.parametrize("mode,backend", BATCH_PATHS)
 def test_mode_is_batch_invariant(encoders, reference, mode, backend):
     texts = reference[0]
     enc = encoders(mode, backend)
@@ -178,7 +187,8 @@ def test_onnx_export_is_cached_and_keyed_by_weights(tiny_model_dir, monkeypatch,
 
 def test_int8_without_onnxruntime_falls_back_to_exact_fp32(tiny_model_dir, reference, monkeypatch):
     monkeypatch.setattr(ort, "available", lambda: False)
-    with pytest.warns(RuntimeWarning, match="onnxruntime is not installed"):
+    with pytest.warns(RuntimeWarning, match="onnxruntime is not installed"), \
+            pytest.warns(RuntimeWarning, match="int8 runs only on ONNX Runtime; running exact fp32"):
         enc = Encoder(str(tiny_model_dir), device="cpu", dtype="int8")
     assert enc.backend == "eager"
     texts, ref = reference

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+#: For the modules that embed varied_texts(): it holds over-long and empty texts on purpose, so
+#: their warnings are expected there (the tests about those warnings assert them with pytest.warns).
+EXPECTED_WARNINGS = [pytest.mark.filterwarnings("ignore::sgpt_qdrant.tokens.TruncationWarning"),
+                     pytest.mark.filterwarnings("ignore::sgpt_qdrant.tokens.EmptyTextWarning")]
+
 _BASE = [
     "Hello world",
     "A man is playing a guitar.",

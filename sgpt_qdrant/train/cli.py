@@ -58,7 +58,9 @@ def _setup_logging(main_rank: bool = True) -> None:
 @click.option("--split", default="train", help="Rows of this split, for files with a split column (AllNLI).")
 @click.option("--sts-dev", type=click.Path(dir_okay=False), help="STS-B dev: sts-dev.csv or stsbenchmark.tsv.gz.")
 @click.option("--sts-test", type=click.Path(dir_okay=False), help="STS-B test: sts-test.csv or stsbenchmark.tsv.gz.")
-@click.option("--eval-steps", default=None, type=int, help="[default: 10% of an epoch] 0: only at epoch ends.")
+@click.option("--eval-steps", default=None, type=int,
+              help="STS dev every N steps of an epoch, and at each epoch's end [default: 10% of an epoch, or "
+                   "of the run when --max-steps is shorter]; 0: only at epoch ends.")
 @click.option("--save-steps", default=None, type=int, help="Resume checkpoints [default: as --eval-steps]; 0: none.")
 @click.option("--keep-checkpoints", is_flag=True, help="Keep OUTPUT/checkpoints/ after the run finishes.")
 @click.option("--resume", is_flag=False, flag_value="auto", default=None,
@@ -77,7 +79,8 @@ def main(**options) -> None:
     options["data"] = list(options["data"])
     try:
         config = TrainConfig(**options)
-    except ValueError as exc:
+        config.refuse_at_once()  # before torch is imported: a refusal answers at once
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
         raise _refuse(exc) from None
     from . import distributed
     from .loop import train

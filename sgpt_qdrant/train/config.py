@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 DEFAULT_BASE = "EleutherAI/gpt-neo-125M"
@@ -57,6 +58,23 @@ class TrainConfig:
             raise ValueError(f"--warmup-ratio: {self.warmup_ratio} must be in 0..1")
         if not self.data:
             raise ValueError("--data: give at least one training file")
+
+    def refuse_at_once(self) -> None:
+        """The refusals that need no torch, no model and no data read: run before importing them.
+
+        An ``--output`` that already holds a model or run (without ``--overwrite`` / ``--resume``),
+        and a data or STS file that does not exist, each as one line naming the argument."""
+        output = Path(self.output)
+        if not self.resume and not self.overwrite and output.is_dir() and any(
+                (output / name).exists() for name in ("modules.json", "checkpoints", "eval")):
+            raise FileExistsError(f"--output: {output} already holds a model or run; pass --overwrite to "
+                                  "replace it or --resume to continue it")
+        for flag, path in [("--sts-dev", self.sts_dev), ("--sts-test", self.sts_test)]:
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"{flag}: {path}: no such STS file")
+        for path in self.data:
+            if not path.startswith("hf:") and not Path(path).is_file():
+                raise FileNotFoundError(f"--data: {path}: no such data file")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

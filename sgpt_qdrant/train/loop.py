@@ -107,9 +107,9 @@ class Trainer:
         self.output = Path(config.output)
         self._join_processes()
         # Cheap checks first: a typo in an evaluation file or --output should not cost a data load.
+        config.refuse_at_once()
         self.sts_dev = read_sts(config.sts_dev, "dev", name="sts-dev") if config.sts_dev else None
         self.sts_test = read_sts(config.sts_test, "test", name="sts-test") if config.sts_test else None
-        self._refuse_existing_output()
         self._build_model()
         self._build_data()
         self._build_optimizer()
@@ -132,13 +132,6 @@ class Trainer:
         self.main = self.rank == 0
         self.dtype = precision.pick_training(self.device, self.config.precision)
         self.amp = self.dtype != torch.float32
-
-    def _refuse_existing_output(self) -> None:
-        cfg = self.config
-        if not cfg.resume and not cfg.overwrite and self.output.is_dir() and any(
-                (self.output / name).exists() for name in ("modules.json", "checkpoints", "eval")):
-            raise FileExistsError(f"--output: {self.output} already holds a model or run; pass --overwrite to "
-                                  "replace it or --resume to continue it")
 
     def _build_model(self) -> None:
         cfg = self.config
@@ -164,6 +157,7 @@ class Trainer:
         self.steps_per_epoch = len(self.batcher)
         self.total_steps = self.steps_per_epoch * cfg.epochs if cfg.max_steps is None else cfg.max_steps
         self.warmup_steps = math.ceil(self.total_steps * cfg.warmup_ratio)
+        # 10 % of an epoch, or of the run when it is shorter than one epoch (--max-steps)
         epoch_len = min(self.steps_per_epoch, self.total_steps) if self.total_steps else self.steps_per_epoch
         self.eval_steps = int(epoch_len * 0.1) if cfg.eval_steps is None else cfg.eval_steps
         self.save_steps = self.eval_steps if cfg.save_steps is None else cfg.save_steps
@@ -286,14 +280,15 @@ class Trainer:
         return value
 
     def _evaluate_if_due(self) -> None:
-        """Every ``eval_steps`` steps of an epoch, then at the epoch's (and the run's) end, as in
-        sentence-transformers' 2022 ``fit``; the CSV marks end evaluations with ``steps = -1``."""
+        """Every ``eval_steps`` steps of an epoch and at the epoch's (and the run's) end, as in
+        sentence-transformers' 2022 ``fit``; the CSV marks end evaluations with ``steps = -1``.
+        A step that is both is evaluated once (as the end): the same weights, the same score."""
         epoch, in_epoch = divmod(self.step - 1, self.steps_per_epoch)
         in_epoch += 1
-        if self.eval_steps and in_epoch % self.eval_steps == 0:
-            self._evaluate(epoch, in_epoch)
         if in_epoch == self.steps_per_epoch or self.step == self.total_steps:
             self._evaluate(epoch, -1)
+        elif self.eval_steps and in_epoch % self.eval_steps == 0:
+            self._evaluate(epoch, in_epoch)
 
     def _should_stop(self) -> bool:
         flag = self.stop.requested

@@ -1,0 +1,137 @@
+"""Commands that answer at once and say the right thing: refusals before heavy imports, no Ray for
+nothing to embed, dry runs in "would" words, a summary that fits 80 columns, the CLI's own flag
+names in its messages, the command's wall time as its printed duration."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sgpt_qdrant.ingest import pipeline
+from sgpt_qdrant.ingest.cli import SUMMARY_WIDTH, _summary_lines, cli
+from sgpt_qdrant.ingest.sync import Summary
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
+def _docs(root: Path) -> Path:
+    root.mkdir()
+    (root / "a.md").write_text("# Bees\n\nBees find flowers by scent and colour.\n")
+    (root / "b.txt").write_text("Tides come twice a day because of the moon.\n")
+    return root
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--output", "{out}"], "already holds a model or run"),
+    (["--output", "{tmp}/new", "--sts-dev", "{tmp}/nope.csv"], "--sts-dev: {tmp}/nope.csv: no such STS file"),
+    (["--output", "{tmp}/new", "--sts-test", "{tmp}/nope.csv"], "--sts-test: {tmp}/nope.csv: no such STS file"),
+])
+def test_sgpt_train_refuses_before_importing_torch(tmp_path, args, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "modules.json").write_text("[]")
+    (tmp_path / "data.tsv").write_text("a\tb\tc\n")
+    fill = {"out": str(out), "tmp": str(tmp_path)}
+    argv = ["--data", str(tmp_path / "data.tsv")] + [a.format(**fill) for a in args]
+    code = ("import sys; from click.testing import CliRunner; from sgpt_qdrant.train.cli import main; "
+            f"r = CliRunner().invoke(main, {argv!r}); print(r.exit_code); print(r.output); "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "2" and message.format(**fill) in result.stdout, result.stdout + result.stderr
+    assert lines[-1] == "False", "torch was imported before the refusal"
+
+
+def test_ray_with_nothing_to_embed_runs_in_process(tmp_path, tiny_model_dir, monkeypatch):
+    docs = _docs(tmp_path / "docs")
+    common = dict(path=str(tmp_path / "q"), model=str(tiny_model_dir))
+    first = pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(device="cpu"))
+    assert first.new == 2
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for an unchanged corpus")
+
+    monkeypatch.setattr(pipeline, "ray_sync", no_ray)
+    again = pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(ray={}, prune=True))
+    assert (again.unchanged, again.new, again.chunks_written) == (2, 0, 0)
+    (docs / "b.txt").unlink()  # a prune alone embeds nothing either
+    pruned = pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(ray={}, prune=True))
+    assert (pruned.unchanged, pruned.documents_deleted) == (1, 1)
+    (docs / "c.txt").write_text("Lighthouses warn ships at night.\n")
+    with pytest.raises(AssertionError, match="Ray was started"):  # something to embed: Ray it is
+        pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(ray={}))
+
+
+def test_summary_fits_80_columns_and_a_dry_run_says_would():
+    big = Summary(files_seen=120_000, ingested=30_000, new=20_000, changed=10_000, unchanged=89_000,
+                  skipped=700, failed=300, chunks_written=1_234_567, chunks_deleted=45_678,
+                  documents_deleted=1_234, seconds=12_345.6)
+    lines = _summary_lines(big)
+    assert 2 <= len(lines) <= 3 and all(len(line) <= SUMMARY_WIDTH for line in lines), lines
+    assert lines[-1].lstrip().startswith("1234567 chunks written")
+    text = " ".join(lines)
+    assert "20000 new," in text and "1234567 chunks written," in text and "pruned in 12345.6s" in text
+    small = Summary(files_seen=4, ingested=4, new=4, chunks_written=11, seconds=2.5)
+    assert _summary_lines(small) == ["sgpt-ingest: 4 files: 4 new, 0 changed, 0 unchanged; 11 chunks written in 2.5s"]
+    dry = Summary(files_seen=4, new=3, unchanged=1, chunks_written=9, chunks_deleted=2, documents_deleted=1,
+                  dry_run=True, seconds=0.4)
+    lines = _summary_lines(dry)
+    line = " ".join(lines)
+    assert "would write 9 chunks" in line and "would delete 2" in line and "would prune 1 documents" in line
+    assert "written" not in line and "ingested" not in line and all(len(x) <= SUMMARY_WIDTH for x in lines)
+    as_json = dry.to_dict()
+    assert as_json["chunks_to_write"] == 9 and as_json["chunks_to_delete"] == 2 and "chunks_written" not in as_json
+    assert "chunks_to_write" not in small.to_dict() and small.to_dict()["chunks_written"] == 11
+
+
+def test_a_link_out_of_the_folder_is_skipped_naming_the_cli_flag(tmp_path, tiny_model_dir):
+    docs = _docs(tmp_path / "docs")
+    (tmp_path / "secret.txt").write_text("not for the store")
+    os.symlink(tmp_path / "secret.txt", docs / "leak.txt")
+    result = CliRunner().invoke(cli, [str(docs), "--dry-run", "--model", str(tiny_model_dir),
+                                      "--qdrant-path", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    assert "--follow-links-outside" in result.output and "follow_links_outside=True" not in result.output
+
+
+@pytest.mark.slow
+def test_printed_duration_is_the_wall_time_of_the_command(tmp_path, tiny_model_dir):
+    docs = _docs(tmp_path / "docs")
+    args = [str(BIN / "sgpt-ingest"), str(docs), "--model", str(tiny_model_dir), "--qdrant-path", str(tmp_path / "q")]
+    env = {**os.environ, "XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]}
+    subprocess.run(args, capture_output=True, text=True, env=env, timeout=180, check=True)
+    t = time.perf_counter()
+    again = subprocess.run(args + ["--json"], capture_output=True, text=True, env=env, timeout=180, check=True)
+    wall = time.perf_counter() - t
+    printed = json.loads(again.stdout)["seconds"]
+    # the imports before the run are counted: the printed time is most of the wall time, never more
+    assert 0.6 * wall < printed <= wall, (printed, wall)
+    terminal = subprocess.run(args, capture_output=True, text=True, env=env, timeout=180, check=True)
+    assert re.search(r"2 unchanged; 0 chunks written in \d+\.\ds", terminal.stderr), terminal.stderr
+
+
+def test_an_unreachable_server_is_one_line(tmp_path, tiny_model_dir):
+    import socket
+
+    docs = _docs(tmp_path / "docs")
+    with socket.socket() as s:  # a free port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(cli, [str(docs), "--model", str(tiny_model_dir),
+                                      "--qdrant-url", f"http://127.0.0.1:{port}"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sgpt-ingest: error: ") and str(port) in lines[0], lines
