@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "llama_sparse_doc_fn": ".sparse", "llama_sparse_query_fn": ".sparse",
     "Summary": ".sync",
     "Uploader": ".upload", "UploadError": ".upload",
+    "CopyError": ".copy", "CopyReport": ".copy", "copy_collection": ".copy",
+    "LegacyLocalStore": ".legacy_local", "LegacyStoreError": ".legacy_local", "migrate_store": ".store_cli",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -41,5 +43,8 @@ if TYPE_CHECKING:
     from .sparse import llama_sparse_doc_fn, llama_sparse_query_fn
     from .sync import Summary
     from .upload import Uploader, UploadError
+    from .copy import CopyError, CopyReport, copy_collection
+    from .legacy_local import LegacyLocalStore, LegacyStoreError
+    from .store_cli import migrate_store
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

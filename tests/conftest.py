@@ -3,7 +3,7 @@ stand-in Qdrant REST server on 127.0.0.1 for the retry, pipelining, bulk-load an
 
 The stand-in speaks the part of Qdrant's REST API that the real `QdrantClient(url=...)` uses here
 (server version, collection exists/create/info/update, payload index, points upsert/delete/
-count/scroll), keeps points in a dict, and can be told to answer 503 or to sleep past the client's
+count/scroll/retrieve), keeps points in a dict, and can be told to answer 503 or to sleep past the client's
 timeout a set number of times, or to demand an API key (answering 401 with the request headers
 echoed, as a careless proxy does). Requests are logged with start/end times so tests can check
 ordering. tests/test_upload_standin.py checks the stand-in itself against the real client.
@@ -148,6 +148,8 @@ class StandIn:
             "write_consistency_factor": body.get("write_consistency_factor") or 1,
             "on_disk_payload": True if body.get("on_disk_payload") is None else body["on_disk_payload"],
         }
+        if body.get("sparse_vectors"):
+            params["sparse_vectors"] = body["sparse_vectors"]
         self.collections[name] = {
             "params": params, "hnsw": hnsw, "optimizers": optimizers,
             "quantization": body.get("quantization_config"), "metadata": body.get("metadata"),
@@ -180,6 +182,12 @@ class StandIn:
                 payload = None
             page.append({"id": pid, "payload": payload, "vector": p.get("vector") if body.get("with_vector") else None})
         return {"points": page, "next_page_offset": ids[limit] if len(ids) > limit else None}
+
+    def retrieve(self, name: str, body: dict) -> list:
+        want, store = body.get("with_payload", True), self.points(name)
+        return [{"id": pid, "payload": (store[pid].get("payload") or {}) if want else None,
+                 "vector": store[pid].get("vector") if body.get("with_vector") else None}
+                for pid in body.get("ids", []) if pid in store]
 
     # -- serving -------------------------------------------------------------------------
 
@@ -297,6 +305,9 @@ class StandIn:
         if rest == "/points/scroll" and method == "POST":
             with self.lock:
                 return 200, _ok(self.scroll(name, body or {}))
+        if rest == "/points" and method == "POST":  # retrieve by ids
+            with self.lock:
+                return 200, _ok(self.retrieve(name, body or {}))
         if rest == "/points" and method == "PUT":
             return self._write("upsert", name, body, entry)
         if rest == "/points/delete" and method == "POST":
