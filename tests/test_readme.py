@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FENCE = re.compile(r"(?:<!-- not run by tests/test_readme\.py: (?P<reason>[^>]*?) -->\n)?"
                    r"```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
-PIP = re.compile(r"^(?:python -m )?pip install (?P<args>.+)$")
+#: ``[python -m] pip install ["torch==X"] ARGS [&& COMMAND]``: the install is checked, COMMAND is run.
+PIP = re.compile(r'^(?:python -m )?pip install (?:"torch==[\d.]+" )?(?P<args>.+?)(?: && (?P<then>.+))?$')
 
 
 def blocks(text: str | None = None) -> list[tuple[int, str, str, str | None]]:
@@ -111,6 +112,7 @@ def _write_training_files(folder: Path) -> None:
 def workdir(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("readme")
     shutil.copytree(ROOT / "examples", root / "examples", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "docs", root / "docs")  # the quick start ingests docs/
     _write_training_files(root)
     cache = tmp_path_factory.mktemp("readme-cache")
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -138,8 +140,11 @@ def test_readme_block_runs_as_written(line, lang, body, workdir):
             assert result.stdout.strip(), where
         return
     for command in commands(body):
-        if PIP.match(command.strip()):
-            continue  # checked by test_pip_lines_name_extras_that_exist
+        pip = PIP.match(command.strip())
+        if pip:  # the install is checked by test_pip_lines_name_extras_that_exist; what follows it runs
+            if pip["then"]:
+                _run(["bash", "-e", "-o", "pipefail", "-c", pip["then"]], root, env, f"{where}: {pip['then']}")
+            continue
         if command.startswith("export "):
             name, _, value = command[len("export "):].partition("=")
             env[name] = value  # later blocks see it, as in the reader's shell
