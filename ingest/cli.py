@@ -149,7 +149,11 @@ def _dry_run_lines(s: Summary) -> list[str]:
 @click.option("--max-file-size", type=click.IntRange(1), default=MAX_FILE_BYTES // 2**20, show_default=True,
               metavar="MB", help="Skip files larger than this (no text file of documentation is that large).")
 @click.option("--prune", is_flag=True,
-              help="Remove from the collection every document not found in this run's inputs.")
+              help="Remove the stored documents under the folders given whose files are gone (never another "
+                   "folder's, nor what could not be listed or read).")
+@click.option("--source", default=None, metavar="NAME",
+              help="First part of the document ids instead of each folder's own name (ids are NAME/<relative "
+                   "path>); for files given by name, or two folders of the same name.")
 @click.option("--dry-run", is_flag=True,
               help="List what would change (new, changed, unchanged, pruned); load no model, write nothing.")
 @click.option("--json", "as_json", is_flag=True,
@@ -187,7 +191,7 @@ def _dry_run_lines(s: Summary) -> list[str]:
 @click.option("--hnsw-m", type=click.IntRange(0), default=None, help="New collection: HNSW m (edges per node).")
 @click.option("--hnsw-ef-construct", type=click.IntRange(1), default=None, help="New collection: HNSW ef_construct.")
 def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model, device, dtype, batch_size,
-        chunk_overlap, include, exclude, follow_links_outside, max_file_size, prune, dry_run, as_json, progress_interval, quiet, partition, bulk_load, upsert_batch,
+        chunk_overlap, include, exclude, follow_links_outside, max_file_size, prune, source, dry_run, as_json, progress_interval, quiet, partition, bulk_load, upsert_batch,
         in_flight, ray_address, ray_actors, ray_gpus_per_actor, shards, replication_factor, write_consistency,
         on_disk, on_disk_payload, quantization, hnsw_m,
         hnsw_ef_construct):
@@ -212,7 +216,7 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
                  options=dict(device=device, dtype=dtype, batch_size=batch_size, chunk_overlap=chunk_overlap,
                               include=include, exclude=exclude, read=ReadOptions(follow_links_outside,
                                                                                  max_file_size * 2**20),
-                              prune=prune, dry_run=dry_run, partition=partition,
+                              prune=prune, source=source, dry_run=dry_run, partition=partition,
                               bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
                               ray=None if ray_address is None else dict(
                                   address=ray_address or None, actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,

@@ -300,6 +300,7 @@ def ray_sync(
     dtype: str | None = None,
     batch_size: int = 256,
     prune: bool = False,
+    prune_scope: Callable[[str], bool] | None = None,
     server: ServerTarget | None = None,
     options: RayOptions | None = None,
     summary: Summary | None = None,
@@ -315,6 +316,8 @@ def ray_sync(
     workers write the points. No dry run here: a dry run embeds nothing, in-process is enough.
     """
     options = options or RayOptions()
+    if prune and prune_scope is None:
+        raise ValueError("prune needs prune_scope: which stored documents this run's walk covered")
     model_id = model_id or model
     files = list(files)
     summary = summary or Summary()
@@ -373,9 +376,9 @@ def ray_sync(
                         on_progress(summary)
     events = sorted(events + outcome.events, key=lambda e: e["file"])
     summary.embed_seconds += outcome.embed_seconds
-    summary.failures = [e["message"] for e in events if e["kind"] == "failed"]
+    summary.failures.extend(e["message"] for e in events if e["kind"] == "failed")
     summary.warnings = [line for e in events if e["warnings"] for line in e["warnings"].splitlines()]
-    _finish(summary, events, state, writer, prune)
+    _finish(summary, events, state, writer, prune_scope if prune else None)
     summary.seconds = time.perf_counter() - start
     if options.on_actor_chunks is not None:
         options.on_actor_chunks(dict(outcome.per_actor))
@@ -407,15 +410,16 @@ def _count(summary: Summary, events: list[dict], on_message: Callable[[str], Non
             summary.bytes_chunked += e["size"]
 
 
-def _finish(summary: Summary, events: list[dict], state: dict[str, DocState], writer: Writer, prune: bool) -> None:
+def _finish(summary: Summary, events: list[dict], state: dict[str, DocState], writer: Writer,
+            prune_scope: Callable[[str], bool] | None) -> None:
     """After every write: ids of re-written documents their new chunks did not overwrite, then
-    documents that are gone (``prune``), then the writer's final wait."""
+    documents that are gone (when ``prune_scope``: those it covers), then the writer's final wait."""
     stale = [i for e in events if e["stale"] for i in e["stale"].split(",")]
     summary.chunks_deleted += len(stale)
     if stale:
         writer.delete(stale)
-    if prune:
-        gone, ids = prune_ids(state, {e["key"] for e in events if e["kind"] != "skipped"})
+    if prune_scope is not None:
+        gone, ids = prune_ids(state, {e["key"] for e in events if e["kind"] != "skipped"}, prune_scope)
         summary.chunks_deleted += len(ids)
         summary.documents_deleted = len(gone)
         if ids:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from qdrant_client import QdrantClient
 
 from .client import is_local
-from .schema import COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, STATE_FIELDS, VERSION_FIELD
+from .schema import COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, SOURCE_FIELD, STATE_FIELDS, VERSION_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class DocState:
     indices: set[int] = field(default_factory=set)
     versions: set[str] = field(default_factory=set)
     chunk_counts: set[int] = field(default_factory=set)
+    sources: set[str] = field(default_factory=set)  # ingest_source values ("" where a point has none)
 
     @property
     def points(self) -> int:
@@ -100,5 +101,7 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
             doc.versions.add(str(payload.get(VERSION_FIELD)))
             count = payload.get(COUNT_FIELD, -1)
             doc.chunk_counts.add(count if isinstance(count, int) else -1)
+            source = payload.get(SOURCE_FIELD)
+            doc.sources.add(source if isinstance(source, str) else "")
         if offset is None:
             return state
