@@ -52,6 +52,11 @@ class RaySetupError(RuntimeError):
     pool does not fit it."""
 
 
+class WorkerWriteError(RuntimeError):
+    """A write task's failure as it reaches the driver (and Ray's logs): status and reason, the
+    API key removed, no server body and no chained original (which may echo the request's headers)."""
+
+
 @dataclass
 class RayOptions:
     """How the run uses the cluster. ``None`` fields are chosen from the cluster's resources."""
@@ -238,16 +243,21 @@ def _make_sink(target: ServerTarget, model: str):
             from .upload import Uploader
 
             total = _Outcome()
-            with qc.open_client(url=target.url, api_key=target.api_key, prefer_grpc=target.prefer_grpc,
-                                timeout=target.timeout) as client:
-                with Uploader(client, target.collection, batch_size=target.upsert_batch,
-                              max_in_flight=target.in_flight) as uploader:
-                    for block in blocks:
-                        batch = BlockAccessor.for_block(block).to_batch_format("numpy")
-                        if len(batch.get("kind", ())):
-                            part = _outcome(batch, model)
-                            uploader.upsert(part.points)
-                            total.add(part)  # counts travel back, not the points
+            try:
+                with qc.open_client(url=target.url, api_key=target.api_key, prefer_grpc=target.prefer_grpc,
+                                    timeout=target.timeout) as client:
+                    with Uploader(client, target.collection, batch_size=target.upsert_batch,
+                                  max_in_flight=target.in_flight) as uploader:
+                        for block in blocks:
+                            batch = BlockAccessor.for_block(block).to_batch_format("numpy")
+                            if len(batch.get("kind", ())):
+                                part = _outcome(batch, model)
+                                uploader.upsert(part.points)
+                                total.add(part)  # counts travel back, not the points
+            except Exception as exc:  # noqa: BLE001 - what Ray prints and logs must not hold the key
+                message = qc.redact(str(exc) if isinstance(exc, _upload_error()) else qc.describe(exc),
+                                    [target.api_key])
+                raise WorkerWriteError(f"writing to {qc.safe_url(target.url)}: {message}") from None
             return total
 
         def on_write_complete(self, write_result) -> None:
@@ -259,6 +269,12 @@ def _make_sink(target: ServerTarget, model: str):
             return "QdrantWrite"
 
     return QdrantDatasink()
+
+
+def _upload_error():
+    from .upload import UploadError
+
+    return UploadError
 
 
 # -- the run ----------------------------------------------------------------------------------
