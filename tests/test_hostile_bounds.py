@@ -46,3 +46,29 @@ def test_a_whitespace_free_run_falls_back_to_the_whole_text(tokenizer):
 def test_a_lone_surrogate_names_its_text_and_position():
     with pytest.raises(ValueError, match=r"texts\[1\]: a lone surrogate '\\udc80' at character 3"):
         tokens.check_texts(["fine", "abc\udc80def"])
+
+
+def test_sgpt_eval_prints_valid_json_when_a_correlation_is_nan(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    import sgpt_qdrant.engine as engine
+    from sgpt_qdrant.train.cli import eval_main
+
+    class Constant:  # every sentence the same vector: the correlations are NaN
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def encode(self, texts):
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    monkeypatch.setattr(engine, "Encoder", Constant)
+    path = tmp_path / "sts-dev.csv"
+    path.write_text("".join(f"g\tf\t2012\t{i}\t{i % 5}.0\tFirst {i}.\tSecond {i}.\n" for i in range(6)))
+    result = CliRunner().invoke(eval_main, ["model", "--sts", str(path)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)[f"{path}:sts-dev"]  # strict JSON: a bare NaN would not parse
+    json.loads(result.output, parse_constant=lambda c: pytest.fail(f"bare {c} in the output"))
+    assert metrics["cosine_pearson"] is None
