@@ -264,8 +264,12 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         prefer_grpc=False, timeout=None, model=None, as_json=False, quiet=False, progress_interval=30.0,
         options=None) -> int:
     """The command without click: prints, returns the exit status. ``options``: IngestOptions fields."""
-    from .pipeline import IngestError, IngestOptions, ingest_paths
-    from .upload import UploadError
+    try:  # seconds of imports: a Ctrl-C here is the same one line and exit status as later
+        from .pipeline import IngestError, IngestOptions, ingest_paths
+        from .upload import UploadError
+    except KeyboardInterrupt:
+        _err("interrupted before any work; nothing was written")
+        return EXIT_INTERRUPTED
 
     progress = _Progress(enabled=False, tty=False, interval=progress_interval)
     handler = _LogToProgress(progress)
@@ -324,4 +328,14 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
 
 
 def main() -> None:
-    cli()
+    """The console script: click's own handling of Ctrl-C ("Aborted!", exit 1) replaced by ours."""
+    try:
+        cli.main(standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _err("interrupted before any work; nothing was written")
+        sys.exit(EXIT_INTERRUPTED)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)

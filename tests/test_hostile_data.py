@@ -254,3 +254,29 @@ def test_the_store_folder_inside_the_ingested_folder_is_not_ingested(tmp_path, t
 
     summary = json.loads(result.output.splitlines()[-1])
     assert summary["files_seen"] == 2 and summary["unchanged"] == 2
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
+    import sys
+    import types
+
+    from sgpt_qdrant.ingest import cli as cli_mod
+
+    class Interrupting(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "sgpt_qdrant.ingest.pipeline", Interrupting("pipeline"))
+    assert cli_mod.run([str(tmp_path)]) == 130
+    monkeypatch.undo()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_mod, "run", interrupted)
+    monkeypatch.setattr(sys, "argv", ["sgpt-ingest", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_:
+        cli_mod.main()
+    assert exit_.value.code == 130
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == ["sgpt-ingest: interrupted before any work; nothing was written"] * 2
