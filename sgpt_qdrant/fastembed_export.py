@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .fastembed_register import FORMAT_VERSION, META_FILE, MODEL_FILE, FastEmbedError, read_meta
+from .fastembed_register import (FORMAT_VERSION, META_FILE, MODEL_FILE, FastEmbedError, changed_files, file_hashes,
+                                 meta_digest, read_meta)
 from .model import SGPTModel
 from .runtime.cache import cache_root, weights_key
 
@@ -153,14 +154,49 @@ def _write_folder(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, out: 
     config = checkpoint.config.to_dict()
     config.update(pad_token_id=checkpoint.pad_id, architectures=["GPTNeoModel"])
     dump("config.json", config)
-    dump(META_FILE, {"format": FORMAT_VERSION, "name": default_name(checkpoint.source), "dim": checkpoint.dimension,
-                     "source": checkpoint.source, "key": key, "max_length": checkpoint.max_seq_length,
-                     "pad_id": checkpoint.pad_id, "pooling": "mean", "normalization": False})
+    meta = {"format": FORMAT_VERSION, "name": default_name(checkpoint.source), "dim": checkpoint.dimension,
+            "source": checkpoint.source, "key": key, "max_length": checkpoint.max_seq_length,
+            "pad_id": checkpoint.pad_id, "pooling": "mean", "normalization": False, "files": file_hashes(out)}
+    dump(META_FILE, {**meta, "digest": meta_digest(meta)})
+
+
+def _intact(folder: Path, key: str) -> bool:
+    """An export of ``key`` whose files are what was exported (a tampered one is rebuilt)."""
+    try:
+        meta = read_meta(folder)
+        return meta.get("key") == key and not changed_files(folder, meta)
+    except (FastEmbedError, OSError):
+        return False
+
+
+def _temp_dir(parent: Path, prefix: str) -> Path:
+    """A build folder named after this process (``<prefix><pid>-…``), readable as a folder made by
+    mkdir would be (mkdtemp makes 0700: another user of a shared export could not read it).
+    Build folders of processes that are gone (killed mid-export) are removed first."""
+    for stale in parent.glob(f"{prefix}*"):
+        pid = stale.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def _atomic_build(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    tmp = _temp_dir(final.parent, ".tmp-")
     try:
         _write_folder(checkpoint, model, key, tmp)
         try:
@@ -185,9 +221,13 @@ def export_fastembed(model: str | os.PathLike[str] | ckpt.Checkpoint = ckpt.DEFA
     torch_model = SGPTModel(checkpoint).eval()
     key = export_key(checkpoint, torch_model)
     cached = cache_root() / "fastembed" / key
-    if (cached / META_FILE).is_file():
+    if _intact(cached, key):
         log.info("using cached FastEmbed export %s", cached)
     else:
+        if cached.exists():  # half-written by an older version, or changed since: rebuilt
+            aside = cached.with_name(f".{cached.name}.bad-{os.getpid()}")
+            os.replace(cached, aside)
+            shutil.rmtree(aside, ignore_errors=True)
         _atomic_build(checkpoint, torch_model, key, cached)
         log.info("exported %s for FastEmbed to %s", checkpoint.source, cached)
     if out is None:
@@ -199,13 +239,11 @@ def _copy_out(cached: Path, out: Path, key: str) -> Path:
     if out.exists():
         if not out.is_dir() or (any(out.iterdir()) and not (out / META_FILE).is_file()):
             raise FastEmbedError(f"{out}: exists and is not an SGPT FastEmbed export; choose another folder")
-        try:
-            if read_meta(out).get("key") == key:
-                return out
-        except FastEmbedError:
-            pass  # an incomplete or older export: replaced below
+        if _intact(out, key):
+            return out
+        # an incomplete, older or changed export: replaced below
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = _temp_dir(out.parent, f".{out.name}.tmp-")
     try:
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
