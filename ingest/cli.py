@@ -10,6 +10,7 @@ from the text first, whatever library or server produced it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -286,12 +287,15 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         opts = IngestOptions(**(options or {}))
         progress = _Progress(enabled=not quiet, tty=sys.stderr.isatty(), interval=progress_interval)
         handler.progress = progress
-        summary = ingest_paths(
-            paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
-            prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=progress.update,
-            on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model")))
-            else progress.message(m),
-            writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
+        # with --json, stdout carries the JSON alone: whatever a library prints there during the run
+        # (Ray's "(raylet) A worker died ..." lines from its log monitor) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            summary = ingest_paths(
+                paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
+                prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=progress.update,
+                on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model")))
+                else progress.message(m),
+                writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
         progress.close()
     except KeyboardInterrupt:
         progress.close()

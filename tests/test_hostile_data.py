@@ -280,3 +280,23 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(monkeypatch, capsys, tm
     assert exit_.value.code == 130
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err == ["sgpt-ingest: interrupted before any work; nothing was written"] * 2
+
+
+def test_json_output_is_the_json_alone_whatever_prints_during_the_run(tmp_path, tiny_model_dir, monkeypatch):
+    import json
+
+    from sgpt_qdrant.ingest import pipeline
+
+    real = pipeline.ingest_paths
+
+    def chatty(*args, **kwargs):
+        print("(raylet) A worker died or was killed while executing a task")  # as Ray's log monitor does
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "ingest_paths", chatty)
+    tree = _tree(tmp_path)
+    result = CliRunner().invoke(cli, [str(tree), "--model", str(tiny_model_dir), "--qdrant-path",
+                                      str(tmp_path / "q"), "--json", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["files_seen"] == 2
+    assert "(raylet) A worker died" in result.stderr

@@ -45,7 +45,7 @@ def ray_address():
 
 def make_tree(root: Path) -> list[Path]:
     """Two input folders: text of very different sizes, a binary, an empty file, Latin-1, an id given twice."""
-    one, two = root / "one", root / "two"
+    one, two = root / "one" / "docs", root / "two" / "docs"  # two folders of one name: ids docs/...
     (one / "sub").mkdir(parents=True)
     two.mkdir()
     (one / "guide.md").write_text("# Guide\n\n" + " ".join(f"Bed {i} gets compost in spring." for i in range(60)))
@@ -97,10 +97,10 @@ def test_ray_and_in_process_store_the_same_points_first_run_and_incremental(tmp_
     ref, ref_msgs = run(local, inputs, tiny_model_dir, use_ray=False)
     got, got_msgs = run(distributed_store, inputs, tiny_model_dir, use_ray=True)
     # hand count: 12 files; ingested guide, notes, page, tiny, latin1, one/same, other, caf\xff; skipped 2 png + empty;
-    # failed: two/same.txt (its id is one/same.txt's)
+    # failed: two/docs/same.txt (its id docs/same.txt is one/docs/same.txt's)
     assert (ref.files_seen, ref.ingested, ref.skipped, ref.failed) == (12, 8, 3, 1)
     assert comparable(got) == comparable(ref)
-    assert got_msgs == ref_msgs and any("two/same.txt" in m for m in got_msgs)
+    assert got_msgs == ref_msgs and any("two/docs/same.txt" in m for m in got_msgs)
     assert_same_points(stored(local), stored(distributed_store))
 
     # edit one file (shrinks), delete one, add one: incremental and --prune through both paths
