@@ -47,7 +47,7 @@ def make_tree(root: Path) -> list[Path]:
     """Two input folders: text of very different sizes, a binary, an empty file, Latin-1, an id given twice."""
     one, two = root / "one" / "docs", root / "two" / "docs"  # two folders of one name: ids docs/...
     (one / "sub").mkdir(parents=True)
-    two.mkdir()
+    two.mkdir(parents=True)
     (one / "guide.md").write_text("# Guide\n\n" + " ".join(f"Bed {i} gets compost in spring." for i in range(60)))
     (one / "sub" / "notes.txt").write_text("\n".join(f"Note {i}: the bridge is painted." for i in range(25)))
     (one / "sub" / "page.html").write_text("<html><body><h1>Bridge</h1><p>Finished in 1821.</p></body></html>")
