@@ -108,13 +108,45 @@ def connect(address: str | None) -> Iterator[Any]:
         yield ray
         return
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+        with _loopback_if_new(ray, address):
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise RaySetupError(f"cannot connect to the Ray cluster {address or '(default)'}: {exc}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+#: Ray's switch between "a node others can join" (the machine's address) and loopback only.
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_if_new(ray, address: str | None) -> Iterator[None]:
+    """A cluster this run starts itself (no address, no ``RAY_ADDRESS``, none started on this
+    machine) listens on 127.0.0.1 only: GCS, raylet and workers would otherwise listen on every
+    interface for the length of a run nobody else is meant to join. Ray binds to its node address,
+    which is loopback when its cluster mode is off (its setting for Windows and macOS)."""
+    import os
+
+    from ray._private import ray_constants, utils
+
+    new = address is None and not os.environ.get("RAY_ADDRESS") and not utils.read_ray_address()
+    if not new or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
+    saved, saved_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_RAY_CLUSTER_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[_RAY_CLUSTER_ENV] = "0"  # the processes it starts agree
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(_RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[_RAY_CLUSTER_ENV] = saved_env
 
 
 # -- stage 1: read + chunk (Ray tasks) --------------------------------------------------------
