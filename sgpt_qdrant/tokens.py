@@ -46,9 +46,10 @@ class Tokenized:
     cut_at_least: bool = False  # a huge text was tokenised by its prefix: the two counts are lower bounds
 
 
-#: A text longer than this many characters per token of ``max_length`` is tokenised by a prefix
-#: (a 20 MB text would otherwise be tokenised whole, 3 GB and half a minute, to keep 75 tokens).
-PREFIX_CHARS_PER_TOKEN = 32
+#: A text longer than this many characters per token of ``max_length`` (and than PREFIX_MIN_CHARS)
+#: is tokenised by a prefix (a 20 MB text would otherwise be tokenised whole, 3 GB and half a
+#: minute, to keep 75 tokens). Below it the counts of cut tokens are exact.
+PREFIX_CHARS_PER_TOKEN, PREFIX_MIN_CHARS = 32, 1 << 16
 
 
 _SPACE = frozenset(" \t\n\r\f\v")
@@ -88,7 +89,7 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_lengt
     if len(texts) == 0:  # also numpy arrays / pandas Series of str
         return Tokenized([])
     stripped = [t.strip() for t in texts]
-    bound = max_length * PREFIX_CHARS_PER_TOKEN
+    bound = max(max_length * PREFIX_CHARS_PER_TOKEN, PREFIX_MIN_CHARS)
     parts = [t if len(t) <= bound else _prefix(t, bound) for t in stripped]
     ids = tokenizer(parts, add_special_tokens=False)["input_ids"]
     at_least = False

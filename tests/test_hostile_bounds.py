@@ -21,8 +21,8 @@ def tokenizer(tiny_model_dir):
 def test_a_huge_text_is_cut_as_the_whole_text_would_be_cut(tokenizer):
     rng = random.Random(3)
     words = ["alpha", "beta,", "gamma!!", "  delta", "\n\nepsilon", "zeta's", "1234", "éta", "θ"]
-    text = " ".join(rng.choice(words) for _ in range(4000))  # ~30k characters: over the 75 x 32 bound
-    assert len(text) > 75 * tokens.PREFIX_CHARS_PER_TOKEN
+    text = " ".join(rng.choice(words) for _ in range(12_000))  # ~90k characters: over the bound
+    assert len(text) > max(75 * tokens.PREFIX_CHARS_PER_TOKEN, tokens.PREFIX_MIN_CHARS)
     reference = tokenizer(text.strip(), add_special_tokens=False)["input_ids"][:75]
     for shift in range(40):  # the bound falls at every kind of place in the text
         got = tokens.tokenize(tokenizer, [text[shift:]], 75)
@@ -39,7 +39,7 @@ def test_a_20_mb_text_takes_no_time(tokenizer):
 
 
 def test_a_whitespace_free_run_falls_back_to_the_whole_text(tokenizer):
-    text = "x" * 10_000
+    text = "x" * 70_000
     assert tokens.tokenize(tokenizer, [text], 75).ids[0] == tokenizer(text, add_special_tokens=False)["input_ids"][:75]
 
 
