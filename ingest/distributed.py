@@ -355,8 +355,12 @@ def ray_sync(
     on_progress: Callable[[Summary], None] | None = None,
     on_message: Callable[[str], None] = lambda m: None,
     read_options: ReadOptions = ReadOptions(),
+    written: dict[str, set[str]] | None = None,
 ) -> Summary:
     """:func:`ingest.sync.sync` on Ray: the same plan, the same points, the same Summary.
+
+    With ``server``, ``written`` (when given) receives the point ids the workers wrote per
+    document, for :func:`ingest.verify.check` (the driver's writer does not see them).
 
     ``model`` is what every embedding actor loads (a Hub id or a folder each node can read) and
     what the payload names; ``model_id`` (default ``model``) goes into the version. ``writer`` is
@@ -423,6 +427,11 @@ def ray_sync(
                     if on_progress is not None:
                         on_progress(summary)
     events = sorted(events + outcome.events, key=lambda e: e["file"])
+    if server is not None and written is not None:
+        ids_of = {schema.doc_key(f.doc_id): f.doc_id for f in files}
+        for e in events:
+            if e["kind"] in ("new", "changed") and e["chunk_count"]:
+                written[e["key"]] = {schema.point_id(ids_of[e["key"]], i) for i in range(e["chunk_count"])}
     summary.embed_seconds += outcome.embed_seconds
     summary.failures.extend(e["message"] for e in events if e["kind"] == "failed")
     summary.warnings = [line for e in events if e["warnings"] for line in e["warnings"].splitlines()]

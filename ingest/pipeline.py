@@ -344,7 +344,7 @@ def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, se
         return ray_sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
                         model_id=m.model_id, overlap=options.chunk_overlap, device=options.device,
                         dtype=options.dtype, writer=writer, batch_size=options.batch_size, prune=options.prune,
-                        prune_scope=prune_scope,
+                        prune_scope=prune_scope, written=getattr(writer, "written", None),
                         server=server, options=options.ray, summary=summary, on_progress=on_progress,
                         on_message=say, read_options=options.read)
     except RaySetupError as exc:

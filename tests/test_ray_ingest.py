@@ -231,3 +231,12 @@ def test_setup_problems_are_one_line_errors_before_any_embedding(tmp_path, ray_a
         ingest_paths([tmp_path / "a.txt"], path=tmp_path / "q", model=str(tiny_model_dir), options=options)
     with closing(QdrantClient(path=str(tmp_path / "q"))) as client:
         assert client.count(COLLECTION).count == 0
+
+
+def test_a_server_that_drops_the_workers_writes_is_noticed(tmp_path, ray_address, tiny_model_dir, standin):
+    from sgpt_qdrant.ingest.verify import WriteCheckError
+
+    inputs = make_tree(tmp_path / "docs")
+    standin.drop_writes = True  # acknowledged, not stored
+    with pytest.raises(WriteCheckError, match="acknowledged the writes but does not hold them"):
+        run(None, inputs, tiny_model_dir, use_ray=True, url=standin.url)
