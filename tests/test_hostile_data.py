@@ -136,6 +136,7 @@ def test_a_name_over_path_max_is_a_failure_not_a_silent_gap(tmp_path):
     assert found.covers("tree/gone.md")
 
 
+@pytest.mark.slow  # multi-second
 def test_a_deep_folder_chain_is_walked_without_recursion(tmp_path):
     tree = tmp_path / "t"
     tree.mkdir()
@@ -210,6 +211,7 @@ def test_empty_path_and_bare_string_are_refused(tmp_path, tiny_encoder, tiny_mod
     assert not (tmp_path / "q").exists()
 
 
+@pytest.mark.slow  # multi-second
 def test_a_server_that_drops_writes_is_noticed(tmp_path, tiny_encoder, standin, tiny_model_dir):
     tree = _tree(tmp_path)
     standin.drop_writes = True
@@ -243,6 +245,7 @@ def test_options_as_a_dict(tmp_path, tiny_encoder):
         ingest_paths([str(tree)], client=QdrantClient(":memory:"), encoder=tiny_encoder, options=3)
 
 
+@pytest.mark.slow  # multi-second
 def test_the_store_folder_inside_the_ingested_folder_is_not_ingested(tmp_path, tiny_model_dir, monkeypatch):
     tree = _tree(tmp_path)
     monkeypatch.chdir(tree)
