@@ -167,7 +167,8 @@ def main() -> None:
         return
 
     cuda = args.device.startswith("cuda")
-    from sgpt_qdrant.runtime import cache, onednn, ort
+    from sgpt_qdrant.runtime import onednn, ort
+    from sgpt_qdrant.user_cache import cache_root
 
     import torch
 
@@ -180,7 +181,7 @@ def main() -> None:
     if not ort.available() and any(m.startswith("int8") for m in modes):
         print("skipping int8: onnxruntime is not installed (pip install 'sgpt-qdrant[fast]')")
         modes = [m for m in modes if not m.startswith("int8")]
-    model_dir = ensure_model(args.model_dir or cache.cache_root() / "bench" / "random-125m")
+    model_dir = ensure_model(args.model_dir or cache_root() / "bench" / "random-125m")
     texts, source = make_texts(args.n, args.sts_dir, args.mix)
     st_batch = args.st_batch_size or (256 if cuda else 32)
 

@@ -11,6 +11,14 @@ headings, prose paragraphs, bullet lists, code blocks), seeded, so runs compare.
               server of the tests (tests/conftest.py, on 127.0.0.1).
 ``small``     many small files (default 20,000 of one or two paragraphs), tiny model,
               embedded store: a first load and an unchanged re-run.
+``peer``      real documentation (the README/METADATA and .md/.rst files of this venv's packages,
+              copied), tiny model: ``ingest_paths`` into the embedded store (Qdrant Edge) against the
+              pipeline a LlamaIndex user writes, ``IngestionPipeline(SGPTNodeParser, SGPTEmbedding)``
+              into ``QdrantVectorStore`` on qdrant-client's local mode, in one run; chunks/s and ratio.
+``size``      the installed ``sgpt-ingest`` on 1 and N copies of the real-docs tree (tiny model,
+              embedded store): chunks/s, peak RSS, unchanged re-run ms per stored chunk, and a cold
+              ``examples/query_qdrant.py`` process, at both sizes and as ratios (issue 16's bars:
+              ~8k and ~100k chunks: ``--size-bytes 2500000 --size-copies 1,12``).
 ``rerun``     the installed ``sgpt-ingest`` command with a 125M-shape random model: wall time
               and peak RSS of an unchanged re-run and of ``--dry-run`` (neither loads the model),
               against the first run that does.
@@ -182,12 +190,124 @@ def part_rerun(tmp: Path, files: int) -> None:
         print(f"command, {label}: {wall:.1f}s, peak RSS {rss:.0f} MB, exit {rc}", flush=True)
 
 
+def docs_corpus(root: Path, limit_bytes: int) -> int:
+    """Copies of the venv's package documentation (METADATA long descriptions, .md, .rst): real docs."""
+    import qdrant_client
+
+    root.mkdir(parents=True)
+    total = 0
+    site_packages = Path(qdrant_client.__file__).resolve().parents[1]  # where the packages really are
+    sources = sorted(site_packages.glob("*.dist-info/METADATA")) + sorted(
+        p for ext in ("md", "rst") for p in site_packages.rglob(f"*.{ext}"))
+    for i, src in enumerate(sources):
+        if total >= limit_bytes:
+            break
+        try:
+            text = src.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        name = src.parent.name if src.name == "METADATA" else src.stem
+        (root / f"{i:04d}-{name}{'.md' if src.suffix != '.rst' else '.rst'}").write_text(text, encoding="utf-8")
+        total += len(text.encode())
+    return total
+
+
+def part_peer(tmp: Path, model_dir: Path, limit_bytes: int, with_model: bool = True) -> None:
+    """Both pipelines on the same real docs, in this process: with the tiny model (model loads
+    included on both sides) and with a constant no-op encoder on both (the machinery alone)."""
+    import warnings
+
+    from llama_index.core import SimpleDirectoryReader
+    from llama_index.core.embeddings import BaseEmbedding
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+
+    from sgpt_qdrant import SGPTEmbedding, SGPTNodeParser
+    from sgpt_qdrant import checkpoint as ckpt
+
+    warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+    corpus = tmp / "peer-docs"
+    size = docs_corpus(corpus, limit_bytes)
+    root, dim, max_len = ckpt.peek(model_dir)
+    tokenizer = ckpt.load_tokenizer(root)[0]
+    row = [1 / math.sqrt(dim)] * dim
+
+    class NoOpEmbedding(BaseEmbedding):  # the peer's counterpart of NoOpEncoder
+        def _get_text_embedding(self, text):
+            return row
+
+        def _get_text_embeddings(self, texts):
+            return [row] * len(texts)
+
+        def _get_query_embedding(self, query):
+            return row
+
+        async def _aget_query_embedding(self, query):
+            return row
+
+    for label in (["tiny model"] if with_model else []) + ["no-op encoder"]:
+        tag = label.split()[0]
+        encoder = None if label == "tiny model" else NoOpEncoder(dim, tokenizer, max_len)
+        ours, ours_s = ingest([corpus], path=str(tmp / f"peer-edge-{tag}"), model=str(model_dir), encoder=encoder)
+        t = time.perf_counter()
+        embed = SGPTEmbedding(model_name=str(model_dir), device="cpu") if encoder is None else NoOpEmbedding()
+        parser = SGPTNodeParser.from_embedding(embed) if encoder is None else SGPTNodeParser(str(model_dir))
+        documents = SimpleDirectoryReader(str(corpus), recursive=True).load_data()
+        client = QdrantClient(path=str(tmp / f"peer-local-{tag}"))  # a store this run writes itself (no foreign pickle)
+        store = QdrantVectorStore(client=client, collection_name="peer")
+        nodes = IngestionPipeline(transformations=[parser, embed], vector_store=store).run(documents=documents)
+        peer_s = time.perf_counter() - t
+        client.close()
+        ours_rate, peer_rate = ours.chunks_written / ours_s, len(nodes) / peer_s
+        print(f"peer ({label}): {len(list(corpus.iterdir()))} real doc files, {size / 1e6:.1f} MB; sgpt-ingest (Edge) "
+              f"{ours.chunks_written} chunks in {ours_s:.1f}s = {ours_rate:.0f} chunks/s; LlamaIndex IngestionPipeline + "
+              f"QdrantVectorStore (local mode) {len(nodes)} chunks in {peer_s:.1f}s = {peer_rate:.0f} chunks/s; "
+              f"ratio {ours_rate / peer_rate:.2f}x", flush=True)
+
+
+def part_size(tmp: Path, model_dir: Path, limit_bytes: int, copies: list[int]) -> None:
+    import shutil as _shutil
+
+    from sgpt_qdrant.ingest.edge import EdgeClient
+
+    base = tmp / "size-base"
+    docs_corpus(base, limit_bytes)
+    rows = []
+    for n in copies:
+        tree = tmp / f"size-{n}"
+        for i in range(n):
+            _shutil.copytree(base, tree / f"copy{i}")
+        store = tmp / f"size-q{n}"
+        args = [str(tree), "--model", str(model_dir), "--qdrant-path", str(store), "--quiet"]
+        first, rss, rc = _timed_command(args)
+        with EdgeClient(store) as client:
+            chunks = client.count("documents").count
+        rerun, rerun_rss, _ = _timed_command(args)
+        t = time.perf_counter()
+        query = subprocess.run([sys.executable, str(ROOT / "examples" / "query_qdrant.py"), "bees and flowers",
+                                "--qdrant-path", str(store), "--model", str(model_dir)], capture_output=True)
+        cold = time.perf_counter() - t
+        rows.append((n, chunks, first, rss, rerun, cold))
+        print(f"size: {n} copies, {chunks} chunks: first run {first:.1f}s = {chunks / first:.0f} chunks/s (exit {rc}), "
+              f"peak RSS {rss:.0f} MB; unchanged re-run {rerun:.1f}s = {rerun / chunks * 1000:.3f} ms/chunk "
+              f"(RSS {rerun_rss:.0f} MB); cold query_qdrant.py {cold:.1f}s (exit {query.returncode})", flush=True)
+        _shutil.rmtree(tree)
+    (n0, c0, f0, _, _, q0), (n1, c1, f1, _, _, q1) = rows[0], rows[-1]
+    print(f"size: chunks/s at {c1} vs {c0} chunks: {(c1 / f1) / (c0 / f0):.2f}x (bar >= 0.8); "
+          f"cold query {q1 / q0:.2f}x (bar <= 1.5)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="scale,no-model,small,rerun")
     ap.add_argument("--files", type=int, default=150, help="Markdown files of the scale / no-model corpus")
     ap.add_argument("--small-files", type=int, default=20000)
     ap.add_argument("--rerun-files", type=int, default=30)
+    ap.add_argument("--peer-bytes", type=int, default=600_000, help="bytes of real docs for the peer part")
+    ap.add_argument("--peer-no-model-only", action="store_true", help="peer part: only the no-op encoder run")
+    ap.add_argument("--size-bytes", type=int, default=300_000, help="bytes of real docs per copy (size part)")
+    ap.add_argument("--size-copies", default="1,4", help="copies of the docs tree to compare (size part)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -211,6 +331,10 @@ def main() -> None:
             part_no_model(tmp, tiny, args.files)
         if "small" in parts:
             part_small(tmp, tiny, args.small_files)
+        if "peer" in parts:
+            part_peer(tmp, tiny, args.peer_bytes, with_model=not args.peer_no_model_only)
+        if "size" in parts:
+            part_size(tmp, tiny, args.size_bytes, [int(c) for c in args.size_copies.split(",")])
         if "rerun" in parts:
             part_rerun(tmp, args.rerun_files)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -46,7 +46,7 @@ def write_skewed_corpus(root: Path, files: int, max_exp: int, seed: int = 0) -> 
 
 def ingest(store_path: Path, docs: Path, model_dir: Path, *, ray_options, batch_size: int) -> dict:
     """One ``ingest_paths`` run into a fresh embedded store: seconds, chunks and the stored vectors."""
-    from qdrant_client import QdrantClient
+    from sgpt_qdrant.ingest.edge import EdgeClient
 
     from sgpt_qdrant import IngestOptions, ingest_paths
 
@@ -55,7 +55,7 @@ def ingest(store_path: Path, docs: Path, model_dir: Path, *, ray_options, batch_
                            options=IngestOptions(batch_size=batch_size, device="cpu", ray=ray_options))
     out = {"seconds": time.perf_counter() - start, "chunks": summary.chunks_written,
            "model_load_seconds": summary.model_load_seconds}
-    with closing(QdrantClient(path=str(store_path))) as client:
+    with closing(EdgeClient(store_path)) as client:
         points, _ = client.scroll("documents", limit=1_000_000, with_payload=["doc_id"], with_vectors=True)
     out["points"] = {str(p.id): p.vector["text-dense"] for p in points}
     out["chunks_per_doc"] = dict(Counter(p.payload["doc_id"] for p in points))

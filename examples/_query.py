@@ -1,5 +1,9 @@
 """What the query examples share: the store options, one-line errors, one output format.
 
+The store is ingest's ``open_client``: the embedded Qdrant Edge store (``ingest.edge.EdgeClient``,
+the same ``QdrantClient`` API) by default, a server with ``--qdrant-url``; the examples' code is
+the same for both.
+
 Not an example itself; ``python examples/query_*.py`` finds it next to them.
 """
 
@@ -42,7 +46,8 @@ def store_options(command):
     for option in reversed([
         click.option("--collection", default=DEFAULT_COLLECTION, show_default=True),
         click.option("--qdrant-path", default=DEFAULT_PATH, show_default=True,
-                     help="Embedded store folder written by sgpt-ingest (when no URL is given)."),
+                     help="Embedded store folder (Qdrant Edge) written by sgpt-ingest, when no URL is given; "
+                          "one process at a time: while sgpt-ingest writes it, wait or use a server."),
         click.option("--qdrant-url", envvar="QDRANT_URL", default=None,
                      help="A Qdrant server (also QDRANT_URL; the API key from QDRANT_API_KEY)."),
         click.option("--prefer-grpc", is_flag=True, help="Talk to the server over gRPC."),

@@ -3,6 +3,8 @@
     sgpt-ingest examples/docs
     python examples/query_llamaindex.py "why are there two tides a day"
 
+On the embedded store the client is an ``EdgeClient``, which ``QdrantVectorStore`` takes as it is
+(``sgpt_qdrant.EdgeVectorStore.open(path)`` is the same store with its own constructor).
 Takes the collection, storage and model like the CLI (--qdrant-url / QDRANT_URL and
 QDRANT_API_KEY for a server). Prints each source with its score; exit status as
 query_qdrant.py (0 hits, 1 nothing matched, 2 setup problem in one line).

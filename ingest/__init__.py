@@ -17,7 +17,7 @@ from .._lazy import lazy_exports
 _EXPORTS: dict[str, str] = {
     "StoreError": ".client", "api_key_from_env": ".client", "open_client": ".client",
     "CollectionSettings": ".collection_config", "ensure_collection": ".collection_config",
-    "RayOptions": ".distributed",
+    "RayOptions": ".distributed", "EdgeClient": ".edge", "EdgeVectorStore": ".vector_store",
     "owns": ".partition", "parse_partition": ".partition",
     "IngestError": ".pipeline", "IngestOptions": ".pipeline", "discover": ".pipeline",
     "ingest_paths": ".pipeline", "open_store_state": ".pipeline",
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from .client import StoreError, api_key_from_env, open_client
     from .collection_config import CollectionSettings, ensure_collection
     from .distributed import RayOptions
+    from .edge import EdgeClient
+    from .vector_store import EdgeVectorStore
     from .partition import owns, parse_partition
     from .pipeline import IngestError, IngestOptions, discover, ingest_paths, open_store_state
     from .sync import Summary

@@ -22,8 +22,9 @@ being counted), and over-long spans are cut in bounded token windows.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .blocks import Unit, is_markup, units
 
@@ -50,6 +51,7 @@ class Chunk:
     start: int  # character offsets into the document text
     end: int
     n_tokens: int
+    meta: Mapping[str, Any] | None = None  # where in the file: the page, slide or chapter (see chunk_sections)
 
 
 class Counter:
@@ -269,6 +271,20 @@ def chunk_text(text: str, tokenizer, max_tokens: int = 75, overlap: int = 0) -> 
     return chunks
 
 
+def chunk_sections(text: str, sections: Sequence, tokenizer, max_tokens: int = 75, overlap: int = 0) -> list[Chunk]:
+    """:func:`chunk_text` of each section (``start``, ``end``, ``meta``: a page, a slide) on its own, so no
+    chunk spans two; offsets index ``text``, each chunk carries its section's ``meta``. No sections: the
+    whole text."""
+    if not sections:
+        return chunk_text(text, tokenizer, max_tokens, overlap)
+    chunks: list[Chunk] = []
+    for section in sections:
+        for c in chunk_text(text[section.start:section.end], tokenizer, max_tokens, overlap):
+            chunks.append(Chunk(len(chunks), c.text, c.start + section.start, c.end + section.start, c.n_tokens,
+                                section.meta or None))
+    return chunks
+
+
 def _overlap_start(text: str, prev: tuple[int, int], a: int, b: int, overlap: int, counter: Counter) -> int:
     """Start of the next chunk moved back into ``prev`` by up to ``overlap`` tokens, if it fits."""
     offsets = [(x + prev[0], y + prev[0]) for x, y in counter.offsets(text[prev[0]:prev[1]]) if y > x]
@@ -279,4 +295,4 @@ def _overlap_start(text: str, prev: tuple[int, int], a: int, b: int, overlap: in
     return a
 
 
-__all__ = ["CHUNKER_VERSION", "Chunk", "Counter", "Unit", "chunk_text", "iter_spans"]
+__all__ = ["CHUNKER_VERSION", "Chunk", "Counter", "Unit", "chunk_sections", "chunk_text", "iter_spans"]

@@ -1,4 +1,4 @@
-"""Opening a Qdrant client (embedded folder or server) and talking about it without leaking secrets.
+"""Opening a Qdrant client (the embedded Qdrant Edge store or a server) and talking about it without leaking secrets.
 
 The one home of: where the client writes (for messages, never with credentials), the API key
 from the environment (surrounding whitespace stripped: a key read from a CRLF ``.env`` file or
@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # qdrant-client is imported when a client is opened: `sgpt-ingest --help` stays fast
     from qdrant_client import QdrantClient
+
+    from .edge import EdgeClient
 
 DEFAULT_PATH = "./qdrant_storage"
 API_KEY_ENV = "QDRANT_API_KEY"
@@ -56,9 +58,28 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
 
 
 def is_local(client: QdrantClient) -> bool:
-    """True for qdrant-client's embedded local mode (path or ":memory:")."""
+    """True for qdrant-client's local mode (path or ":memory:"): now only a migration source and a test reference."""
     inner = getattr(client, "_client", None)
     return type(inner).__name__ in {"QdrantLocal", "AsyncQdrantLocal"}
+
+
+def is_embedded(client) -> bool:
+    """True for a store in this process (Qdrant Edge, or qdrant-client's local mode): no network, one writer."""
+    from .edge import EdgeClient
+
+    return isinstance(client, EdgeClient) or is_local(client)
+
+
+def legacy_local_store(path: str | os.PathLike[str]) -> bool:
+    """A folder written by qdrant-client's local mode (``meta.json`` + ``collection/<name>/storage.sqlite``),
+    not by Qdrant Edge (``collections/``)."""
+    root = Path(path)
+    return (root / "meta.json").is_file() and not (root / "collections").is_dir()
+
+
+def legacy_message(path: str | os.PathLike[str]) -> str:
+    return (f"{path}: a store written by qdrant-client local mode (an earlier sgpt-qdrant); migrate it once with: "
+            f"sgpt-store migrate --qdrant-path {path}")
 
 
 def safe_url(url: str) -> str:
@@ -75,6 +96,10 @@ def safe_url(url: str) -> str:
 
 def client_url(client: QdrantClient) -> str:
     """Where the client writes, for messages: no credentials, no query string."""
+    from .edge import EdgeClient
+
+    if isinstance(client, EdgeClient):
+        return f"local:{client.path}"
     inner = getattr(client, "_client", None)
     if is_local(client):
         return f"local:{getattr(inner, 'location', '?')}"
@@ -129,37 +154,41 @@ def setup_error(exc: BaseException, where: str) -> StoreError:
     return StoreError(f"cannot use Qdrant at {where} ({cause}): {hint}")
 
 
+def open_embedded(path: str | os.PathLike[str] = DEFAULT_PATH, *, create: bool = True) -> EdgeClient:
+    """The embedded store in ``path`` (close it): refused with one line (:class:`StoreError`) when another
+    process has it open or qdrant-client's local mode wrote it (that one is never opened: it unpickles)."""
+    from .edge import EdgeClient
+
+    if legacy_local_store(path):
+        raise StoreError(legacy_message(path))
+    try:
+        return EdgeClient(path, create=create)
+    except OSError as exc:
+        raise StoreError(f"{path}: the embedded Qdrant store cannot be opened ({describe(exc)})") from None
+
+
 @contextlib.contextmanager
 def open_client(path: str | None = None, url: str | None = None, api_key: str | None = None,
                 prefer_grpc: bool = False, timeout: int | None = None,
-                create: bool = True) -> Iterator[QdrantClient | None]:
-    """A client that is always closed. ``create=False`` yields None for a missing local folder.
+                create: bool = True) -> Iterator[QdrantClient | EdgeClient | None]:
+    """A client that is always closed: a server's ``QdrantClient`` for ``url``, else the embedded store
+    (:class:`ingest.edge.EdgeClient`) in the folder ``path``. ``create=False`` yields None for a missing folder.
 
-    A locked embedded folder (another process holds it) is a :class:`StoreError` at once."""
-    from qdrant_client import QdrantClient
-
+    A folder in use by another process, or one written by qdrant-client's local mode (never opened
+    with it: it unpickles), is a :class:`StoreError` at once."""
     if url:
+        from qdrant_client import QdrantClient
+
         try:
             client = QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout)
         except ValueError as exc:
             raise StoreError(f"--qdrant-url {safe_url(url)}: {redact(str(exc), [api_key])}") from None
     else:
-        path = path or DEFAULT_PATH
+        path = str(path or DEFAULT_PATH)
         if not create and not Path(path).exists():
             yield None
             return
-        try:
-            client = QdrantClient(path=path)
-        except RuntimeError as exc:
-            if "already accessed" in str(exc):
-                raise StoreError(f"{path}: the Qdrant storage folder is in use by another process "
-                                 "(another sgpt-ingest or a client); wait for it or use a Qdrant server") from None
-            raise
-        except (ValueError, OSError, EOFError, KeyError) as exc:  # e.g. a truncated meta.json
-            meta = Path(path) / "meta.json"
-            raise StoreError(f"{meta if meta.exists() else path}: the embedded Qdrant store cannot be opened "
-                             f"({describe(exc)}); if it was not written by qdrant-client or is damaged, move it "
-                             "away or pass another --qdrant-path") from None
+        client = open_embedded(path, create=create)
     try:
         yield client
     finally:

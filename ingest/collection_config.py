@@ -12,9 +12,12 @@ leaves the marker, and the next run against that collection (any machine, any wo
 the index settings and says so. Qdrant servers before 1.16 keep no collection metadata; there
 bulk-load mode refuses to start rather than risk a collection left without an index.
 
-The embedded store (qdrant-client local mode) accepts but ignores the server-only settings and
-always reports the same HNSW/optimizer values; there only the vector size, distance, on_disk and
-the metadata (the bulk-load marker) are observable.
+The embedded store (Qdrant Edge, :mod:`ingest.edge`) ignores the server-only settings (shards,
+replication, quantisation); it builds no HNSW index until asked (``sgpt-ingest --index``), so a bulk
+load changes nothing there, but its marker is kept in the collection's settings file all the same.
+
+Every collection gets keyword payload indexes on the fields readers filter on
+(:data:`KEYWORD_INDEXES`): a filtered query or delete then reads an index, not every payload.
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from .client import client_url, is_local
+from .client import client_url, is_embedded, is_local
 from .schema import DOC_ID_FIELD
+
+#: Payload fields that get a keyword index (what LlamaIndex deletes by, what the examples filter on).
+KEYWORD_INDEXES = (DOC_ID_FIELD, "ref_doc_id", "file_name", "file_path")
 
 __all__ = [
     "DOC_ID_FIELD",
     "BULK_LOAD_KEY",
     "DEFAULT_INDEXING_THRESHOLD",
-    "LOCAL_POINTS_WARN",
+    "KEYWORD_INDEXES",
     "CollectionSettings",
     "CollectionState",
     "CollectionMismatchError",
@@ -45,14 +51,12 @@ __all__ = [
     "end_bulk_load",
     "bulk_load_pending",
     "bulk_load",
-    "warn_if_large_local",
 ]
 
 log = logging.getLogger(__name__)
 
 BULK_LOAD_KEY = "sgpt_bulk_load"  # collection metadata key of the bulk-load marker
 DEFAULT_INDEXING_THRESHOLD = 20000  # Qdrant's default (KB), restored when none was recorded
-LOCAL_POINTS_WARN = 20000  # qdrant-client's own "local mode is not recommended" threshold
 
 
 class CollectionMismatchError(ValueError):
@@ -238,7 +242,7 @@ def end_bulk_load(client: QdrantClient, name: str, *, interrupted: bool = False)
         threshold = DEFAULT_INDEXING_THRESHOLD
     client.update_collection(name, optimizers_config=models.OptimizersConfigDiff(indexing_threshold=int(threshold)))
     client.update_collection(name, metadata={BULK_LOAD_KEY: None})  # restored first, then unmarked
-    then = "" if is_local(client) else "; the server now builds the HNSW index in the background"
+    then = "" if is_embedded(client) else "; the server now builds the HNSW index in the background"
     if interrupted:
         log.warning(
             "collection %r: restored the index settings of an interrupted bulk load (indexing threshold %s)%s",
@@ -296,10 +300,11 @@ def ensure_collection(
     settings is logged as a warning and returned; a different dimension or distance raises
     CollectionMismatchError. A bulk-load marker left by a killed run is restored now unless
     this run is a bulk load itself (then it continues with the recorded values).
-    On a server, a keyword payload index on `doc_id_field` is created when missing.
+    Keyword payload indexes on `doc_id_field` and the other :data:`KEYWORD_INDEXES` are created when
+    missing (not in qdrant-client's local mode, which has none).
     """
     settings = settings or CollectionSettings()
-    state = CollectionState(local=is_local(client))
+    state = CollectionState(local=is_embedded(client))
     where = client_url(client)
     if not client.collection_exists(name):
         try:
@@ -324,37 +329,14 @@ def ensure_collection(
             "the embedded store ignores server settings (shards, replication, quantisation, HNSW); "
             "use --qdrant-url for them"
         )
-    if not state.local and doc_id_field not in (info.payload_schema or {}):
-        client.create_payload_index(name, doc_id_field, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+    if not is_local(client):
+        have = info.payload_schema or {}
+        for key in dict.fromkeys((doc_id_field, *KEYWORD_INDEXES)):
+            if key not in have:
+                client.create_payload_index(name, key, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
     if _marker(info) is not None and not bulk_load:
         state.restored_bulk_load = end_bulk_load(client, name, interrupted=True)
     if bulk_load:
         begin_bulk_load(client, name)
         state.bulk_load = True
     return state
-
-
-_warned_large: set[tuple[str, str]] = set()
-
-
-def warn_if_large_local(client: QdrantClient, name: str, threshold: int = LOCAL_POINTS_WARN) -> bool:
-    """Once per process and collection: say that a big embedded store should move to a server.
-
-    Returns True when it warned now. Servers are never large in this sense.
-    """
-    if not is_local(client):
-        return False
-    key = (client_url(client), name)
-    if key in _warned_large or not client.collection_exists(name):
-        return False
-    count = client.count(name, exact=True).count
-    if count <= threshold:
-        return False
-    _warned_large.add(key)
-    log.warning(
-        "collection %r in the embedded store holds %d points (over %d): the embedded store searches by brute "
-        "force, so queries slow down as it grows (see README, 'Scaling'); for a store this size run a Qdrant "
-        "server and pass --qdrant-url http://HOST:6333",
-        name, count, threshold,
-    )
-    return True

@@ -23,6 +23,7 @@ asks for it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import pickle
 import time
@@ -162,24 +163,25 @@ def _event_row(file: int, outcome: Outcome) -> dict:
 
 
 _CHUNK_ROW = {"doc_id": "", "path": "", "text": "", "index": -1, "start": 0, "end": 0, "content_hash": "",
-              "version": ""}
+              "version": "", "meta": ""}
 
 
 def _prepare(row: dict, *, tokenizer, max_tokens: int, overlap: int, model_id: str,
-             read_options: ReadOptions) -> list[dict]:
+             read_options: ReadOptions, model: str | None = None) -> list[dict]:
     """One file → its event row, plus one row per chunk when it is (re)written."""
     source = SourceFile(Path(row["path"]), row["doc_id"], Path(row["root"]) if row["root"] else None)
     stored = pickle.loads(row["stored"]) if row["stored"] else None
     state = {} if stored is None else {schema.doc_key(source.doc_id): stored}
     outcome = prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap, model_id=model_id,
-                      read_options=read_options)
+                      read_options=read_options, model=model)
     rows = [{**_event_row(row["file"], outcome), **_CHUNK_ROW}]
     p = outcome.prepared
     if p is not None:
         path = str(p.doc.path.absolute())
         rows += [{**rows[0], "kind": CHUNK, "message": "", "warnings": "", "stale": "", "doc_id": p.doc.doc_id,
                   "path": path, "text": c.text, "index": c.index, "start": c.start, "end": c.end,
-                  "content_hash": p.doc.content_hash, "version": p.version} for c in p.chunks]
+                  "content_hash": p.doc.content_hash, "version": p.version,
+                  "meta": json.dumps(c.meta) if c.meta else ""} for c in p.todo]  # kept chunks: not again
     return rows
 
 
@@ -249,7 +251,8 @@ def _outcome(batch: dict[str, np.ndarray], model: str) -> _Outcome:
     for (doc_id, version), rows in groups.items():
         first = rows[0]
         chunks = [Chunk(int(batch["index"][i]), str(batch["text"][i]), int(batch["start"][i]),
-                        int(batch["end"][i]), 0) for i in rows]
+                        int(batch["end"][i]), 0, json.loads(str(batch["meta"][i])) if batch["meta"][i] else None)
+                  for i in rows]
         out.points += schema.make_points(doc_id, str(batch["path"][first]), chunks, batch["vector"][rows],
                                          chunk_count=int(batch["chunk_count"][first]),
                                          content_hash=str(batch["content_hash"][first]), version=version,
@@ -406,7 +409,8 @@ def ray_sync(
         if items:
             ds = ray.data.from_items(items)  # up to 200 blocks of files: tasks small enough to balance
             ds = ds.flat_map(_prepare, fn_kwargs=dict(tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
-                                                      model_id=model_id, read_options=read_options))
+                                                      model_id=model_id, read_options=read_options,
+                                                      model=model))
             ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(model=model, device=device, dtype=dtype),
                                 batch_size=options.batch_size or batch_size,
                                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),

@@ -4,8 +4,9 @@ The ``--model`` string says where a model is, not what it is: weights replaced i
 folder (or a new revision of a Hub id) must make every document "changed". The fingerprint is a
 hash over the model folder's weight, config and tokenizer files (their relative names and the
 SHA-256 of their bytes). Hashing a 500 MB model takes a second or two, so each file's hash is
-cached by (path, size, mtime, inode) in ``$XDG_CACHE_HOME/sgpt-qdrant/file-hashes.json``; a Hub
-snapshot's files are links to blobs named by their SHA-256, which is used as is.
+cached by (path, size, mtime, inode) in ``file-hashes.json`` of the project's cache folder
+(:func:`sgpt_qdrant.user_cache.cache_root`); a Hub snapshot's files are links to blobs named by
+their SHA-256, which is used as is.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import os
 import re
 from pathlib import Path
 
+from sgpt_qdrant import atomic
+from sgpt_qdrant.user_cache import cache_root
+
 #: Files that make a model what it is (a README or .gitattributes change re-embeds nothing).
 MODEL_SUFFIXES = frozenset({".json", ".txt", ".safetensors", ".bin", ".model", ".pt", ".pth"})
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "sgpt-qdrant" / "file-hashes.json"
+    return cache_root() / "file-hashes.json"
 
 
 def _load_cache(path: Path) -> dict:
@@ -69,9 +72,7 @@ def model_fingerprint(folder: str | os.PathLike[str]) -> str:
             while len(cache) > 4096:  # oldest first: bounded whatever the number of models seen
                 cache.pop(next(iter(cache)))
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, cache_file)
+            atomic.write_text(cache_file, json.dumps(cache))
         except OSError:
             pass
     return total.hexdigest()[:32]

@@ -16,7 +16,6 @@ usual SOURCE / PREVIOUS / NEXT relationships.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,22 +25,16 @@ from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from llama_index.core.utils import get_tqdm_iterable
 from pydantic import Field, PrivateAttr
 
-from sgpt_qdrant.checkpoint import DEFAULT_MODEL, load_tokenizer, resolve
+from sgpt_qdrant.checkpoint import DEFAULT_MODEL, load_tokenizer, peek
 
 from .chunk import Counter, chunk_text
 
 
 def model_tokenizer(model: str) -> tuple[Any, int]:
-    """The checkpoint's tokenizer and token limit, without loading its weights."""
-    root = resolve(model)
+    """The checkpoint's tokenizer and token limit (as modules.json lays it out), without its weights."""
+    root, _dim, limit = peek(model)
     tokenizer, _ = load_tokenizer(root)
-    limit = None
-    st_cfg = root / "sentence_bert_config.json"
-    if st_cfg.is_file():
-        limit = json.loads(st_cfg.read_text()).get("max_seq_length")
-    if not limit:
-        limit = json.loads((root / "config.json").read_text()).get("max_position_embeddings", 2048)
-    return tokenizer, int(limit)
+    return tokenizer, limit
 
 
 class SGPTNodeParser(NodeParser):

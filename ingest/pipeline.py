@@ -102,6 +102,8 @@ def open_store_state(client, collection: str, partition: Partition | None = None
     where = qc.client_url(client) if client is not None else "the embedded store"
     try:
         return store.read_state(client, collection, owns=lambda d: owns(partition, d))
+    except qc.StoreError:
+        raise
     except Exception as exc:  # noqa: BLE001 - first contact: name the server and what to do
         raise qc.setup_error(exc, where) from exc
 
@@ -241,7 +243,7 @@ def ingest_paths(
                      create=not options.dry_run) as handle:
             bulk = _prepare_collection(handle, collection, m.dimension, options, path)
             state = _state(handle, collection, found, share, options.dry_run, say)
-            server = None if options.ray is None or not url or qc.is_local(handle) else ServerTarget(
+            server = None if options.ray is None or not url or qc.is_embedded(handle) else ServerTarget(
                 url, collection, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
                 upsert_batch=options.upsert_batch, in_flight=options.in_flight)  # Ray workers write there
             return _write(handle, collection, found, state, summary, m, options, bulk, on_progress, say, writer_hook,
@@ -259,11 +261,11 @@ def _prepare_collection(handle, collection: str, dim: int, options: IngestOption
             return False
         created = cc.ensure_collection(handle, collection, dim, options.settings, vector_name=schema.VECTOR_NAME,
                                        bulk_load=options.bulk_load)
-        if qc.is_local(handle):
-            store.tune_local(handle, collection)
         return created.bulk_load
     except (cc.CollectionMismatchError, cc.BulkLoadError) as exc:
         raise IngestError(str(exc)) from None
+    except qc.StoreError:  # e.g. the embedded store's damaged settings file: already one line
+        raise
     except Exception as exc:  # noqa: BLE001 - first contact with a server: say where and what to do
         raise qc.setup_error(exc, where) from exc
 
@@ -331,9 +333,10 @@ def _write(handle, collection, found: Discovery, state, summary, m: _Model, opti
         raise
     if bulk:
         cc.end_bulk_load(handle, collection)
+    if not dry and hasattr(handle, "flush"):  # the embedded store: on disk before the summary is shown
+        handle.flush()
     if not dry:
         verify.check(handle, collection, recording.written, qc.client_url(handle))
-        cc.warn_if_large_local(handle, collection)
     return summary
 
 

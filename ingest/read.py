@@ -20,10 +20,12 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+
+from . import formats
 
 #: Extensions that are never text; they are skipped without being opened.
 BINARY_EXTENSIONS = frozenset(
@@ -64,6 +66,11 @@ class Document:
     text: str
     content_hash: str  # sha256 of the file's bytes
     warnings: list[str] = field(default_factory=list)
+    #: pages, slides or chapters of a PDF/Office/EPUB file (:mod:`ingest.formats`); a chunk stays in one
+    sections: list[formats.Section] = field(default_factory=list)
+    reader: str = ""  # the library that extracted the text (part of the version); "" for plain text
+    #: a format file read with ``defer_formats``: call it for the Document with its text
+    deferred: Callable[[], Document] | None = None
 
 
 class Skipped(Exception):
@@ -316,7 +323,7 @@ def _binary(data: bytes, text: str) -> str | None:
 
 
 def read_document(source: SourceFile, *, follow_links_outside: bool = False,
-                  max_bytes: int | None = MAX_FILE_BYTES) -> Document:
+                  max_bytes: int | None = MAX_FILE_BYTES, defer_formats: bool = False) -> Document:
     """The text of one file. Raises :class:`Skipped` for non-text, ``OSError`` when unreadable
     (a link whose target exists but cannot be read too: what could not be read is never pruned).
 
@@ -326,11 +333,16 @@ def read_document(source: SourceFile, *, follow_links_outside: bool = False,
     take memory in proportion.
     """
     path = source.path
-    if path.suffix.lower() in BINARY_EXTENSIONS:
+    suffix = path.suffix.lower()
+    if suffix in formats.EXTENSIONS and (why := formats.unavailable(suffix)):
+        raise Skipped(f"{path}: {why}")
+    if suffix in BINARY_EXTENSIONS and suffix not in formats.EXTENSIONS:
         raise Skipped(f"{path}: not a text file")
     data = _read_bytes(source, follow_links_outside, max_bytes)
     if max_bytes is not None and len(data) > max_bytes:  # grew since it was opened
         raise Skipped(f"{path}: over the {max_bytes}-byte limit for a text file")
+    if suffix in formats.EXTENSIONS:
+        return _formatted(source, data, defer_formats)
     warnings = []
     try:
         text = data.decode("utf-8-sig")
@@ -343,3 +355,18 @@ def read_document(source: SourceFile, *, follow_links_outside: bool = False,
         text = html_to_text(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     return Document(source.doc_id, path, text, hashlib.sha256(data).hexdigest(), warnings)
+
+
+def _formatted(source: SourceFile, data: bytes, defer: bool) -> Document:
+    """A PDF, Office, EPUB or notebook file through :mod:`ingest.formats` (``FormatError`` is a
+    ``ValueError``). ``defer``: hash now, extract when ``deferred()`` is called (not at all for a
+    document the store holds unchanged)."""
+    digest, reader = hashlib.sha256(data).hexdigest(), formats.reader_id(source.path.suffix)
+
+    def extract() -> Document:
+        x = formats.extract(source.path, data)
+        return Document(source.doc_id, source.path, x.text, digest, x.warnings, x.sections, reader)
+
+    if defer:
+        return Document(source.doc_id, source.path, "", digest, reader=reader, deferred=extract)
+    return extract()

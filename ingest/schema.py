@@ -36,8 +36,12 @@ VERSION_FIELD, COUNT_FIELD, INDEX_FIELD = "ingest_version", "chunk_count", "chun
 SOURCE_FIELD = "ingest_source"
 STATE_FIELDS = [DOC_ID_FIELD, VERSION_FIELD, COUNT_FIELD, INDEX_FIELD, SOURCE_FIELD]
 #: Metadata kept out of the LLM prompt (LlamaIndex shows only file_path / file_name).
+#: Hash of what a point holds beyond its version (text, file path, model name): with the version it
+#: says a stored chunk equals the one a fresh run would write, so a resumed run keeps it.
+CHUNK_HASH_FIELD = "chunk_hash"
+RESUME_FIELDS = [*STATE_FIELDS, CHUNK_HASH_FIELD]
 INTERNAL_KEYS = [INDEX_FIELD, COUNT_FIELD, "char_start", "char_end", "content_hash", VERSION_FIELD, "model",
-                 SOURCE_FIELD]
+                 CHUNK_HASH_FIELD, SOURCE_FIELD]
 
 
 def name_bytes(name: str) -> bytes:
@@ -80,6 +84,11 @@ def point_id(doc_id: str, index: int) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
+def chunk_hash(text: str, file_path: str, model: str) -> str:
+    """What :data:`CHUNK_HASH_FIELD` holds for a chunk: sha256 of the rest of its payload, 16 hex digits."""
+    return hashlib.sha256(f"{text}\0{display(file_path)}\0{model}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def make_points(doc_id: str, file_path: str, chunks: Sequence, vectors, *, chunk_count: int, content_hash: str,
                 version: str, model: str) -> list:
     """Points whose payload is what LlamaIndex's QdrantVectorStore writes for the same nodes."""
@@ -95,8 +104,10 @@ def make_points(doc_id: str, file_path: str, chunks: Sequence, vectors, *, chunk
             INDEX_FIELD: chunk.index, COUNT_FIELD: chunk_count,
             "char_start": chunk.start, "char_end": chunk.end,
             "content_hash": content_hash, VERSION_FIELD: version, "model": model,
+            CHUNK_HASH_FIELD: chunk_hash(chunk.text, file_path, model),
             SOURCE_FIELD: doc_key(source_of(doc_id)),
         }
+        metadata.update(getattr(chunk, "meta", None) or {})  # where in the file: page_label, slide, chapter
         node = TextNode(
             id_=point_id(doc_id, chunk.index), text=chunk.text, metadata=metadata,
             start_char_idx=chunk.start, end_char_idx=chunk.end,

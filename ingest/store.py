@@ -1,47 +1,27 @@
-"""What the store holds per document, read once at the start of a run, and the embedded store's tuning.
+"""What the store holds per document, read once at the start of a run.
 
 State lives in the payload: every point of a document carries its ``ingest_version`` (content
 hash + model fingerprint + chunking settings), ``chunk_count`` and ``chunk_index``. A document
 is complete when all its points have one version and they are exactly the indices
 ``0 .. chunk_count-1``. The state also keeps each document's stored point ids, so every delete
-of a run (stale chunks of a changed document, pruned documents) is a delete *by id*: the
-embedded store evaluates a filter in Python over every stored point, which made a run quadratic.
+of a run (stale chunks of a changed document, pruned documents) is a delete *by id*, never a
+filter pass over the collection per document.
+For a document left half-written it keeps which points are stored as this run would write them
+(``marks``: version and chunk hash per id), so a resumed run embeds only the missing chunks.
 
 The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`.
 """
 
 from __future__ import annotations
 
-import logging
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qdrant_client import QdrantClient
 
-from .client import is_local
-from .schema import COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, SOURCE_FIELD, STATE_FIELDS, VERSION_FIELD
-
-log = logging.getLogger(__name__)
-
-
-def tune_local(client: QdrantClient, name: str) -> bool:
-    """Embedded store: SQLite in WAL mode with synchronous=NORMAL instead of a full sync per point.
-
-    qdrant-client's local mode commits every point on its own; with the default rollback journal
-    that is several fsyncs per point (about 18 ms here, as long as the model takes per chunk).
-    In WAL mode a killed process loses nothing committed; a power cut may lose the last commits,
-    which the next run redoes because the state in the payload says what is missing. Best effort:
-    a qdrant-client without these internals keeps its defaults.
-    """
-    try:
-        connection = client._client.collections[name].storage.storage
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        return True
-    except (AttributeError, KeyError, TypeError) as exc:
-        log.debug("embedded store keeps its SQLite defaults: %s", exc)
-        return False
-
+from .schema import (CHUNK_HASH_FIELD, COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, RESUME_FIELDS, SOURCE_FIELD,
+                     VERSION_FIELD)
 
 @dataclass
 class DocState:
@@ -52,6 +32,9 @@ class DocState:
     versions: set[str] = field(default_factory=set)
     chunk_counts: set[int] = field(default_factory=set)
     sources: set[str] = field(default_factory=set)  # ingest_source values ("" where a point has none)
+    #: point id → :func:`mark` of its version and chunk hash, kept only for a document that is not
+    #: complete: what a resumed run need not embed again (a complete one is unchanged or redone whole)
+    marks: dict[str, int] = field(default_factory=dict)
 
     @property
     def points(self) -> int:
@@ -62,9 +45,18 @@ class DocState:
         n = len(self.ids)
         return self.versions == {version} and self.chunk_counts == {n} and self.indices == set(range(n))
 
+    def holds(self, point_id: str, version: str, chunk_hash: str) -> bool:
+        """Whether the point is stored as a run at ``version`` writes it (a resumed run keeps it)."""
+        return self.marks.get(point_id) == mark(version, chunk_hash)
+
     def stale_ids(self, keep: set[str]) -> list[str]:
         """Stored ids a run that wrote ``keep`` must delete (old positions past the new end, strays)."""
         return [i for i in self.ids if i not in keep]
+
+
+def mark(version: str, chunk_hash: str) -> int:
+    """A point's version and chunk hash in 8 bytes (the state holds one per point while it is read)."""
+    return int.from_bytes(hashlib.blake2b(f"{version}\0{chunk_hash}".encode(), digest_size=8).digest(), "big")
 
 
 def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], bool] | None = None,
@@ -76,11 +68,10 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
     others: set[str] = set()  # documents of other partitions
     if client is None or not client.collection_exists(name):
         return state
-    # local mode sorts every id on each page: few big pages; a server streams smaller ones
-    page = page or (1 << 17 if is_local(client) else 8192)
+    page = page or 8192
     offset = None
     while True:
-        points, offset = client.scroll(name, limit=page, offset=offset, with_payload=STATE_FIELDS,
+        points, offset = client.scroll(name, limit=page, offset=offset, with_payload=RESUME_FIELDS,
                                        with_vectors=False)
         for p in points:
             payload = p.payload or {}
@@ -98,10 +89,16 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
             doc.ids.append(str(p.id))
             index = payload.get(INDEX_FIELD)
             doc.indices.add(index if isinstance(index, int) else -1)
-            doc.versions.add(str(payload.get(VERSION_FIELD)))
+            version = str(payload.get(VERSION_FIELD))
+            doc.versions.add(version)
             count = payload.get(COUNT_FIELD, -1)
             doc.chunk_counts.add(count if isinstance(count, int) else -1)
             source = payload.get(SOURCE_FIELD)
             doc.sources.add(source if isinstance(source, str) else "")
+            if isinstance(chunk_hash := payload.get(CHUNK_HASH_FIELD), str):
+                doc.marks[doc.ids[-1]] = mark(version, chunk_hash)
         if offset is None:
+            for doc in state.values():
+                if len(doc.versions) == 1 and doc.complete(next(iter(doc.versions))):
+                    doc.marks = {}  # unchanged (skipped) or rewritten whole: nothing to keep
             return state

@@ -9,7 +9,9 @@ changed, or left half-written by a killed run). For the latter the order of writ
    the new end, strays of an interrupted run); a new document has none, so it costs no delete.
 
 A kill between or inside those steps leaves a state that is not "complete at this version", so
-the next run redoes the document and ends where an uninterrupted run would have. Deletes of
+the next run redoes the document and ends where an uninterrupted run would have. It redoes only
+what is missing: a chunk whose point is stored at this version with the same chunk hash
+(:meth:`DocState.holds`) is exactly what step 1 would write, so it is kept, not embedded again. Deletes of
 files that are gone (``prune``) remove whole documents by their stored ids, idempotent too.
 
 The steps are plain functions so that other executors (a Ray pipeline, a test) reuse them:
@@ -31,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from . import schema
-from .chunk import CHUNKER_VERSION, Chunk, chunk_text
+from .chunk import CHUNKER_VERSION, Chunk, chunk_sections
 from .read import Document, ReadOptions, Skipped, SourceFile, read_document
 from .store import DocState
 
@@ -41,12 +43,15 @@ if TYPE_CHECKING:
 CATEGORIES = ("new", "changed", "unchanged", "pruned")
 
 
-def version_of(content_hash: str, model: str, max_tokens: int, overlap: int) -> str:
+def version_of(content_hash: str, model: str, max_tokens: int, overlap: int, reader: str = "") -> str:
     """What a document's points were made from: change any part and they are rebuilt.
 
     ``model`` is the model's fingerprint (:func:`ingest.model_id.model_fingerprint`), so
-    replaced weights at the same path re-embed."""
+    replaced weights at the same path re-embed; ``reader`` the library that extracted a PDF's
+    or Office file's text (plain text has none)."""
     key = f"{content_hash}\0{model}\0{max_tokens}\0{overlap}\0chunker {CHUNKER_VERSION}"
+    if reader:
+        key += f"\0reader {reader}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -75,6 +80,7 @@ class Summary:
     skipped: int = 0
     failed: int = 0
     chunks_written: int = 0
+    chunks_kept: int = 0  # stored whole by a stopped run at this version: not embedded again
     chunks_deleted: int = 0
     documents_deleted: int = 0
     seconds: float = 0.0
@@ -111,10 +117,17 @@ class Prepared:
     chunks: list[Chunk]
     version: str
     stored: DocState | None = None
+    #: indices of the chunks already stored as this run writes them (a resumed run): not embedded
+    kept: set[int] = field(default_factory=set)
 
     @property
     def key(self) -> str:
         return schema.doc_key(self.doc.doc_id)
+
+    @property
+    def todo(self) -> list[Chunk]:
+        """The chunks to embed and write."""
+        return [c for c in self.chunks if c.index not in self.kept] if self.kept else self.chunks
 
 
 @dataclass
@@ -137,14 +150,23 @@ def _size(source: SourceFile) -> int:
 
 
 def prepare(source: SourceFile, state: dict[str, DocState], *, tokenizer, max_tokens: int, overlap: int,
-            model_id: str, read_options: ReadOptions = ReadOptions()) -> Outcome:
-    """Read, hash, version and (unless unchanged) chunk one file. Never raises for a bad file."""
+            model_id: str, read_options: ReadOptions = ReadOptions(), model: str | None = None) -> Outcome:
+    """Read, hash, version and (unless unchanged) chunk one file. Never raises for a bad file.
+
+    ``model`` is the name stored in the payload; given, the chunks a stopped run already stored
+    as this run would write them are marked kept (``Prepared.kept``)."""
     key = schema.doc_key(source.doc_id)
     where = schema.display(source.path)
     size = _size(source)
     try:
         doc = read_document(source, follow_links_outside=read_options.follow_links_outside,
-                            max_bytes=read_options.max_bytes)
+                            max_bytes=read_options.max_bytes, defer_formats=True)
+        version = version_of(doc.content_hash, model_id, max_tokens, overlap, doc.reader)
+        stored = state.get(key)
+        if stored is not None and stored.complete(version):
+            return Outcome("unchanged", key, warnings=[schema.display(w) for w in doc.warnings], size=size)
+        if doc.deferred is not None:  # a PDF or Office file: extracted only now that it is needed
+            doc = doc.deferred()
     except Skipped as exc:
         return Outcome("skipped", key, message=schema.display(str(exc)), size=size)
     except (OSError, ValueError) as exc:
@@ -152,17 +174,18 @@ def prepare(source: SourceFile, state: dict[str, DocState], *, tokenizer, max_to
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
         return Outcome("failed", key, message=f"{where}: cannot read: {type(exc).__name__}: {exc}", size=size)
     warnings = [schema.display(w) for w in doc.warnings]
-    version = version_of(doc.content_hash, model_id, max_tokens, overlap)
-    stored = state.get(key)
-    if stored is not None and stored.complete(version):
-        return Outcome("unchanged", key, warnings=warnings, size=size)
     try:
-        chunks = chunk_text(doc.text, tokenizer, max_tokens, overlap)
+        chunks = chunk_sections(doc.text, doc.sections, tokenizer, max_tokens, overlap)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
         return Outcome("failed", key, message=f"{where}: cannot chunk: {exc}", warnings=warnings, size=size)
     if not chunks and stored is None:
         return Outcome("skipped", key, message=f"{where}: no text", warnings=warnings, size=size)
-    return Outcome("new" if stored is None else "changed", key, Prepared(doc, chunks, version, stored),
+    kept = set()
+    if stored is not None and stored.marks and model is not None:
+        path = str(doc.path.absolute())
+        kept = {c.index for c in chunks if stored.holds(schema.point_id(doc.doc_id, c.index), version,
+                                                        schema.chunk_hash(c.text, path, model))}
+    return Outcome("new" if stored is None else "changed", key, Prepared(doc, chunks, version, stored, kept),
                    warnings=warnings, size=size)
 
 
@@ -277,7 +300,7 @@ def sync(
 
     def prepare_one(source: SourceFile) -> Outcome:
         return prepare(source, state, tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
-                       model_id=model_id, read_options=read_options)
+                       model_id=model_id, read_options=read_options, model=model)
 
     producer = _Producer(files, state, prepare_one)
     pending: list[tuple[Prepared, Chunk]] = []
@@ -305,7 +328,7 @@ def sync(
                 j += 1
             group = [c for _, c in take[i:j]]
             points += points_for(p, group, vectors[i:j], model=model)
-            if group[-1].index == len(p.chunks) - 1:
+            if group[-1] is p.todo[-1]:
                 finished.append(p)
             i = j
         writer.upsert(points)
@@ -342,15 +365,17 @@ def sync(
                 summary.unchanged += 1
             else:
                 p = outcome.prepared
+                todo = p.todo
                 setattr(summary, outcome.kind, getattr(summary, outcome.kind) + 1)
-                summary.chunks_planned += len(p.chunks)
+                summary.chunks_planned += len(todo)
+                summary.chunks_kept += len(p.kept)
                 summary.bytes_chunked += outcome.size
-                if dry_run or not p.chunks:
+                if dry_run or not todo:
                     if dry_run:
-                        summary.chunks_written += len(p.chunks)
+                        summary.chunks_written += len(todo)
                     done_doc(p)
                 else:
-                    pending.extend((p, c) for c in p.chunks)
+                    pending.extend((p, c) for c in todo)
                     while len(pending) >= batch_size:
                         flush(batch_size)
             if on_progress is not None:

@@ -22,8 +22,8 @@ id, where a filter would be evaluated over every stored point (quadratic over a 
 with replication_factor > 1 pass `ordering=WriteOrdering.MEDIUM` (or STRONG) so that replicas
 see the same order.
 
-Local mode (`QdrantClient(path=...)` or ":memory:") is not thread-safe and has no network to
-hide: there the Uploader writes synchronously in the caller's thread with `wait=True`.
+An embedded store (Qdrant Edge's :class:`ingest.edge.EdgeClient`, or qdrant-client's ":memory:") has
+no network to hide and one writer: there the Uploader writes synchronously in the caller's thread.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from typing import Any, Callable, Iterable, Sequence
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from .client import client_url, describe as _describe, grpc_code_name as _grpc_code_name, is_local
+from .client import client_url, describe as _describe, grpc_code_name as _grpc_code_name, is_embedded, is_local
 
-__all__ = ["Uploader", "UploadError", "is_retryable", "is_local", "client_url", "FLUSH_MARKER_ID"]
+__all__ = ["Uploader", "UploadError", "is_retryable", "is_embedded", "is_local", "client_url", "FLUSH_MARKER_ID"]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Uploader:
         self.batch_size = batch_size
         self.delete_batch = max(1, delete_batch)
         self.barrier_deletes = barrier_deletes
-        self.local = is_local(client)
+        self.local = is_embedded(client)
         self.max_in_flight = 1 if self.local else max_in_flight
         self.wait = self.local if wait is None else wait
         self.retries = retries

@@ -23,6 +23,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "TruncationWarning": (".tokens", "TruncationWarning"),
     "EmptyTextWarning": (".tokens", "EmptyTextWarning"),
     "SGPTNodeParser": (".ingest.node_parser", "SGPTNodeParser"),
+    "SGPTFileReader": (".ingest.formats_llama", "SGPTFileReader"),
     "export_fastembed": (".fastembed_export", "export_fastembed"),
     "FastEmbedError": (".fastembed_register", "FastEmbedError"),
     "FastEmbedModel": (".fastembed_register", "FastEmbedModel"),
@@ -30,6 +31,8 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "ingest_paths": (".ingest.pipeline", "ingest_paths"),
     "IngestOptions": (".ingest.pipeline", "IngestOptions"),
     "RayOptions": (".ingest.distributed", "RayOptions"),
+    "EdgeClient": (".ingest.edge", "EdgeClient"),
+    "EdgeVectorStore": (".ingest.vector_store", "EdgeVectorStore"),
 }
 
 __all__ = sorted(_EXPORTS)
@@ -42,11 +45,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .embedding import SGPTEmbedding
     from .engine import Encoder
     from .ingest.node_parser import SGPTNodeParser
+    from .ingest.formats_llama import SGPTFileReader
     from .fastembed_export import export_fastembed
     from .fastembed_register import FastEmbedError, FastEmbedModel, register_fastembed
     from .model import SGPTModel
     from .tokens import EmptyTextWarning, TruncationWarning
     from .ingest.distributed import RayOptions
+    from .ingest.edge import EdgeClient
+    from .ingest.vector_store import EdgeVectorStore
     from .ingest.pipeline import IngestOptions, ingest_paths
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

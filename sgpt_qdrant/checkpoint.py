@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -349,7 +349,7 @@ def _read_modules(modules_path: Path) -> list[dict[str, Any]]:
         raise CheckpointError(f"{modules_path}: expected a list of modules (objects with idx, path, type)")
     if len(modules) > MAX_MODULES:
         raise CheckpointError(f"{modules_path}: {len(modules)} modules; an SGPT checkpoint has at most {MAX_MODULES}")
-    paths = [os.path.normpath(str(m.get("path", ""))) for m in modules]
+    paths = [os.path.normpath(str(m.get("path", ""))) for m in modules if str(m.get("type", "")).endswith("Dense")]
     repeated = sorted({p for p in paths if paths.count(p) > 1})
     if repeated:
         raise CheckpointError(f"{modules_path}: module path {repeated[0]!r} is listed more than once")
@@ -362,27 +362,9 @@ def _read_modules(modules_path: Path) -> list[dict[str, Any]]:
 def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
     """Read a checkpoint (local directory or Hub id) into a :class:`Checkpoint`."""
     root = resolve(model)
-    modules_path = root / "modules.json"
-    modules = _read_modules(modules_path)
-    transformer = dense_list = pooling = None
-    dense_list = []
-    normalize = False
-    for entry in modules:
-        kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
-        folder = _module_folder(root, entry.get("path", ""), modules_path)
-        if kind == "Transformer":
-            transformer = _read_transformer(folder)
-        elif kind == "Dense":
-            dense_list.append(_read_dense(folder, before_pooling=pooling is None))
-        elif kind == "Pooling":
-            pooling = _read_pooling(folder)
-        elif kind == "Normalize":
-            normalize = True
-        else:
-            raise CheckpointError(f"{root / 'modules.json'}: module type {entry.get('type')!r} is not supported")
-    if transformer is None or pooling is None:
-        raise CheckpointError(f"{root / 'modules.json'}: needs a Transformer and a Pooling module")
-    config, state = transformer
+    modules = _read_module_list(root, weights=True)
+    config, state = modules.transformer
+    dense_list = modules.dense
     st_cfg_path = root / "sentence_bert_config.json"
     st_cfg = _read_json(st_cfg_path) if st_cfg_path.is_file() else {}
     max_len = _max_seq_length(st_cfg, st_cfg_path, config.max_position_embeddings)
@@ -402,7 +384,8 @@ def load(model: str | os.PathLike[str] = DEFAULT_MODEL) -> Checkpoint:
                 f"{root}: Dense layer {i + 1} expects in_features {layer.in_features} but receives {width}"
             )
         width = layer.out_features
-    return Checkpoint(config, state, dense_list, pooling, max_len, tokenizer, pad_id, normalize, str(model))
+    return Checkpoint(config, state, dense_list, modules.pooling, max_len, tokenizer, pad_id, modules.normalize,
+                      str(model))
 
 
 def _module_folder(root: Path, rel: object, modules_path: Path) -> Path:
@@ -420,22 +403,47 @@ def peek(model: str | os.PathLike[str] = DEFAULT_MODEL) -> tuple[Path, int, int]
 
     For callers that must check a store before deciding whether the model is needed at all."""
     root = resolve(model)
-    modules_path = root / "modules.json"
-    dim = max_len = None
-    for entry in _read_modules(modules_path):
-        kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
-        if kind not in ("Transformer", "Dense"):
-            continue
-        cfg = _read_json(_module_folder(root, entry.get("path", ""), modules_path) / "config.json")
-        if kind == "Transformer":
-            dim, max_len = cfg.get("hidden_size"), cfg.get("max_position_embeddings")
-        elif kind == "Dense":
-            dim = cfg.get("out_features")
+    modules = _read_module_list(root, weights=False)
+    dim = modules.dense[-1].get("out_features") if modules.dense else modules.transformer.get("hidden_size")
+    max_len = modules.transformer.get("max_position_embeddings")
     st_cfg_path = root / "sentence_bert_config.json"
     if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise CheckpointError(f"{root / 'modules.json'}: no Transformer module with hidden_size and max length")
     st_cfg = _read_json(st_cfg_path) if st_cfg_path.is_file() else {}
     return root, dim, _max_seq_length(st_cfg, st_cfg_path, max_len)
+
+
+@dataclass
+class _Modules:
+    """What modules.json lists, read in full (``weights``) or from the config files alone."""
+
+    transformer: Any = None  # (config, state), or the config.json dict
+    dense: list[Any] = field(default_factory=list)  # DenseLayer, or each config.json dict
+    pooling: str | None = None
+    normalize: bool = False
+
+
+def _read_module_list(root: Path, weights: bool) -> _Modules:
+    """The one walk over modules.json, for :func:`load` and :func:`peek`."""
+    modules_path = root / "modules.json"
+    found = _Modules()
+    for entry in _read_modules(modules_path):
+        kind = str(entry.get("type", "")).rsplit(".", 1)[-1]
+        folder = _module_folder(root, entry.get("path", ""), modules_path)
+        if kind == "Transformer":
+            found.transformer = _read_transformer(folder) if weights else _read_json(folder / "config.json")
+        elif kind == "Dense":
+            found.dense.append(_read_dense(folder, before_pooling=found.pooling is None) if weights
+                               else _read_json(folder / "config.json"))
+        elif kind == "Pooling":
+            found.pooling = _read_pooling(folder)
+        elif kind == "Normalize":
+            found.normalize = True
+        else:
+            raise CheckpointError(f"{modules_path}: module type {entry.get('type')!r} is not supported")
+    if found.transformer is None or found.pooling is None:
+        raise CheckpointError(f"{modules_path}: needs a Transformer and a Pooling module")
+    return found
 
 
 # --------------------------------------------------------------------------- writing

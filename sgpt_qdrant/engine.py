@@ -24,7 +24,9 @@ import torch
 
 from . import checkpoint as ckpt
 from . import precision, runtime, tokens
+from .devices import pick_devices
 from .model import SGPTModel
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -35,31 +37,6 @@ DEFAULT_TOKEN_BUDGET = {"cuda": 64 * 1024, "mps": 16 * 1024, "cpu": 4 * 1024}
 DEFAULT_MAX_BATCH = {"cuda": 4096, "mps": 1024, "cpu": 1024}
 #: On GPUs, texts are tokenised in chunks of this many on a helper thread while the GPU works.
 TOKENIZE_CHUNK = 16384
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """``None`` means the best available: cuda > mps > cpu."""
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_devices(device: str | Sequence[str] | None = None) -> list[torch.device]:
-    """Devices to run on: a bare ``"cuda"`` means every visible GPU, a list means those."""
-    if device is not None and not isinstance(device, (str, torch.device)):
-        devices = [torch.device(d) for d in device]
-        if not devices or len({d.type for d in devices}) != 1:
-            raise ValueError(f"device: {list(device)!r} must be a non-empty list of one device type")
-        return devices
-    first = pick_device(str(device) if device is not None else None)
-    if first.type == "cuda" and first.index is None:
-        count = torch.cuda.device_count()
-        return [torch.device("cuda", i) for i in range(count)] if count > 1 else [torch.device("cuda", 0)]
-    return [first]
 
 
 class Encoder:
@@ -179,25 +156,16 @@ class Encoder:
 
         def padded():
             for ids, offset in chunks:
-                for batch in self._batches([len(x) for x in ids]):
-                    input_ids, mask = tokens.pad(ids, batch, self.checkpoint.pad_id, pin=self._executor.pin)
+                for batch, input_ids, mask in tokens.padded_batches(
+                        ids, self.checkpoint.pad_id, self.token_budget, self.max_batch_size,
+                        min_tokens=int(self.token_budget * tokens.EARLY_CLOSE_SHARE), pin=self._executor.pin):
                     yield [offset + i for i in batch], input_ids, mask
 
-        bar = _progress(total, show_progress)
-        try:
-            with self._lock:
-                for batch, vectors in self._executor.run(padded()):
-                    out[batch] = vectors.float()
-                    if bar is not None:
-                        bar.update(len(batch))
-        finally:
-            if bar is not None:
-                bar.close()
+        with self._lock, Progress(total, "text", "embedding", enabled=show_progress, bar_off_terminal=True) as bar:
+            for batch, vectors in self._executor.run(padded()):
+                out[batch] = vectors.float()
+                bar.update(len(batch))
         return out.numpy()
-
-    def _batches(self, lengths: list[int]) -> list[list[int]]:
-        return tokens.plan_batches(lengths, self.token_budget, self.max_batch_size,
-                                   min_tokens=int(self.token_budget * tokens.EARLY_CLOSE_SHARE))
 
     def _shrink_budget(self) -> None:
         self.token_budget = max(self.token_budget // 2, 256)
@@ -214,10 +182,3 @@ class Encoder:
                     future = pool.submit(self._tokenize, texts[nxt:nxt + TOKENIZE_CHUNK], nxt)
                 yield ids, start
 
-
-def _progress(total: int, show: bool):
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="text", desc="embedding")

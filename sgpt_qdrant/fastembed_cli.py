@@ -1,15 +1,16 @@
 """``sgpt-export-fastembed [OUT] [--model ID_OR_PATH]``: build the folder FastEmbed / Qdrant inference loads.
 
 Prints the folder and the two lines a query process needs. Exit status 0, or 2 with one line
-for a model that cannot be loaded or exported.
+(``Error: ...``) for a model that cannot be loaded or exported.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
+
+from .cli_util import refusing
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +23,7 @@ def main(out: str | None, model: str | None) -> None:
 
     The whole model (GPT-Neo + the per-token Dense layers, fp32) goes to ONNX with a tokenizer
     set up as the reference tokenises; FastEmbed mean-pools. Built once per weights and library
-    versions (cache: $SGPT_CACHE_DIR or ~/.cache/sgpt_qdrant).
+    versions (cache: $SGPT_CACHE_DIR, else $XDG_CACHE_HOME/sgpt_qdrant or ~/.cache/sgpt_qdrant).
     """
     from .checkpoint import DEFAULT_MODEL, CheckpointError  # torch: imported after --help
     from .fastembed_export import export_fastembed
@@ -32,11 +33,8 @@ def main(out: str | None, model: str | None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     click.echo(f"exporting {model} for FastEmbed (a first export takes a while: ONNX export of the whole model)",
                err=True)
-    try:
+    with refusing(CheckpointError, FastEmbedError):
         folder = export_fastembed(model, out)
-    except (CheckpointError, FastEmbedError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
     meta = read_meta(folder)
     click.echo(str(folder))
     click.echo(f"use it (no torch needed): sgpt = register_fastembed({str(folder)!r})  "

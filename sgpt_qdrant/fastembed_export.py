@@ -24,19 +24,20 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from . import atomic
 from . import checkpoint as ckpt
 from .fastembed_register import (FORMAT_VERSION, META_FILE, MODEL_FILE, FastEmbedError, changed_files, file_hashes,
                                  meta_digest, read_meta)
 from .model import SGPTModel
-from .runtime.cache import cache_root, weights_key
+from .runtime.cache import versions, weights_key
+from .runtime.ort import export_graph
+from .user_cache import cache_root
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -105,9 +106,7 @@ def fastembed_tokenizer(checkpoint: ckpt.Checkpoint) -> Tokenizer:
 
 
 def _versions() -> str:
-    import tokenizers
-
-    return f"torch={torch.__version__};tokenizers={tokenizers.__version__};format={FORMAT_VERSION}"
+    return versions(("tokenizers", "tokenizers")) + f";format={FORMAT_VERSION}"
 
 
 def export_key(checkpoint: ckpt.Checkpoint, model: SGPTModel) -> str:
@@ -128,15 +127,7 @@ def default_name(source: str) -> str:
 
 
 def _write_folder(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, out: Path) -> None:
-    graph = TokenVectors(model).float().cpu().eval()
-    ids = torch.zeros((2, 5), dtype=torch.long)
-    mask = torch.ones((2, 5), dtype=torch.long)
-    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-            "token_embeddings": {0: "batch", 1: "length"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (ids, mask), str(out / MODEL_FILE), input_names=["input_ids", "attention_mask"],
-                          output_names=["token_embeddings"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    export_graph(TokenVectors(model).float().cpu().eval(), out / MODEL_FILE, "token_embeddings", per_token=True)
     tokenizer = fastembed_tokenizer(checkpoint)
     tokenizer.save(str(out / "tokenizer.json"))
     pad = tokenizer.padding["pad_token"]
@@ -169,43 +160,10 @@ def _intact(folder: Path, key: str) -> bool:
         return False
 
 
-def _temp_dir(parent: Path, prefix: str) -> Path:
-    """A build folder named after this process (``<prefix><pid>-…``), readable as a folder made by
-    mkdir would be (mkdtemp makes 0700: another user of a shared export could not read it).
-    Build folders of processes that are gone (killed mid-export) are removed first."""
-    for stale in parent.glob(f"{prefix}*"):
-        pid = stale.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    return tmp
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
-
-
 def _atomic_build(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_dir(final.parent, ".tmp-")
-    try:
+    with atomic.staging_folder(final.parent) as tmp:
         _write_folder(checkpoint, model, key, tmp)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process got there first: theirs is as good as ours
-            if not (final / META_FILE).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.publish_folder(tmp, final, replace=False)  # another process first: theirs is as good
 
 
 def export_fastembed(model: str | os.PathLike[str] | ckpt.Checkpoint = ckpt.DEFAULT_MODEL,
@@ -242,15 +200,7 @@ def _copy_out(cached: Path, out: Path, key: str) -> Path:
         if _intact(out, key):
             return out
         # an incomplete, older or changed export: replaced below
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_dir(out.parent, f".{out.name}.tmp-")
-    try:
+    with atomic.staging_folder(out.parent) as tmp:
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.publish_folder(tmp, out)
     return out

@@ -9,7 +9,7 @@ longest text and short texts travel in large batches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -153,3 +153,12 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_batch: int,
     if current:
         batches.append(current)
     return batches
+
+
+def padded_batches(ids: Sequence[Sequence[int]], pad_id: int, token_budget: int, max_batch: int,
+                   min_tokens: int | None = None, pin: bool = False
+                   ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """``(positions, input_ids, attention_mask)`` of each batch :func:`plan_batches` plans for ``ids``."""
+    for batch in plan_batches([len(x) for x in ids], token_budget, max_batch, min_tokens):
+        input_ids, mask = pad(ids, batch, pad_id, pin=pin)
+        yield batch, input_ids, mask

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient, models
 
+from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.ingest.collection_config import (
     BULK_LOAD_KEY,
     CollectionMismatchError,
@@ -21,7 +22,6 @@ from sgpt_qdrant.ingest.collection_config import (
     bulk_load_pending,
     end_bulk_load,
     ensure_collection,
-    warn_if_large_local,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,25 +52,28 @@ def test_create_kwargs_match_the_qdrant_models():
 
 
 def test_creates_cosine_collection_then_reuses_it(tmp_path):
-    with closing(QdrantClient(path=str(tmp_path / "store"))) as client:
+    with closing(EdgeClient(tmp_path / "store")) as client:
         state = ensure_collection(client, "docs", 16)
         assert state.created and state.local and not state.differences
         vectors = client.get_collection("docs").config.params.vectors
         assert (vectors.size, vectors.distance) == (16, models.Distance.COSINE)
+        schema = client.get_collection("docs").payload_schema
+        assert {k: v.data_type for k, v in schema.items()} == {
+            k: models.PayloadSchemaType.KEYWORD for k in ("doc_id", "ref_doc_id", "file_name", "file_path")}
         again = ensure_collection(client, "docs", 16)
         assert not again.created and not again.differences
 
 
 @pytest.mark.parametrize("size, distance", [(32, models.Distance.COSINE), (16, models.Distance.DOT)])
 def test_wrong_dimension_or_distance_is_refused(tmp_path, size, distance):
-    with closing(QdrantClient(path=str(tmp_path / "store"))) as client:
+    with closing(EdgeClient(tmp_path / "store")) as client:
         client.create_collection("docs", vectors_config=models.VectorParams(size=size, distance=distance))
         with pytest.raises(CollectionMismatchError, match=rf"'docs'.*stores {size}-d {distance.value}.*16-d Cosine"):
             ensure_collection(client, "docs", 16)
 
 
 def test_named_vector_must_exist(tmp_path):
-    with closing(QdrantClient(path=str(tmp_path / "store"))) as client:
+    with closing(EdgeClient(tmp_path / "store")) as client:
         client.create_collection("docs", vectors_config={"other": models.VectorParams(size=16, distance="Cosine")})
         with pytest.raises(CollectionMismatchError, match="no vector 'text-dense'.*other"):
             ensure_collection(client, "docs", 16, vector_name="text-dense")
@@ -86,7 +89,8 @@ def test_server_creation_sends_the_settings_and_a_doc_id_index(standin):
     assert info.config.params.shard_number == 3 and info.config.params.replication_factor == 2
     assert info.config.params.vectors.on_disk is True and info.config.hnsw_config.m == 32
     assert info.config.quantization_config.scalar.type == models.ScalarType.INT8
-    assert info.payload_schema["doc_id"].data_type == models.PayloadSchemaType.KEYWORD
+    assert {k: v.data_type for k, v in info.payload_schema.items()} == {
+        k: models.PayloadSchemaType.KEYWORD for k in ("doc_id", "ref_doc_id", "file_name", "file_path")}
     client.close()
 
 
@@ -163,16 +167,16 @@ def test_embedded_store_bulk_load_survives_sigkill_and_is_restored(tmp_path, cap
     script = textwrap.dedent(
         f"""
         import os, signal
-        from qdrant_client import QdrantClient
         from sgpt_qdrant.ingest.collection_config import ensure_collection
-        client = QdrantClient(path={str(store)!r})
+        from sgpt_qdrant.ingest.edge import EdgeClient
+        client = EdgeClient({str(store)!r})
         ensure_collection(client, "docs", 8, bulk_load=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    with closing(QdrantClient(path=str(store))) as client:
+    with closing(EdgeClient(store)) as client:
         marker = client.get_collection("docs").config.metadata[BULK_LOAD_KEY]
         assert marker["active"] is True
         with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.ingest.collection_config"):
@@ -180,23 +184,9 @@ def test_embedded_store_bulk_load_survives_sigkill_and_is_restored(tmp_path, cap
         assert state.restored_bulk_load
         assert any("interrupted bulk load" in r.getMessage() for r in caplog.records)
         assert not (client.get_collection("docs").config.metadata or {}).get(BULK_LOAD_KEY)
-    with closing(QdrantClient(path=str(store))) as client:  # and that is on disk
+    with closing(EdgeClient(store)) as client:  # and that is on disk
         assert not (client.get_collection("docs").config.metadata or {}).get(BULK_LOAD_KEY)
         assert not ensure_collection(client, "docs", 8).restored_bulk_load
-
-
-def test_large_embedded_store_warns_once(caplog):
-    client = QdrantClient(":memory:")
-    client.create_collection("docs", vectors_config=models.VectorParams(size=2, distance="Cosine"))
-    client.upsert("docs", points=[models.PointStruct(id=i, vector=[1.0, float(i)]) for i in range(30)])
-    with caplog.at_level(logging.WARNING, logger="sgpt_qdrant.ingest.collection_config"):
-        assert not warn_if_large_local(client, "docs", threshold=30)
-        client.upsert("docs", points=[models.PointStruct(id=30, vector=[1.0, 0.0])])
-        assert warn_if_large_local(client, "docs", threshold=30)
-        assert not warn_if_large_local(client, "docs", threshold=30)
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 1 and "31 points" in messages[0] and "--qdrant-url" in messages[0]
-    client.close()
 
 
 def test_workers_creating_the_collection_at_once_all_succeed(standin):

@@ -12,6 +12,7 @@ from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 from texts import varied_texts
 
+from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant import DEFAULT_MODEL, SGPTEmbedding
 
 
@@ -95,7 +96,7 @@ def test_vector_store_index_over_qdrant_retrieves_stored_text_first(embed_model,
             "Bananas are yellow when they are ripe.",
             "A symmetric model embeds queries and documents alike.",
         ]
-        client = QdrantClient(path=str(tmp_path / "qdrant"))
+        client = EdgeClient(tmp_path / "qdrant")
         try:
             store = QdrantVectorStore(client=client, collection_name="docs")
             index = VectorStoreIndex(

@@ -102,3 +102,16 @@ def test_fastembed_example_missing_export_is_one_line_exit_2(examples_store, tmp
         "bees", "--qdrant-path", str(examples_store), "--model", str(tmp_path / "no-export")])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert "no SGPT FastEmbed export here; build it with `sgpt-export-fastembed" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["query_qdrant", "query_llamaindex"])
+def test_a_store_held_by_another_process_is_one_line_saying_wait_or_use_a_server(name, examples_store,
+                                                                                 tiny_model_dir):
+    from sgpt_qdrant.ingest.edge import EdgeClient
+
+    with EdgeClient(examples_store):  # as an sgpt-ingest run holds it (the lock is per open, not per process)
+        result = CliRunner().invoke(_example(name).main, ["bees", "--qdrant-path", str(examples_store),
+                                                          "--model", str(tiny_model_dir)])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "in use by another process" in result.stderr and "wait for it or use a Qdrant server" in result.stderr
+

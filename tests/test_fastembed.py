@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.fastembed_export import STRIP_PATTERN, export_fastembed
 from sgpt_qdrant.fastembed_register import FastEmbedError, register_fastembed, registered
 from sgpt_qdrant.testing import random_checkpoint
@@ -144,7 +145,7 @@ def test_cli_refuses_a_bad_model_in_one_line(tmp_path):
 
     result = CliRunner().invoke(main, [str(tmp_path / "out"), "--model", str(tmp_path / "no-model")])
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "no-model" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: ") and "no-model" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -160,7 +161,7 @@ def test_qdrant_inference_finds_what_the_torch_path_finds(folder, tiny_model_dir
     encoder = Encoder(str(tiny_model_dir), device="cpu", dtype="fp32")
     queries = ["how do bees find flowers", "  why are there two tides a day?  ", "Sauerteig 🍞 ohne Hefe",
                "lighthouse " * 40]
-    client = QdrantClient(path=str(examples_store))
+    client = EdgeClient(examples_store)
     try:
         for query in queries:
             by_torch = client.query_points(DEFAULT_COLLECTION, query=encoder.encode([query])[0].tolist(),

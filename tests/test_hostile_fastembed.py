@@ -57,9 +57,9 @@ def test_exports_are_readable_by_others_and_killed_builds_are_cleaned(export, ti
     cached = export_fastembed(str(tiny_model_dir))
     assert stat.S_IMODE(cached.stat().st_mode) == 0o777 & ~umask
     dead = 2**22 + 12345  # above the default pid_max: no such process
-    for folder in (cached.parent / f".tmp-{dead}-abc", tmp_path / f".copy.tmp-{dead}-xyz"):
+    for folder in (cached.parent / f".tmp-{dead}-abc", tmp_path / f".tmp-{dead}-xyz"):
         folder.mkdir()
         (folder / "model.onnx").write_bytes(b"half")
     (cached / "model.onnx").write_bytes(b"changed")  # forces a build next to the stale one
     export_fastembed(str(tiny_model_dir), tmp_path / "copy")
-    assert not (cached.parent / f".tmp-{dead}-abc").exists() and not (tmp_path / f".copy.tmp-{dead}-xyz").exists()
+    assert not (cached.parent / f".tmp-{dead}-abc").exists() and not (tmp_path / f".tmp-{dead}-xyz").exists()

@@ -22,7 +22,7 @@ def test_a_write_task_failure_carries_no_key_and_no_server_body(standin):
     row = {"file": 0, "kind": CHUNK, "key": "docs/a.md", "message": "", "warnings": "", "size": 5, "chunk_count": 1,
            "stale": "", "doc_id": "docs/a.md", "path": "/x/docs/a.md", "text": "hello", "index": 0, "start": 0,
            "end": 5, "content_hash": "h", "version": "v", "actor": "a", "embed_seconds": 0.0,
-           "vector": np.ones(4, dtype=np.float32)}
+           "meta": "", "vector": np.ones(4, dtype=np.float32)}
     sink = _make_sink(ServerTarget(standin.url, "c", api_key=KEY, timeout=2), "tiny")
     with pytest.raises(WorkerWriteError) as caught:
         sink.write([pd.DataFrame([row])], None)

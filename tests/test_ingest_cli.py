@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from qdrant_client import QdrantClient, models
 
+from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.ingest.cli import cli
 from sgpt_qdrant.testing import gpt2_tokenizer
 
@@ -59,7 +60,7 @@ def inproc(*args):
 
 
 def stored(path) -> dict:
-    with closing(QdrantClient(path=str(path))) as client:
+    with closing(EdgeClient(path)) as client:
         points, _ = client.scroll(COLLECTION, limit=100_000, with_payload=True, with_vectors=True)
     return {str(p.id): (p.payload, [round(x, 5) for x in p.vector["text-dense"]]) for p in points}
 
@@ -140,7 +141,7 @@ def test_ingest_rerun_edit_prune(tmp_path, tiny_model_dir):
 
 def test_wrong_dimension_refused_up_front(tmp_path, tiny_model_dir):
     store = tmp_path / "qdrant"
-    with closing(QdrantClient(path=str(store))) as client:
+    with closing(EdgeClient(store)) as client:
         client.create_collection(COLLECTION, vectors_config={"text-dense": models.VectorParams(
             size=7, distance=models.Distance.COSINE)})
     (tmp_path / "a.txt").write_text("Some text.")
@@ -299,7 +300,7 @@ def test_partitions_fill_one_collection_and_prune_only_their_share(tmp_path, tin
 
 
 def _bulk_marker(path):
-    with closing(QdrantClient(path=str(path))) as client:
+    with closing(EdgeClient(path)) as client:
         return (client.get_collection(COLLECTION).config.metadata or {}).get("sgpt_bulk_load")
 
 
@@ -339,7 +340,7 @@ def test_python_api_creates_the_collection_with_the_given_settings(tmp_path, tin
     summary = ingest_paths([tmp_path / "a.txt"], model=tiny_model_dir, path=store,
                            options=IngestOptions(settings={"on_disk": True}))
     assert summary.ingested == summary.new == summary.chunks_written == 1 and summary.failed == 0
-    with closing(QdrantClient(path=str(store))) as client:
+    with closing(EdgeClient(store)) as client:
         params = client.get_collection(COLLECTION).config.params.vectors["text-dense"]
     assert params.on_disk is True and params.distance == models.Distance.COSINE
     assert len(stored(store)) == 1
@@ -401,7 +402,7 @@ def test_unchanged_rerun_dry_run_and_locked_store_never_load_the_model(tmp_path,
     assert "  unchanged (6): docs/n2.md, docs/n3.md, docs/n4.md, docs/n5.md, docs/n6.md and 1 more" in terminal.stderr
     assert "  new (1): docs/new.md" in terminal.stderr and "  pruned (1): docs/n1.md" in terminal.stderr
 
-    with closing(QdrantClient(path=str(store))):  # another process holds the folder
+    with closing(EdgeClient(store)):  # another process holds the folder
         locked = inproc(*base)
     assert locked.exit_code == 2 and "in use by another process" in locked.stderr
     assert len(locked.stderr.strip().splitlines()) == 1
@@ -580,10 +581,25 @@ def test_connection_refused_and_a_server_that_is_not_qdrant(tmp_path, tiny_model
 
 def test_a_damaged_embedded_store_names_its_file(tmp_path, tiny_model_dir):
     store = tmp_path / "q"
-    store.mkdir()
-    (store / "meta.json").write_text('{"collections": {"documents": ')  # cut short
+    (tmp_path / "a.txt").write_text("Some text.")
+    assert inproc(tmp_path / "a.txt", "--model", tiny_model_dir, "--qdrant-path", store).exit_code == 0
+    settings = store / "collections" / COLLECTION / "collection.json"
+    settings.write_text(settings.read_text()[:20])  # cut short
+    proc = inproc(tmp_path / "a.txt", "--model", tiny_model_dir, "--qdrant-path", store)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("sgpt-ingest: error")]
+    assert proc.exit_code == 2 and len(errors) == 1
+    assert str(settings) in errors[0] and "--qdrant-path" in errors[0]
+
+
+def test_a_legacy_local_mode_store_is_refused_with_the_command_that_migrates_it(tmp_path, tiny_model_dir):
+    store = tmp_path / "q"
+    (store / "collection" / COLLECTION).mkdir(parents=True)
+    (store / "meta.json").write_text('{"collections": {}, "aliases": {}}')
+    (store / "collection" / COLLECTION / "storage.sqlite").write_bytes(b"")  # never opened
     (tmp_path / "a.txt").write_text("Some text.")
     proc = inproc(tmp_path / "a.txt", "--model", tiny_model_dir, "--qdrant-path", store)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("sgpt-ingest: error")]
     assert proc.exit_code == 2 and len(errors) == 1
-    assert str(store / "meta.json") in errors[0] and "--qdrant-path" in errors[0]
+    assert f"a store written by qdrant-client local mode" in errors[0]
+    assert f"sgpt-store migrate --qdrant-path {store}" in errors[0]
+    assert sorted(p.name for p in store.iterdir()) == ["collection", "meta.json"]  # nothing written there

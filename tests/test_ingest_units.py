@@ -206,13 +206,12 @@ def test_stop_after_any_request_then_rerun_equals_clean_run(tmp_path, tiny_encod
     assert n >= 5  # the run above had several requests to be stopped before
 
 
-def test_tuned_local_store_keeps_what_it_wrote(tmp_path):
+def test_embedded_store_keeps_what_it_wrote(tmp_path):
     chunks = chunk_text("One sentence. Another one.", REF, 75)
     points = schema.make_points("a", "/a", chunks, [[1.0, 0.0]], chunk_count=1, content_hash="h", version="v",
                                model="m")
     with open_client(str(tmp_path / "q")) as client:
         ensure_collection(client, "c", 2, vector_name=schema.VECTOR_NAME)
-        assert store.tune_local(client, "c")
         with _writer(client) as writer:
             writer.upsert(points)
     with open_client(str(tmp_path / "q")) as client:

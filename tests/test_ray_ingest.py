@@ -23,6 +23,7 @@ pytest.importorskip("ray.data")
 
 from qdrant_client import QdrantClient  # noqa: E402
 
+from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.ingest import schema  # noqa: E402
 from sgpt_qdrant.ingest.distributed import RayOptions  # noqa: E402
 from sgpt_qdrant.ingest.pipeline import IngestOptions, ingest_paths  # noqa: E402
@@ -74,16 +75,19 @@ def run(store_path: Path | None, inputs, model_dir, *, use_ray: bool, prune: boo
 
 
 def stored(path: Path) -> dict:
-    with closing(QdrantClient(path=str(path))) as client:
+    with closing(EdgeClient(path)) as client:
         points, _ = client.scroll(COLLECTION, limit=100_000, with_payload=True, with_vectors=True)
     return {str(p.id): (p.payload, np.asarray(p.vector[schema.VECTOR_NAME])) for p in points}
 
 
 def assert_same_points(a: dict, b: dict) -> None:
+    """Same ids, payloads and directions (a cosine store keeps unit vectors, as Qdrant Edge and a real
+    server do; the stand-in server keeps what it was sent)."""
     assert a.keys() == b.keys() and a
     for key, (payload, vector) in a.items():
         assert b[key][0] == payload, key
-        np.testing.assert_allclose(b[key][1], vector, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(b[key][1] / np.linalg.norm(b[key][1]), vector / np.linalg.norm(vector),
+                                   rtol=0, atol=1e-6)
 
 
 def comparable(summary) -> dict:
@@ -229,7 +233,7 @@ def test_setup_problems_are_one_line_errors_before_any_embedding(tmp_path, ray_a
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
     with pytest.raises(IngestError, match=r"pip install 'sgpt-qdrant\[ray\]'"):
         ingest_paths([tmp_path / "a.txt"], path=tmp_path / "q", model=str(tiny_model_dir), options=options)
-    with closing(QdrantClient(path=str(tmp_path / "q"))) as client:
+    with closing(EdgeClient(tmp_path / "q")) as client:
         assert client.count(COLLECTION).count == 0
 
 

@@ -1,24 +1,29 @@
-"""Where exported artifacts live, and the key that says when they are stale.
+"""The key that says when an exported artifact is stale; where they live is :mod:`..user_cache`.
 
-Never inside the Hugging Face cache (its snapshots may be read-only and are not ours): under
-``$SGPT_CACHE_DIR`` or ``~/.cache/sgpt_qdrant``. The key hashes the weights themselves plus
-the mode and the library versions, so a changed model or an upgraded exporter never reuses an
-old file.
+The key hashes the weights themselves plus the mode and the library versions, so a changed
+model or an upgraded exporter never reuses an old file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
 
-def cache_root() -> Path:
-    env = os.environ.get("SGPT_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sgpt_qdrant"
+def versions(*libraries: tuple[str, str]) -> str:
+    """``torch=2.x;label=version;...`` for the ``(label, module)`` pairs; ``-`` for one not installed."""
+    import importlib
+
+    parts = [f"torch={torch.__version__}"]
+    for label, module in libraries:
+        try:
+            version = importlib.import_module(module).__version__
+        except ImportError:
+            version = "-"
+        parts.append(f"{label}={version}")
+    return ";".join(parts)
 
 
 def weights_key(model: nn.Module, *parts: str) -> str:

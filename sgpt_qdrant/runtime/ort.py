@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cache import cache_root, weights_key
+from .. import atomic
+from ..user_cache import cache_root
+from .cache import versions, weights_key
 
 log = logging.getLogger(__name__)
 
@@ -40,30 +39,27 @@ def available() -> bool:
 
 
 def _versions() -> str:
-    import onnxruntime
+    return versions(("ort", "onnxruntime"), ("onnx", "onnx")) + ";v3"
 
-    try:
-        import onnx
 
-        onnx_version = onnx.__version__
-    except ImportError:
-        onnx_version = "-"
-    return f"torch={torch.__version__};ort={onnxruntime.__version__};onnx={onnx_version};v3"
+def export_graph(module: nn.Module, path: Path, output: str, per_token: bool = False) -> None:
+    """TorchScript-based export of ``module(input_ids, attention_mask) -> output`` with dynamic
+    batch and length (the graph is shape-generic); ``per_token``: the output has a length axis."""
+    ids = torch.zeros((2, 5), dtype=torch.long)
+    mask = torch.ones((2, 5), dtype=torch.long)
+    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
+            output: {0: "batch", 1: "length"} if per_token else {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=[output], dynamic_axes=axes, opset_version=17, dynamo=False)
 
 
 def export(model: nn.Module, path: Path) -> None:
-    """TorchScript-based export with dynamic batch and length (the graph is shape-generic)."""
+    """The whole model, ``(input_ids, attention_mask) -> embeddings``, Q/K/V fused into one matmul."""
     from .fuse import fuse_qkv
 
-    model = fuse_qkv(copy.deepcopy(model).float().cpu().eval())
-    ids = torch.full((2, 5), 0, dtype=torch.long)
-    mask = torch.ones((2, 5), dtype=torch.long)
-    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "length"},
-            "embeddings": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["embeddings"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    export_graph(fuse_qkv(copy.deepcopy(model).float().cpu().eval()), path, "embeddings")
 
 
 def quantize_int8(src: Path, dst: Path) -> None:
@@ -87,12 +83,10 @@ def model_file(model: nn.Module, mode: str) -> Path:
     if target.exists():
         log.info("using cached ONNX model %s", target)
         return target
-    final.parent.mkdir(parents=True, exist_ok=True)
     # A warning, not info: the first int8 run of the 125M model spends ~40 s here, and silence
     # that long reads as a hang.
     log.warning("exporting the model to ONNX %s (once: about 40 s for a 125M model; cached at %s)", mode, final)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    try:
+    with atomic.staging_folder(final.parent) as tmp:
         export(model, tmp / "fp32.onnx")
         if mode == "int8":
             quantize_int8(tmp / "fp32.onnx", tmp / "plain.onnx")
@@ -100,13 +94,7 @@ def model_file(model: nn.Module, mode: str) -> Path:
         else:
             (tmp / "fp32.onnx").rename(tmp / "plain.onnx")
         fuse(tmp / "plain.onnx", tmp / "model.onnx", model)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process got there first: theirs is as good as ours
-            if not target.exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        atomic.publish_folder(tmp, final, replace=False)  # another process first: theirs is as good
     log.info("exported ONNX model (%s) to %s", mode, target)
     return target
 

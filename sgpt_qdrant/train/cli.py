@@ -14,10 +14,8 @@ import sys
 
 import click
 
+from ..cli_util import refuse as _refuse
 from .config import DEFAULT_BASE
-
-#: A refused argument or input file: one line, exit 2 (a usage error), as click does for options.
-USAGE_EXIT = 2
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -25,12 +23,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .data import DataError
 
     return (DataError, CheckpointError, ValueError, FileNotFoundError, FileExistsError)
-
-
-def _refuse(exc: BaseException) -> click.ClickException:
-    error = click.ClickException(str(exc))
-    error.exit_code = USAGE_EXIT
-    return error
 
 
 def _setup_logging(main_rank: bool = True) -> None:

@@ -16,7 +16,6 @@ import logging
 import math
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import atomic
 from .. import checkpoint as ckpt
 from .. import precision, tokens
-from ..engine import pick_device
+from ..devices import pick_device
+from ..progress import Progress
 from ..model import SGPTModel
 from . import distributed, state
 from .base import start_checkpoint
@@ -95,38 +96,6 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-class _Progress:
-    """A tqdm bar on a terminal (log lines printed above it); plain periodic log lines otherwise."""
-
-    def __init__(self, enabled: bool, total: int, initial: int) -> None:
-        self.bar = None
-        self.every = max(1, total // 20)
-        self.started = time.perf_counter()
-        self.total = total
-        self._redirect = None
-        if enabled and total and sys.stderr.isatty():
-            from tqdm.auto import tqdm
-            from tqdm.contrib.logging import logging_redirect_tqdm
-
-            self.bar = tqdm(total=total, initial=initial, unit="step", desc="training", dynamic_ncols=True)
-            self._redirect = logging_redirect_tqdm()
-            self._redirect.__enter__()
-        self.enabled = enabled
-
-    def update(self, step: int, loss: float, lr: float) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}")
-        elif self.enabled and (step % self.every == 0 or step == self.total):
-            log.info("step %d/%d  loss %.4f  lr %.3g  %.0f s", step, self.total, loss, lr,
-                     time.perf_counter() - self.started)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self._redirect.__exit__(None, None, None)
-            self.bar.close()
 
 
 class Trainer:
@@ -209,7 +178,7 @@ class Trainer:
             lr=cfg.lr, eps=cfg.adam_eps,
         )
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, self.warmup_steps, max(self.total_steps, 1))
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
     # ----------------------------------------------------------------------------- forward
 
@@ -234,8 +203,9 @@ class Trainer:
         ids = tokens.tokenize(self.tokenizer, texts, self.max_length).ids
         out = np.zeros((len(texts), self.base.dimension), dtype=np.float32)
         unlimited = len(ids) * self.max_length  # batches of eval_batch_size texts, longest first
-        for batch in tokens.plan_batches([len(x) for x in ids], unlimited, self.config.eval_batch_size):
-            input_ids, mask = (t.to(self.device) for t in tokens.pad(ids, batch, self.base.pad_id))
+        for batch, input_ids, mask in tokens.padded_batches(ids, self.base.pad_id, unlimited,
+                                                            self.config.eval_batch_size):
+            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
             with self._autocast(enabled=not self.frozen):
                 hidden = self.model.transformer(input_ids)
             out[batch] = self.model.head(hidden.float(), mask).float().cpu().numpy()
@@ -246,7 +216,8 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train, evaluate, keep the best model in the output directory, then test it."""
         self._start_output()
-        progress = _Progress(self.main and self.config.progress, self.total_steps, self.step)
+        progress = Progress(self.total_steps, "step", "training", enabled=self.main and self.config.progress,
+                            initial=self.step, logger=log)
         interrupted = False
         try:
             with self.stop:
@@ -255,7 +226,7 @@ class Trainer:
                 while self.step < self.total_steps:
                     loss = self.train_step(self.batcher.next_batch())
                     self.step += 1
-                    progress.update(self.step, loss, self.log[-1][2])
+                    progress.update(loss=f"{loss:.4f}", lr=f"{self.log[-1][2]:.3g}")
                     self._evaluate_if_due()
                     if self.on_step is not None:
                         self.on_step(self)
@@ -300,24 +271,15 @@ class Trainer:
         loss = mnrl(self.embed_for_training(anchors), self.embed_for_training(positives),
                     self.embed_for_training(negatives), scale=self.config.scale)
         lr = self.scheduler.get_last_lr()[0]
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+        self.scaler.scale(loss).backward()  # a disabled scaler (all but fp16) passes everything through
         distributed.average_gradients(self.params)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
-        if self.scaler is not None:
-            scale_before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            skipped = self.scaler.get_scale() < scale_before
-        else:
-            self.optimizer.step()
-            skipped = False
+        scale_before = self.scaler.get_scale()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if not skipped:
+        if self.scaler.get_scale() >= scale_before:  # a lowered scale means fp16 overflow: step skipped
             self.scheduler.step()
         value = float(loss.detach())
         self.log.append((self.step + 1, value, lr))
@@ -412,10 +374,9 @@ class Trainer:
         return current
 
     def save_model(self) -> None:
-        staging = self.output / ".staging-model"
-        shutil.rmtree(staging, ignore_errors=True)
-        ckpt.save(self.current_checkpoint(), staging)
-        state.publish(staging, self.output)
+        with atomic.staging_folder(self.output, ".staging-model") as staging:
+            ckpt.save(self.current_checkpoint(), staging)
+            state.publish(staging, self.output)
 
     def facts(self, test: dict[str, float] | None = None) -> RunFacts:
         """What the model card reports about this run."""
@@ -457,7 +418,7 @@ class Trainer:
             torch.save({
                 "step": self.step, "trainable": trainable, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "best_score": self.best_score, "best_step": self.best_step, "best_metrics": self.best_metrics,
                 "history": self.history, "fingerprint": self.fingerprint, "world_size": self.world,
                 "config": self.config.to_dict(), "time": time.time(),
@@ -479,7 +440,7 @@ class Trainer:
                     params[name].copy_(value)
             self.optimizer.load_state_dict(shared["optimizer"])
             self.scheduler.load_state_dict(shared["scheduler"])
-            if self.scaler is not None and shared.get("scaler") is not None:
+            if self.scaler.is_enabled() and shared.get("scaler") is not None:
                 self.scaler.load_state_dict(shared["scaler"])
             self.batcher.load_state_dict(mine["batcher"])
             torch.set_rng_state(mine["torch_random"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 import signal
 from collections.abc import Sequence
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from .. import atomic
 
 STATE_FILE = "trainer_state.pt"
 #: Settings a resumed run must share with the run that wrote the checkpoint: everything that changes
@@ -46,15 +47,10 @@ def publish(staging: Path, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     with no_interrupt():
         for entry in sorted(staging.iterdir()):
-            dest = target / entry.name
-            if dest.is_dir() and not dest.is_symlink():
-                old = target / f".{entry.name}.old"
-                shutil.rmtree(old, ignore_errors=True)
-                dest.rename(old)
-                entry.rename(dest)
-                shutil.rmtree(old, ignore_errors=True)
+            if entry.is_dir() and not entry.is_symlink():
+                atomic.publish_folder(entry, target / entry.name)
             else:
-                os.replace(entry, dest)
+                atomic.publish_file(entry, target / entry.name)
         shutil.rmtree(staging, ignore_errors=True)
 
 
@@ -75,8 +71,7 @@ def commit_checkpoint(staging: Path) -> Path:
     """Rename a fully written ``step-N.tmp`` to ``step-N`` and drop older checkpoints."""
     folder = staging.with_suffix("")
     with no_interrupt():
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+        atomic.publish_folder(staging, folder)
         for old in folder.parent.glob("step-*"):
             if old != folder and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)

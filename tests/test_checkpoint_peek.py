@@ -1,0 +1,51 @@
+"""checkpoint.peek (config files only) and the node parser's tokenizer follow modules.json as load does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from sgpt_qdrant import CheckpointError, load_checkpoint
+from sgpt_qdrant.checkpoint import peek
+
+
+@pytest.fixture
+def transformer_in_a_subfolder(tiny_model_dir, tmp_path):
+    """The tiny model with its Transformer module in 0_Transformer/ and no sentence_bert_config.json,
+    so only modules.json says where the length limit is (max_position_embeddings = 128 there)."""
+    root = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    (root / "0_Transformer").mkdir()
+    for name in ("config.json", "pytorch_model.bin"):
+        (root / name).rename(root / "0_Transformer" / name)
+    modules = json.loads((root / "modules.json").read_text())
+    modules[0]["path"] = "0_Transformer"
+    (root / "modules.json").write_text(json.dumps(modules))
+    (root / "sentence_bert_config.json").unlink()
+    return root
+
+
+def test_peek_reads_the_shape_from_the_config_files(tiny_model_dir):
+    assert peek(tiny_model_dir) == (tiny_model_dir, 32, 75)  # SHAPE_TINY hidden 32, the recipe's 75 tokens
+
+
+def test_peek_and_the_node_parser_follow_modules_json(transformer_in_a_subfolder):
+    pytest.importorskip("llama_index.core")
+    from sgpt_qdrant.ingest.node_parser import model_tokenizer
+
+    root = transformer_in_a_subfolder
+    assert load_checkpoint(root).max_seq_length == 128
+    assert peek(root) == (root, 32, 128)
+    tokenizer, limit = model_tokenizer(str(root))
+    assert limit == 128 and tokenizer("hello world", add_special_tokens=False)["input_ids"] == [31373, 995]
+
+
+def test_peek_refuses_a_module_load_refuses(tiny_model_dir, tmp_path):
+    root = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    modules = json.loads((root / "modules.json").read_text())
+    modules.append({"idx": 7, "name": "7", "path": "", "type": "sentence_transformers.models.CNN"})
+    (root / "modules.json").write_text(json.dumps(modules))
+    for read in (peek, load_checkpoint):
+        with pytest.raises(CheckpointError, match=r"modules.json: module type .*CNN.* is not supported"):
+            read(root)
