@@ -10,6 +10,7 @@ from the text first, whatever library or server produced it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -197,7 +198,11 @@ def _dry_run_lines(s: Summary) -> list[str]:
               help="Also store a BM25 sparse vector per chunk ('text-sparse-new', IDF modifier) for keyword and "
                    "hybrid search. [default: bm25 for a new collection, else as the collection was made]")
 @click.option("--prune", is_flag=True,
-              help="Remove from the collection every document not found in this run's inputs.")
+              help="Remove the stored documents under the folders given whose files are gone (never another "
+                   "folder's, nor what could not be listed or read).")
+@click.option("--source", default=None, metavar="NAME",
+              help="First part of the document ids instead of each folder's own name (ids are NAME/<relative "
+                   "path>); for files given by name, or two folders of the same name.")
 @click.option("--dry-run", is_flag=True,
               help="List what would change (new, changed, unchanged, pruned); load no model, write nothing.")
 @click.option("--json", "as_json", is_flag=True,
@@ -238,7 +243,8 @@ def _dry_run_lines(s: Summary) -> list[str]:
 @click.option("--hnsw-m", type=click.IntRange(0), default=None, help="New collection: HNSW m (edges per node).")
 @click.option("--hnsw-ef-construct", type=click.IntRange(1), default=None, help="New collection: HNSW ef_construct.")
 def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model, device, dtype, batch_size,
-        chunk_overlap, include, exclude, follow_links_outside, max_file_size, sparse, prune, dry_run, as_json, progress_interval, quiet, partition, bulk_load, build_index, upsert_batch,
+        chunk_overlap, include, exclude, follow_links_outside, max_file_size, sparse, prune, source, dry_run, as_json,
+        progress_interval, quiet, partition, bulk_load, build_index, upsert_batch,
         in_flight, ray_address, ray_actors, ray_gpus_per_actor, shards, replication_factor, write_consistency,
         on_disk, on_disk_payload, quantization, hnsw_m,
         hnsw_ef_construct):
@@ -263,7 +269,7 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
                  options=dict(device=device, dtype=dtype, batch_size=batch_size, chunk_overlap=chunk_overlap,
                               include=include, exclude=exclude, read=ReadOptions(follow_links_outside,
                                                                                  max_file_size * 2**20),
-                              sparse=sparse, prune=prune, dry_run=dry_run, partition=partition,
+                              sparse=sparse, prune=prune, source=source, dry_run=dry_run, partition=partition,
                               bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
                               ray=None if ray_address is None else dict(
                                   address=ray_address or None, actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
@@ -311,8 +317,12 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         prefer_grpc=False, timeout=None, model=None, as_json=False, quiet=False, progress_interval=30.0,
         options=None, build_index=False) -> int:
     """The command without click: prints, returns the exit status. ``options``: IngestOptions fields."""
-    from .pipeline import IngestError, IngestOptions, ingest_paths
-    from .upload import UploadError
+    try:  # seconds of imports: a Ctrl-C here is the same one line and exit status as later
+        from .pipeline import IngestError, IngestOptions, ingest_paths
+        from .upload import UploadError
+    except KeyboardInterrupt:
+        _err("interrupted before any work; nothing was written")
+        return EXIT_INTERRUPTED
 
     progress = _Progress(enabled=False, tty=False, interval=progress_interval)
     handler = _LogToProgress(progress)
@@ -332,12 +342,15 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         opts = IngestOptions(**(options or {}))
         progress = _Progress(enabled=not quiet, tty=sys.stderr.isatty(), interval=progress_interval)
         handler.progress = progress
-        summary = ingest_paths(
-            paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
-            prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=progress.update,
-            on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model", "note")))
-            else progress.message(m.replace("follow_links_outside=True", "--follow-links-outside")),
-            writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
+        # with --json, stdout carries the JSON alone: whatever a library prints there during the run
+        # (Ray's "(raylet) A worker died ..." lines from its log monitor) goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            summary = ingest_paths(
+                paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
+                prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=progress.update,
+                on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model", "note")))
+                else progress.message(m.replace("follow_links_outside=True", "--follow-links-outside")),
+                writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
         progress.close()
         index = None
         if build_index and not summary.dry_run:
@@ -402,12 +415,28 @@ def _build_index(qdrant_url, qdrant_path, collection, quiet) -> dict | None:
 
 
 def main() -> None:
+    """The console script: click's own handling of Ctrl-C ("Aborted!", exit 1) replaced by ours, then an
+    exit without the interpreter's teardown (see _exit_now)."""
     global _process_started
     _process_started = _started()
     try:
-        cli()
+        code = _run_cli()
     except SystemExit as exc:
-        _exit_now(exc.code)
+        code = exc.code
+    _exit_now(code)
+
+
+def _run_cli():
+    try:
+        return cli.main(standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        _err("interrupted before any work; nothing was written")
+        return EXIT_INTERRUPTED
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
 
 
 def _exit_now(code) -> None:

@@ -53,6 +53,11 @@ class RaySetupError(RuntimeError):
     pool does not fit it."""
 
 
+class WorkerWriteError(RuntimeError):
+    """A write task's failure as it reaches the driver (and Ray's logs): status and reason, the
+    API key removed, no server body and no chained original (which may echo the request's headers)."""
+
+
 @dataclass
 class RayOptions:
     """How the run uses the cluster. ``None`` fields are chosen from the cluster's resources."""
@@ -104,13 +109,45 @@ def connect(address: str | None) -> Iterator[Any]:
         yield ray
         return
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+        with _loopback_if_new(ray, address):
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise RaySetupError(f"cannot connect to the Ray cluster {address or '(default)'}: {exc}") from None
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+#: Ray's switch between "a node others can join" (the machine's address) and loopback only.
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_if_new(ray, address: str | None) -> Iterator[None]:
+    """A cluster this run starts itself (no address, no ``RAY_ADDRESS``, none started on this
+    machine) listens on 127.0.0.1 only: GCS, raylet and workers would otherwise listen on every
+    interface for the length of a run nobody else is meant to join. Ray binds to its node address,
+    which is loopback when its cluster mode is off (its setting for Windows and macOS)."""
+    import os
+
+    from ray._private import ray_constants, utils
+
+    new = address is None and not os.environ.get("RAY_ADDRESS") and not utils.read_ray_address()
+    if not new or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
+    saved, saved_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_RAY_CLUSTER_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[_RAY_CLUSTER_ENV] = "0"  # the processes it starts agree
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(_RAY_CLUSTER_ENV, None)
+        else:
+            os.environ[_RAY_CLUSTER_ENV] = saved_env
 
 
 # -- stage 1: read + chunk (Ray tasks) --------------------------------------------------------
@@ -241,16 +278,21 @@ def _make_sink(target: ServerTarget, model: str, sparse: str = "none"):
             from .upload import Uploader
 
             total = _Outcome()
-            with qc.open_client(url=target.url, api_key=target.api_key, prefer_grpc=target.prefer_grpc,
-                                timeout=target.timeout) as client:
-                with Uploader(client, target.collection, batch_size=target.upsert_batch,
-                              max_in_flight=target.in_flight) as uploader:
-                    for block in blocks:
-                        batch = BlockAccessor.for_block(block).to_batch_format("numpy")
-                        if len(batch.get("kind", ())):
-                            part = _outcome(batch, model, sparse)
-                            uploader.upsert(part.points)
-                            total.add(part)  # counts travel back, not the points
+            try:
+                with qc.open_client(url=target.url, api_key=target.api_key, prefer_grpc=target.prefer_grpc,
+                                    timeout=target.timeout) as client:
+                    with Uploader(client, target.collection, batch_size=target.upsert_batch,
+                                  max_in_flight=target.in_flight) as uploader:
+                        for block in blocks:
+                            batch = BlockAccessor.for_block(block).to_batch_format("numpy")
+                            if len(batch.get("kind", ())):
+                                part = _outcome(batch, model, sparse)
+                                uploader.upsert(part.points)
+                                total.add(part)  # counts travel back, not the points
+            except Exception as exc:  # noqa: BLE001 - what Ray prints and logs must not hold the key
+                message = qc.redact(str(exc) if isinstance(exc, _upload_error()) else qc.describe(exc),
+                                    [target.api_key])
+                raise WorkerWriteError(f"writing to {qc.safe_url(target.url)}: {message}") from None
             return total
 
         def on_write_complete(self, write_result) -> None:
@@ -262,6 +304,12 @@ def _make_sink(target: ServerTarget, model: str, sparse: str = "none"):
             return "QdrantWrite"
 
     return QdrantDatasink()
+
+
+def _upload_error():
+    from .upload import UploadError
+
+    return UploadError
 
 
 # -- the run ----------------------------------------------------------------------------------
@@ -303,6 +351,7 @@ def ray_sync(
     dtype: str | None = None,
     batch_size: int = 256,
     prune: bool = False,
+    prune_scope: Callable[[str], bool] | None = None,
     server: ServerTarget | None = None,
     options: RayOptions | None = None,
     summary: Summary | None = None,
@@ -310,8 +359,12 @@ def ray_sync(
     on_message: Callable[[str], None] = lambda m: None,
     read_options: ReadOptions = ReadOptions(),
     sparse: str = "none",
+    written: dict[str, set[str]] | None = None,
 ) -> Summary:
     """:func:`ingest.sync.sync` on Ray: the same plan, the same points, the same Summary.
+
+    With ``server``, ``written`` (when given) receives the point ids the workers wrote per
+    document, for :func:`ingest.verify.check` (the driver's writer does not see them).
 
     ``model`` is what every embedding actor loads (a Hub id or a folder each node can read) and
     what the payload names; ``model_id`` (default ``model``) goes into the version. ``writer`` is
@@ -319,6 +372,8 @@ def ray_sync(
     workers write the points. No dry run here: a dry run embeds nothing, in-process is enough.
     """
     options = options or RayOptions()
+    if prune and prune_scope is None:
+        raise ValueError("prune needs prune_scope: which stored documents this run's walk covered")
     model_id = model_id or model
     files = list(files)
     summary = summary or Summary()
@@ -377,10 +432,15 @@ def ray_sync(
                     if on_progress is not None:
                         on_progress(summary)
     events = sorted(events + outcome.events, key=lambda e: e["file"])
+    if server is not None and written is not None:
+        ids_of = {schema.doc_key(f.doc_id): f.doc_id for f in files}
+        for e in events:
+            if e["kind"] in ("new", "changed") and e["chunk_count"]:
+                written[e["key"]] = {schema.point_id(ids_of[e["key"]], i) for i in range(e["chunk_count"])}
     summary.embed_seconds += outcome.embed_seconds
-    summary.failures = [e["message"] for e in events if e["kind"] == "failed"]
+    summary.failures.extend(e["message"] for e in events if e["kind"] == "failed")
     summary.warnings = [line for e in events if e["warnings"] for line in e["warnings"].splitlines()]
-    _finish(summary, events, state, writer, prune)
+    _finish(summary, events, state, writer, prune_scope if prune else None)
     summary.seconds = time.perf_counter() - start
     if options.on_actor_chunks is not None:
         options.on_actor_chunks(dict(outcome.per_actor))
@@ -412,15 +472,16 @@ def _count(summary: Summary, events: list[dict], on_message: Callable[[str], Non
             summary.bytes_chunked += e["size"]
 
 
-def _finish(summary: Summary, events: list[dict], state: dict[str, DocState], writer: Writer, prune: bool) -> None:
+def _finish(summary: Summary, events: list[dict], state: dict[str, DocState], writer: Writer,
+            prune_scope: Callable[[str], bool] | None) -> None:
     """After every write: ids of re-written documents their new chunks did not overwrite, then
-    documents that are gone (``prune``), then the writer's final wait."""
+    documents that are gone (when ``prune_scope``: those it covers), then the writer's final wait."""
     stale = [i for e in events if e["stale"] for i in e["stale"].split(",")]
     summary.chunks_deleted += len(stale)
     if stale:
         writer.delete(stale)
-    if prune:
-        gone, ids = prune_ids(state, {e["key"] for e in events if e["kind"] != "skipped"})
+    if prune_scope is not None:
+        gone, ids = prune_ids(state, {e["key"] for e in events if e["kind"] != "skipped"}, prune_scope)
         summary.chunks_deleted += len(ids)
         summary.documents_deleted = len(gone)
         if ids:

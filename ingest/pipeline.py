@@ -23,6 +23,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import numbers
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,9 +35,10 @@ from . import collection_config as cc
 from . import schema, store
 from .distributed import RayOptions, RaySetupError, ServerTarget, ray_sync
 from .partition import Partition, owns, parse_partition
+from . import rekey, verify
 from .sparse import SPARSE_MODES, SparseError
 from .sparse import resolve_mode as resolve_sparse
-from .read import ReadOptions, SourceFile, find_files
+from .read import Discovery, ReadOptions, walk
 from .sync import Summary, Writer, prepare, sync
 from .upload import Uploader
 
@@ -60,7 +62,8 @@ class IngestOptions:
     chunk_overlap: int = 0  # tokens of the previous chunk repeated inside a paragraph
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
-    prune: bool = False  # remove stored documents not among the inputs
+    prune: bool = False  # remove stored documents under the folders given that are gone from disk
+    source: str | None = None  # the ids' first part instead of each folder's own name (--source)
     dry_run: bool = False  # plan and list, write nothing, never load the model
     partition: str | Partition | None = None  # "K/N": this worker's share of the documents
     bulk_load: bool = False
@@ -75,6 +78,10 @@ class IngestOptions:
     sparse: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("batch_size", "upsert_batch", "in_flight", "chunk_overlap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise IngestError(f"{name.replace('_', '-')} must be a whole number, got {value!r}")
         for name in ("batch_size", "upsert_batch", "in_flight"):
             if getattr(self, name) < 1:
                 raise IngestError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -89,10 +96,12 @@ class IngestOptions:
 
 
 def discover(paths: Sequence[str | os.PathLike[str]], include: Sequence[str] = (), exclude: Sequence[str] = (),
-             partition: Partition | None = None) -> list[SourceFile]:
-    """Every input file of this worker (its ``partition`` share), sorted as found. Raises
-    FileNotFoundError for a path that does not exist."""
-    return [f for f in find_files(paths, include, exclude) if owns(partition, schema.doc_key(f.doc_id))]
+             partition: Partition | None = None, source: str | None = None, skip_folder=None) -> Discovery:
+    """Every input file of this worker (its ``partition`` share), sorted as found, and what the
+    walk covered. Raises ValueError for a bad path list, FileNotFoundError for a missing path."""
+    found = walk(paths, include, exclude, source, skip_folder)
+    found.files = [f for f in found.files if owns(partition, schema.doc_key(f.doc_id))]
+    return found
 
 
 def open_store_state(client, collection: str, partition: Partition | None = None) -> dict[str, store.DocState]:
@@ -214,12 +223,18 @@ def ingest_paths(
     :class:`Summary` after each file and each written batch; ``on_message`` one-line notes
     (skipped and failed files, warnings, model loading). ``writer_hook`` wraps the writer (tests).
     """
+    if isinstance(options, dict):
+        options = IngestOptions(**options)
+    elif options is not None and not isinstance(options, IngestOptions):
+        raise IngestError(f"options must be an IngestOptions (or a dict of its fields), got {type(options).__name__}")
     options = options or IngestOptions()
     say = on_message or (lambda m: None)
     try:
         try:
             share = parse_partition(options.partition) if isinstance(options.partition, str) else options.partition
-            files = discover(paths, options.include, options.exclude, share)  # a mistyped path before any download
+            found = discover(paths, options.include, options.exclude, share, options.source,
+                             _store_folder(path, client, url))  # a mistyped path before any download
+            files = found.files
             m = _model(model, encoder, options)
             if options.chunk_overlap >= m.max_tokens:
                 raise IngestError(f"--chunk-overlap {options.chunk_overlap} must be below the model's "
@@ -227,6 +242,10 @@ def ingest_paths(
         except (ValueError, FileNotFoundError) as exc:
             raise IngestError(str(exc)) from None
         summary = Summary(files_total=len(files), bytes_total=sum(_size(f.path) for f in files))
+        for line in found.failures:  # folders that could not be listed: failures of this run
+            summary.failed += 1
+            summary.failures.append(schema.display(line))
+            say(f"error: {schema.display(line)}")
         with _client(client, path and str(path), url, api_key, prefer_grpc, timeout,
                      create=not options.dry_run) as handle:
             bulk, sparse = _prepare_collection(handle, collection, m.dimension, options, path)
@@ -234,11 +253,11 @@ def ingest_paths(
                 say(f"note: collection {collection!r} was made without BM25 vectors: writing dense vectors only "
                     "(sparse and hybrid search need a collection made with --sparse bm25)")
             options = dataclasses.replace(options, sparse=sparse)
-            state = open_store_state(handle, collection, share)
+            state = _state(handle, collection, found, share, options.dry_run, say)
             server = None if options.ray is None or not url or qc.is_embedded(handle) else ServerTarget(
                 url, collection, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
                 upsert_batch=options.upsert_batch, in_flight=options.in_flight)  # Ray workers write there
-            return _write(handle, collection, files, state, summary, m, options, bulk, on_progress, say, writer_hook,
+            return _write(handle, collection, found, state, summary, m, options, bulk, on_progress, say, writer_hook,
                           server)
     except (IngestError, qc.StoreError) as exc:  # set-up problems: no secret in their text, whatever raised them
         raise IngestError(qc.redact(str(exc), [api_key])) from exc
@@ -265,26 +284,60 @@ def _prepare_collection(handle, collection: str, dim: int, options: IngestOption
         raise qc.setup_error(exc, where) from exc
 
 
-def _write(handle, collection, files, state, summary, m: _Model, options: IngestOptions, bulk: bool, on_progress,
-           say, writer_hook, server: ServerTarget | None = None) -> Summary:
-    """Run the plan: sync with a lazily loaded encoder; end (or, interrupted, undo) a bulk load."""
+def _store_folder(path, client, url):
+    """``skip_folder`` for the walk: the embedded store's own folder is never ingested."""
+    if client is not None or url:
+        return None
+    store_path = os.path.realpath(path or qc.DEFAULT_PATH)
+    return lambda folder: os.path.realpath(folder) == store_path
+
+
+def _state(handle, collection: str, found: Discovery, share: Partition | None, dry: bool, say) -> dict:
+    """The stored state, with documents of an older id layout moved to this run's ids (:mod:`ingest.rekey`).
+
+    Read whole when partitioned: an old document's owner is decided by its new id."""
+    state = open_store_state(handle, collection)
+    moves = rekey.plan(found.files, state)
+    if moves:
+        if dry:
+            rekey.rename(moves, state)
+            say(f"would re-key {len(moves)} documents of an older store to ids that name their folder "
+                "(e.g. docs/guide.md); nothing re-embedded")
+        else:
+            try:
+                moved = rekey.apply(handle, collection, moves, state)
+            except Exception as exc:  # noqa: BLE001 - nothing lost: the next run moves the rest
+                raise qc.setup_error(exc, qc.client_url(handle)) from exc
+            say(f"re-keyed {len(moves)} documents ({moved} points) of an older store to ids that name their "
+                "folder (e.g. docs/guide.md), once; nothing re-embedded")
+    if share is not None:
+        state = {k: v for k, v in state.items() if owns(share, k)}
+    return state
+
+
+def _write(handle, collection, found: Discovery, state, summary, m: _Model, options: IngestOptions, bulk: bool,
+           on_progress, say, writer_hook, server: ServerTarget | None = None) -> Summary:
+    """Run the plan: sync with a lazily loaded encoder; end (or, interrupted, undo) a bulk load;
+    check that the store holds what was written (:mod:`ingest.verify`)."""
     dry = options.dry_run
-    writer = None
+    files = found.files
+    writer = recording = None
     if not dry:
         writer = Uploader(handle, collection, batch_size=options.upsert_batch, max_in_flight=options.in_flight,
                           barrier_deletes=False)
         if writer_hook is not None:
             writer = writer_hook(writer)
+        writer = recording = verify.Recording(writer)
     try:
         if options.ray is not None and not dry and _needs_embedding(files, state, m, options):
-            summary = _on_ray(files, state, summary, m, options, writer, server, on_progress, say)
+            summary = _on_ray(files, state, summary, m, options, writer, server, on_progress, say, found.covers)
         else:
             summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
                            model_id=m.model_id, overlap=options.chunk_overlap,
                            encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
-                           batch_size=options.batch_size, prune=options.prune, dry_run=dry, summary=summary,
-                           on_progress=on_progress, on_message=say, read_options=options.read,
-                           sparse=options.sparse)
+                           batch_size=options.batch_size, prune=options.prune, prune_scope=found.covers,
+                           dry_run=dry, summary=summary, on_progress=on_progress, on_message=say,
+                           read_options=options.read, sparse=options.sparse)
     except BaseException:
         if writer is not None:
             with contextlib.suppress(Exception):
@@ -296,6 +349,8 @@ def _write(handle, collection, files, state, summary, m: _Model, options: Ingest
         cc.end_bulk_load(handle, collection)
     if not dry and hasattr(handle, "flush"):  # the embedded store: on disk before the summary is shown
         handle.flush()
+    if not dry:
+        verify.check(handle, collection, recording.written, qc.client_url(handle))
     return summary
 
 
@@ -303,16 +358,19 @@ def _needs_embedding(files, state, m: _Model, options: IngestOptions) -> bool:
     """Whether some file is new or changed (hashing files, chunking at most one): Ray's start-up and
     actors only for work to do; an unchanged corpus, or prunes alone, run in-process."""
     return any(prepare(source, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, overlap=options.chunk_overlap,
-                       model_id=m.model_id, read_options=options.read).kind in ("new", "changed")
+                       model_id=m.model_id, read_options=options.read, model=m.name,
+                       sparse=options.sparse).kind in ("new", "changed")
                for source in files)
 
 
-def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, server, on_progress, say) -> Summary:
+def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, server, on_progress, say,
+            prune_scope) -> Summary:
     """The same run on Ray (:mod:`ingest.distributed`): workers write to ``server``, else the driver."""
     try:
         return ray_sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
                         model_id=m.model_id, overlap=options.chunk_overlap, device=options.device,
                         dtype=options.dtype, writer=writer, batch_size=options.batch_size, prune=options.prune,
+                        prune_scope=prune_scope, written=getattr(writer, "written", None),
                         server=server, options=options.ray, summary=summary, on_progress=on_progress,
                         on_message=say, read_options=options.read, sparse=options.sparse)
     except RaySetupError as exc:

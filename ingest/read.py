@@ -1,17 +1,25 @@
 """Files → Documents: which files to read, how to get their text, what to skip.
 
-A document's id is its path relative to the folder it was found under (a file given on the
-command line is its own root, so its id is its name). The id, not the absolute path, is what the
-store keys on, so the same folder ingested from another machine or checkout maps to the same
-points.
+A document's id is ``<source>/<path relative to the folder given>``, where the source is the
+folder's own name (``docs/guide.md`` for ``sgpt-ingest path/to/docs``), or the name given with
+``--source NAME`` (``source=`` in Python). A file given by name is ``<its folder's name>/<name>``,
+the id a run over that folder gives it. The id never holds the absolute path, so the same folder
+ingested from another machine or checkout maps to the same points, and two folders with a file
+of the same relative path no longer share a document (give same-named folders different
+``--source`` names).
+
+The walk records what it could not list (a folder without permission, a name over PATH_MAX): the
+run counts it as a failure and ``--prune`` removes nothing under it (:meth:`Discovery.covers`).
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -47,7 +55,7 @@ class ReadOptions:
 @dataclass(frozen=True)
 class SourceFile:
     path: Path  # as found (may be a symlink)
-    doc_id: str  # posix path relative to its root
+    doc_id: str  # "<source>/<posix path relative to its root>"
     root: Path | None = None  # the folder it was found under; None for a file given by name
 
 
@@ -81,31 +89,123 @@ def wanted(doc_id: str, include: Sequence[str] = (), exclude: Sequence[str] = ()
     return not _matches(doc_id, exclude)
 
 
-def find_files(paths: Iterable[str | os.PathLike[str]], include: Sequence[str] = (),
-               exclude: Sequence[str] = ()) -> Iterator[SourceFile]:
-    """Every file under ``paths`` (recursive, sorted, hidden entries skipped in folders).
+def source_name(given: str | os.PathLike[str], source: str | None = None) -> str:
+    """The first part of the ids of what is found under ``given``: ``source``, else the folder's
+    own name (a file's folder for a file). Raises ValueError for a name that cannot be one."""
+    if source is not None:
+        if not source or "/" in source or "\0" in source or source in {".", ".."}:
+            raise ValueError(f"--source {source!r}: give a plain name (no '/'), e.g. --source docs")
+        return source
+    path = os.path.abspath(os.fspath(given))
+    name = os.path.basename(path if os.path.isdir(path) else os.path.dirname(path))
+    if not name:
+        raise ValueError(f"{given}: a folder without a name (the file system root); give --source NAME")
+    return name
 
-    Directory symlinks are not followed (``os.walk(followlinks=False)``), so a symlink loop cannot
-    make the walk endless. A file symlink is listed with its folder as ``root``:
-    :func:`read_document` reads it only when it points inside that folder.
-    """
+
+def check_paths(paths) -> list[str | os.PathLike[str]]:
+    """``paths`` as a list; a bare string (whose characters would be walked) or an empty path is refused."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise ValueError(f"paths must be a list of paths, not one path: use [{os.fsdecode(paths)!r}]")
+    paths = list(paths)
     for given in paths:
+        if not isinstance(given, (str, os.PathLike)):
+            raise ValueError(f"{given!r}: not a path")
+        if not os.fspath(given):
+            raise ValueError("an empty path was given (an unset variable?); name the folder, e.g. '.'")
+    return paths
+
+
+@dataclass
+class Discovery:
+    """What one walk found: the files, and per folder root what it covered (for ``--prune``)."""
+
+    files: list[SourceFile] = field(default_factory=list)
+    #: the sources of the folders given: a stored document under one of them may be pruned
+    folders: set[str] = field(default_factory=set)
+    #: "<source>/<rel>/" of every folder that could not be listed: nothing under it is pruned
+    unlisted: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # one line per folder that could not be listed
+    include: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+
+    def covers(self, key: str) -> bool:
+        """True when the document ``key`` (as stored, :func:`ingest.schema.doc_key`) would have been
+        found by this walk had its file been there: under a folder given and fully listed, and
+        matched by the include/exclude globs. Only such documents can be "gone from disk"."""
+        from .schema import doc_key
+
+        source, _, rel = key.partition("/")
+        if not rel or not any(source == doc_key(f) for f in self.folders):
+            return False
+        if any(key.startswith(doc_key(u)) for u in self.unlisted):
+            return False
+        return wanted(rel, self.include, self.exclude)
+
+
+def _listing(folder: str) -> tuple[list[str], list[str]]:
+    """(sub-folders, other entries) of one folder, hidden ones left out; symlinked folders are not
+    followed (a loop cannot make the walk endless) and are left out like the walk always did."""
+    dirs, files = [], []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    dirs.append(entry.name)
+                elif not (entry.is_symlink() and entry.is_dir()):
+                    files.append(entry.name)
+            except OSError:
+                files.append(entry.name)  # reading it will say what is wrong
+    return sorted(dirs), sorted(files)
+
+
+def walk(paths: Iterable[str | os.PathLike[str]], include: Sequence[str] = (), exclude: Sequence[str] = (),
+         source: str | None = None, skip_folder=None) -> Discovery:
+    """Every file under ``paths`` (sorted, depth first, hidden entries skipped in folders).
+
+    The walk keeps its own stack (no recursion: a folder chain thousands deep is fine). A folder
+    that cannot be listed is a failure of the run, not a silent gap. ``skip_folder(path)``: True
+    for a folder not to enter (the store's own folder). A file symlink is listed with its folder
+    as ``root``: :func:`read_document` reads it only when it points inside that folder. Raises
+    ValueError for a bad path list, FileNotFoundError for a path that does not exist."""
+    found = Discovery(include=tuple(include), exclude=tuple(exclude))
+    for given in check_paths(paths):
         root = Path(given)
+        name = source_name(given, source)
         if root.is_dir():
-            for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if name.startswith("."):
-                        continue
-                    path = Path(dirpath) / name
-                    rel = path.relative_to(root).as_posix()
-                    if wanted(rel, include, exclude):
-                        yield SourceFile(path, rel, root)
+            found.folders.add(name)
+            stack = [""]
+            while stack:
+                rel = stack.pop()
+                folder = os.path.join(root, rel) if rel else os.fspath(root)
+                if rel and skip_folder is not None and skip_folder(folder):
+                    continue
+                try:
+                    dirs, files = _listing(folder)
+                except OSError as exc:
+                    found.unlisted.append(f"{name}/{rel}/" if rel else f"{name}/")
+                    found.failures.append(f"{folder}: cannot list this folder ({exc.strerror or exc}); "
+                                          "nothing under it is pruned")
+                    continue
+                for file in files:
+                    path_rel = f"{rel}/{file}" if rel else file
+                    if wanted(path_rel, include, exclude):
+                        found.files.append(SourceFile(root / path_rel, f"{name}/{path_rel}", root))
+                stack.extend(f"{rel}/{d}" if rel else d for d in reversed(dirs))
         elif root.exists() or root.is_symlink():
             if wanted(root.name, include, exclude):
-                yield SourceFile(root, root.name)
+                found.files.append(SourceFile(root, f"{name}/{root.name}"))
         else:
             raise FileNotFoundError(f"{given}: no such file or folder")
+    return found
+
+
+def find_files(paths: Iterable[str | os.PathLike[str]], include: Sequence[str] = (),
+               exclude: Sequence[str] = (), source: str | None = None) -> Iterator[SourceFile]:
+    """The files of :func:`walk` (what could not be listed is in its :class:`Discovery`)."""
+    yield from walk(paths, include, exclude, source).files
 
 
 class _TextExtractor(HTMLParser):
@@ -148,14 +248,67 @@ def html_to_text(html: str) -> str:
     return text.strip()
 
 
-def _outside(path: Path, root: Path) -> bool:
+def _opened_path(fd: int) -> str | None:
+    """The real path of an open descriptor (Linux ``/proc/self/fd``; elsewhere ``F_GETPATH``), or None."""
     try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return True
-    except (OSError, RuntimeError):  # a loop (RuntimeError up to Python 3.12): unreadable anyway
-        return False
-    return False
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        pass
+    try:
+        import fcntl
+
+        return os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024)).rstrip(b"\0"))  # macOS
+    except (ImportError, AttributeError, OSError):
+        return None
+
+
+def _inside(fd: int, path: Path, root: Path) -> bool:
+    """Whether the file open as ``fd`` lies inside ``root``: the descriptor is checked, not the
+    name, so a link swapped between a check and the open cannot let another file in."""
+    real_root = os.path.realpath(root)
+    opened = _opened_path(fd)
+    if opened is None:  # no way to ask the descriptor: the resolved name, then the same inode
+        opened = os.path.realpath(path)
+        try:
+            st, now = os.fstat(fd), os.stat(opened)
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) != (now.st_dev, now.st_ino):
+            return False
+    return opened == real_root or opened.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+#: errno values of a link whose target does not exist (dangling) or never resolves (a loop): there
+#: is no file, so nothing to read and nothing to keep. Any other error of a link is a failure.
+_NO_TARGET = {errno.ENOENT, errno.ELOOP, errno.ENOTDIR}
+
+
+def _read_bytes(source: SourceFile, follow_links_outside: bool, max_bytes: int | None) -> bytes:
+    """The file's bytes, opened once; every check is of the opened descriptor."""
+    path = source.path
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)  # a FIFO must not block
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in _NO_TARGET and path.is_symlink():
+            raise Skipped(f"{path}: unreadable symlink ({exc.strerror or exc})") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO, socket or device: reading could block forever
+            raise Skipped(f"{path}: not a regular file")
+        if source.root is not None and not follow_links_outside and not _inside(fd, path, source.root):
+            raise Skipped(f"{path}: symlink to a file outside {source.root}; not followed "
+                          "(follow_links_outside=True reads it)")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise Skipped(f"{path}: {st.st_size} bytes, over the {max_bytes}-byte limit for a text file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=True) as f:
+            fd = -1
+            return f.read() if max_bytes is None else f.read(max_bytes + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _binary(data: bytes, text: str) -> str | None:
@@ -171,9 +324,10 @@ def _binary(data: bytes, text: str) -> str | None:
 
 def read_document(source: SourceFile, *, follow_links_outside: bool = False,
                   max_bytes: int | None = MAX_FILE_BYTES, defer_formats: bool = False) -> Document:
-    """The text of one file. Raises :class:`Skipped` for non-text, ``OSError`` when unreadable.
+    """The text of one file. Raises :class:`Skipped` for non-text, ``OSError`` when unreadable
+    (a link whose target exists but cannot be read too: what could not be read is never pruned).
 
-    A symlink found in a folder that points outside it is skipped unless ``follow_links_outside``
+    A file found in a folder whose opened descriptor lies outside it (a symlink out) is skipped unless ``follow_links_outside``
     (a link into a secret elsewhere must not end up in the store). Files over ``max_bytes``
     (None: no cap) are skipped: text documents are not that large, and reading one whole would
     take memory in proportion.
@@ -184,21 +338,9 @@ def read_document(source: SourceFile, *, follow_links_outside: bool = False,
         raise Skipped(f"{path}: {why}")
     if suffix in BINARY_EXTENSIONS and suffix not in formats.EXTENSIONS:
         raise Skipped(f"{path}: not a text file")
-    if (source.root is not None and not follow_links_outside and path.is_symlink()
-            and _outside(path, source.root)):
-        raise Skipped(f"{path}: symlink to a file outside {source.root}; not followed "
-                      "(follow_links_outside=True reads it)")
-    if path.exists() and not path.is_file():  # a FIFO, socket or device: reading could block forever
-        raise Skipped(f"{path}: not a regular file")
-    try:
-        size = path.stat().st_size
-        if max_bytes is not None and size > max_bytes:
-            raise Skipped(f"{path}: {size} bytes, over the {max_bytes}-byte limit for a text file")
-        data = path.read_bytes()
-    except OSError as exc:
-        if path.is_symlink():
-            raise Skipped(f"{path}: unreadable symlink ({exc.strerror or exc})") from None
-        raise
+    data = _read_bytes(source, follow_links_outside, max_bytes)
+    if max_bytes is not None and len(data) > max_bytes:  # grew since it was opened
+        raise Skipped(f"{path}: over the {max_bytes}-byte limit for a text file")
     if suffix in formats.EXTENSIONS:
         return _formatted(source, data, defer_formats)
     warnings = []

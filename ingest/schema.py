@@ -6,10 +6,13 @@ the query examples agree. Payloads are made by LlamaIndex itself (``node_to_meta
 ``_node_type``, ``doc_id`` / ``document_id`` / ``ref_doc_id`` (the document id) and the metadata
 keys flat. The metadata is stored but excluded from embedding; the chunk text alone is embedded.
 
-A document id is a file's path relative to its root, as ``os.fsdecode`` gives it: a name that is
-not valid UTF-8 holds surrogate escapes (``'\\udcff'``), which JSON and Qdrant cannot carry. The
-point id is therefore made from the name's *bytes*, and what is stored and shown is
-:func:`doc_key`, the name with undecodable bytes written as ``\\xff``.
+A document id is ``<source>/<path relative to its root>`` (:mod:`ingest.read`), as
+``os.fsdecode`` gives it: a name that is not valid UTF-8 holds surrogate escapes (``'\\udcff'``),
+which JSON and Qdrant cannot carry. The point id is therefore made from the name's *bytes*, and
+what is stored is :func:`doc_key`, the name with undecodable bytes written as ``\\xff`` and a
+literal backslash as ``\\\\`` (so ``x\\xff.txt`` and a file named ``x\\\\xff.txt`` stay two documents).
+Every point also carries its source (``ingest_source``): what marks a point as written by this
+ingest in the current id layout, the only points ``--prune`` may remove.
 """
 
 from __future__ import annotations
@@ -31,14 +34,16 @@ DEFAULT_COLLECTION = "documents"
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/sgpt-qdrant/ingest")
 #: Payload keys the state reader needs (see :mod:`ingest.store`).
 VERSION_FIELD, COUNT_FIELD, INDEX_FIELD = "ingest_version", "chunk_count", "chunk_index"
-STATE_FIELDS = [DOC_ID_FIELD, VERSION_FIELD, COUNT_FIELD, INDEX_FIELD]
+#: The document id's first part (the folder's name or --source); absent on points of an older layout.
+SOURCE_FIELD = "ingest_source"
+STATE_FIELDS = [DOC_ID_FIELD, VERSION_FIELD, COUNT_FIELD, INDEX_FIELD, SOURCE_FIELD]
 #: Metadata kept out of the LLM prompt (LlamaIndex shows only file_path / file_name).
 #: Hash of what a point holds beyond its version (text, file path, model name): with the version it
 #: says a stored chunk equals the one a fresh run would write, so a resumed run keeps it.
 CHUNK_HASH_FIELD = "chunk_hash"
 RESUME_FIELDS = [*STATE_FIELDS, CHUNK_HASH_FIELD]
 INTERNAL_KEYS = [INDEX_FIELD, COUNT_FIELD, "char_start", "char_end", "content_hash", VERSION_FIELD, "model",
-                 CHUNK_HASH_FIELD]
+                 CHUNK_HASH_FIELD, SOURCE_FIELD]
 
 
 def name_bytes(name: str) -> bytes:
@@ -47,15 +52,29 @@ def name_bytes(name: str) -> bytes:
 
 
 def doc_key(doc_id: str) -> str:
-    """The document id as stored and shown: valid Unicode, undecodable bytes as ``\\xNN``.
+    """The document id as stored: valid Unicode, undecodable bytes as ``\\xNN``, ``\\`` doubled.
 
-    Identical to ``doc_id`` for every UTF-8 name."""
+    Identical to ``doc_id`` for every UTF-8 name without a backslash; one-to-one for all names."""
+    return name_bytes(doc_id.replace("\\", "\\\\")).decode("utf-8", "backslashreplace")
+
+
+def legacy_key(doc_id: str) -> str:
+    """:func:`doc_key` as stores before ``ingest_source`` wrote it (backslashes not doubled)."""
     return name_bytes(doc_id).decode("utf-8", "backslashreplace")
 
 
+def source_of(doc_id: str) -> str:
+    """The source part of a document id (``docs`` of ``docs/guide.md``)."""
+    return doc_id.partition("/")[0]
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
 def display(path: str | Path) -> str:
-    """A path safe to print and to put in JSON (undecodable bytes as ``\\xNN``)."""
-    return doc_key(str(path))
+    """A path safe to print and to put in JSON: undecodable bytes and control characters (a
+    terminal escape sequence in a file name) as ``\\xNN``."""
+    return name_bytes(str(path)).decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
 def point_id(doc_id: str, index: int) -> str:
@@ -91,6 +110,7 @@ def make_points(doc_id: str, file_path: str, chunks: Sequence, vectors, *, chunk
             "char_start": chunk.start, "char_end": chunk.end,
             "content_hash": content_hash, VERSION_FIELD: version, "model": model,
             CHUNK_HASH_FIELD: chunk_hash(chunk.text, file_path, model),
+            SOURCE_FIELD: doc_key(source_of(doc_id)),
         }
         metadata.update(getattr(chunk, "meta", None) or {})  # where in the file: page_label, slide, chapter
         node = TextNode(

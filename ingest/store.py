@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from qdrant_client import QdrantClient
 
-from .schema import CHUNK_HASH_FIELD, COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, RESUME_FIELDS, VERSION_FIELD
+from .schema import (CHUNK_HASH_FIELD, COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, RESUME_FIELDS, SOURCE_FIELD,
+                     VERSION_FIELD)
 
 @dataclass
 class DocState:
@@ -30,6 +31,7 @@ class DocState:
     indices: set[int] = field(default_factory=set)
     versions: set[str] = field(default_factory=set)
     chunk_counts: set[int] = field(default_factory=set)
+    sources: set[str] = field(default_factory=set)  # ingest_source values ("" where a point has none)
     #: point id → :func:`mark` of its version and chunk hash, kept only for a document that is not
     #: complete: what a resumed run need not embed again (a complete one is unchanged or redone whole)
     marks: dict[str, int] = field(default_factory=dict)
@@ -91,6 +93,8 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
             doc.versions.add(version)
             count = payload.get(COUNT_FIELD, -1)
             doc.chunk_counts.add(count if isinstance(count, int) else -1)
+            source = payload.get(SOURCE_FIELD)
+            doc.sources.add(source if isinstance(source, str) else "")
             if isinstance(chunk_hash := payload.get(CHUNK_HASH_FIELD), str):
                 doc.marks[doc.ids[-1]] = mark(version, chunk_hash)
         if offset is None:

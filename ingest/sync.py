@@ -216,9 +216,15 @@ def stale_ids(prepared: Prepared) -> list[str]:
     return prepared.stored.stale_ids(keep)
 
 
-def prune_ids(state: dict[str, DocState], seen: set[str]) -> tuple[list[str], list[str]]:
-    """(document ids, point ids) stored but not among ``seen`` (the keys of this run's inputs)."""
-    gone = sorted(set(state) - seen)
+def prune_ids(state: dict[str, DocState], seen: set[str], covers: Callable[[str], bool]
+              ) -> tuple[list[str], list[str]]:
+    """(document ids, point ids) of the stored documents that are gone from disk: not among ``seen``
+    (the keys of this run's inputs), under a folder this run walked whole (``covers``, e.g.
+    :meth:`ingest.read.Discovery.covers`), and written by this ingest in this id layout (their
+    points carry the source of their id). Another folder's documents, nodes a LlamaIndex app
+    inserted and what could not be listed or read are never among them."""
+    gone = sorted(key for key, doc in state.items()
+                  if key not in seen and doc.sources == {schema.source_of(key)} and covers(key))
     return gone, [i for doc in gone for i in state[doc].ids]
 
 
@@ -278,6 +284,7 @@ def sync(
     writer: Writer | None = None,
     batch_size: int = 256,
     prune: bool = False,
+    prune_scope: Callable[[str], bool] | None = None,
     dry_run: bool = False,
     summary: Summary | None = None,
     on_progress: Callable[[Summary], None] | None = None,
@@ -287,11 +294,16 @@ def sync(
 ) -> Summary:
     """Bring the store in line with ``files``; ``dry_run`` counts and lists what would change.
 
+    ``prune`` removes the stored documents that are gone, among those ``prune_scope`` covers
+    (:func:`prune_ids`; :meth:`ingest.read.Discovery.covers` of the walk that found ``files``).
+
     ``model`` is stored in the payload; ``model_id`` (default: ``model``) goes into the version.
     ``sparse``: "bm25" writes a BM25 sparse vector beside each dense one (:mod:`ingest.sparse`).
     ``encode`` is called only when something must be embedded (it may load the model then)."""
     if not dry_run and (encode is None or writer is None):
         raise ValueError("encode and writer are needed unless dry_run")
+    if prune and prune_scope is None:
+        raise ValueError("prune needs prune_scope: which stored documents this run's walk covered")
     summary = summary or Summary()
     summary.dry_run = dry_run
     if dry_run:
@@ -384,7 +396,7 @@ def sync(
         while pending:
             flush(batch_size)
         if prune:
-            gone, ids = prune_ids(state, producer.seen)
+            gone, ids = prune_ids(state, producer.seen, prune_scope)
             summary.chunks_deleted += len(ids)
             summary.documents_deleted = len(gone)
             if dry_run:

@@ -87,6 +87,24 @@ def publish_folder(staged: Path, target: Path, replace: bool = True) -> None:
         old.unlink(missing_ok=True)
 
 
+def _remove_stale(parent: Path) -> None:
+    """Staging folders (``.tmp-<pid>-*``) of processes that are gone: a killed build left them."""
+    for stale in parent.glob(".tmp-*"):
+        pid = stale.name[len(".tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def staging_folder(parent: Path, name: str | None = None) -> Iterator[Path]:
     """An empty folder in ``parent`` to build into, removed on exit if it is still there.
@@ -97,7 +115,11 @@ def staging_folder(parent: Path, name: str | None = None) -> Iterator[Path]:
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
     if name is None:
-        folder = Path(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
+        _remove_stale(parent)
+        folder = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        folder.chmod(0o777 & ~umask)  # mkdtemp's 0700 would be published: others could not read it
     else:
         folder = parent / name
         shutil.rmtree(folder, ignore_errors=True)

@@ -14,6 +14,7 @@ ingest CLI's ``--help`` does) stays cheap.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,22 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not a config file (JSON nested too deeply)") from None
+
+
+#: More modules than any checkpoint of the family has (Transformer, a few Dense, Pooling, Normalize).
+MAX_MODULES = 16
+
+
+def _max_seq_length(st_cfg: dict, st_cfg_path: Path, fallback: object) -> int:
+    """max_seq_length of sentence_bert_config.json (else ``fallback``): a positive integer."""
+    value = st_cfg.get("max_seq_length")
+    if value is None:
+        value = fallback
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{st_cfg_path}: field max_seq_length {value!r} must be a positive integer")
+    return value
 
 
 def _weights_file(folder: Path) -> Path:
@@ -219,6 +236,9 @@ def _read_transformer(folder: Path) -> tuple[GPTNeoConfig, dict[str, torch.Tenso
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_layers" else 1):
             raise CheckpointError(f"{cfg_path}: field {name} {value!r} must be a positive integer")
+    eps = config.layer_norm_epsilon
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
+        raise CheckpointError(f"{cfg_path}: field layer_norm_epsilon {eps!r} must be a positive finite number")
     heads, hidden = config.num_heads, config.hidden_size
     if not isinstance(heads, int) or heads < 1 or hidden % heads:
         raise CheckpointError(f"{cfg_path}: field num_heads {heads!r} must be a positive divisor of "
@@ -349,6 +369,12 @@ def _read_modules(modules_path: Path) -> list[dict[str, Any]]:
     modules = _read_json(modules_path)
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
         raise CheckpointError(f"{modules_path}: expected a list of modules (objects with idx, path, type)")
+    if len(modules) > MAX_MODULES:
+        raise CheckpointError(f"{modules_path}: {len(modules)} modules; an SGPT checkpoint has at most {MAX_MODULES}")
+    paths = [os.path.normpath(str(m.get("path", ""))) for m in modules if str(m.get("type", "")).endswith("Dense")]
+    repeated = sorted({p for p in paths if paths.count(p) > 1})
+    if repeated:
+        raise CheckpointError(f"{modules_path}: module path {repeated[0]!r} is listed more than once")
     try:
         return sorted(modules, key=lambda m: int(m.get("idx", 0)))
     except (TypeError, ValueError):
@@ -364,7 +390,7 @@ def load(model: str | os.PathLike[str] | None = None) -> Checkpoint:
     dense_list = modules.dense
     st_cfg_path = root / "sentence_bert_config.json"
     st_cfg = _read_json(st_cfg_path) if st_cfg_path.is_file() else {}
-    max_len = int(st_cfg.get("max_seq_length") or config.max_position_embeddings)
+    max_len = _max_seq_length(st_cfg, st_cfg_path, config.max_position_embeddings)
     if max_len > config.max_position_embeddings:
         raise CheckpointError(
             f"{st_cfg_path}: field max_seq_length {max_len} exceeds max_position_embeddings "
@@ -404,10 +430,10 @@ def peek(model: str | os.PathLike[str] | None = None) -> tuple[Path, int, int]:
     dim = modules.dense[-1].get("out_features") if modules.dense else modules.transformer.get("hidden_size")
     max_len = modules.transformer.get("max_position_embeddings")
     st_cfg_path = root / "sentence_bert_config.json"
-    max_len = (_read_json(st_cfg_path) if st_cfg_path.is_file() else {}).get("max_seq_length") or max_len
-    if not isinstance(dim, int) or not isinstance(max_len, int):
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
         raise CheckpointError(f"{root / 'modules.json'}: no Transformer module with hidden_size and max length")
-    return root, dim, max_len
+    st_cfg = _read_json(st_cfg_path) if st_cfg_path.is_file() else {}
+    return root, dim, _max_seq_length(st_cfg, st_cfg_path, max_len)
 
 
 @dataclass

@@ -126,7 +126,8 @@ class Encoder:
             self.truncated += out.truncated
             warnings.warn(
                 f"{out.truncated} of {len(texts)} texts were longer than {self.max_length} tokens and were cut "
-                f"({out.tokens_cut} tokens not embedded, up to {out.most_cut} from one text), as the reference "
+                f"({'at least ' if out.cut_at_least else ''}{out.tokens_cut} tokens not embedded, up to "
+                f"{'at least ' if out.cut_at_least else ''}{out.most_cut} from one text), as the reference "
                 "cuts them; split documents with sgpt_qdrant.SGPTNodeParser (LlamaIndex) or sgpt-ingest so that "
                 "no text is cut", tokens.TruncationWarning, stacklevel=4)
         if out.empty:

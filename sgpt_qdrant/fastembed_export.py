@@ -32,7 +32,8 @@ from torch import nn
 
 from . import atomic
 from . import checkpoint as ckpt
-from .fastembed_register import FORMAT_VERSION, META_FILE, MODEL_FILE, FastEmbedError, read_meta
+from .fastembed_register import (FORMAT_VERSION, META_FILE, MODEL_FILE, FastEmbedError, changed_files, file_hashes,
+                                 meta_digest, read_meta)
 from .model import SGPTModel
 from .runtime.cache import versions, weights_key
 from .runtime.ort import export_graph
@@ -144,9 +145,19 @@ def _write_folder(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, out: 
     config = checkpoint.config.to_dict()
     config.update(pad_token_id=checkpoint.pad_id, architectures=["GPTNeoModel"])
     dump("config.json", config)
-    dump(META_FILE, {"format": FORMAT_VERSION, "name": default_name(checkpoint.source), "dim": checkpoint.dimension,
-                     "source": checkpoint.source, "key": key, "max_length": checkpoint.max_seq_length,
-                     "pad_id": checkpoint.pad_id, "pooling": "mean", "normalization": False})
+    meta = {"format": FORMAT_VERSION, "name": default_name(checkpoint.source), "dim": checkpoint.dimension,
+            "source": checkpoint.source, "key": key, "max_length": checkpoint.max_seq_length,
+            "pad_id": checkpoint.pad_id, "pooling": "mean", "normalization": False, "files": file_hashes(out)}
+    dump(META_FILE, {**meta, "digest": meta_digest(meta)})
+
+
+def _intact(folder: Path, key: str) -> bool:
+    """An export of ``key`` whose files are what was exported (a tampered one is rebuilt)."""
+    try:
+        meta = read_meta(folder)
+        return meta.get("key") == key and not changed_files(folder, meta)
+    except (FastEmbedError, OSError):
+        return False
 
 
 def _atomic_build(checkpoint: ckpt.Checkpoint, model: SGPTModel, key: str, final: Path) -> None:
@@ -168,9 +179,13 @@ def export_fastembed(model: str | os.PathLike[str] | ckpt.Checkpoint = ckpt.DEFA
     torch_model = SGPTModel(checkpoint).eval()
     key = export_key(checkpoint, torch_model)
     cached = cache_root() / "fastembed" / key
-    if (cached / META_FILE).is_file():
+    if _intact(cached, key):
         log.info("using cached FastEmbed export %s", cached)
     else:
+        if cached.exists():  # half-written by an older version, or changed since: rebuilt
+            aside = cached.with_name(f".{cached.name}.bad-{os.getpid()}")
+            os.replace(cached, aside)
+            shutil.rmtree(aside, ignore_errors=True)
         _atomic_build(checkpoint, torch_model, key, cached)
         log.info("exported %s for FastEmbed to %s", checkpoint.source, cached)
     if out is None:
@@ -182,11 +197,9 @@ def _copy_out(cached: Path, out: Path, key: str) -> Path:
     if out.exists():
         if not out.is_dir() or (any(out.iterdir()) and not (out / META_FILE).is_file()):
             raise FastEmbedError(f"{out}: exists and is not an SGPT FastEmbed export; choose another folder")
-        try:
-            if read_meta(out).get("key") == key:
-                return out
-        except FastEmbedError:
-            pass  # an incomplete or older export: replaced below
+        if _intact(out, key):
+            return out
+        # an incomplete, older or changed export: replaced below
     with atomic.staging_folder(out.parent) as tmp:
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
         atomic.publish_folder(tmp, out)

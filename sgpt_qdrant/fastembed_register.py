@@ -22,6 +22,7 @@ otherwise look for them on the Hub), hence ``options``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -34,7 +35,10 @@ META_FILE = "sgpt_fastembed.json"
 REQUIRED_FILES = (MODEL_FILE, META_FILE, "tokenizer.json", "tokenizer_config.json", "config.json",
                   "special_tokens_map.json")
 #: Bumped when the folder layout or the graph changes; part of the export's cache key.
-FORMAT_VERSION = 1
+#: 2: META records the sha256 of every file and a digest of its own fields.
+FORMAT_VERSION = 2
+#: The files whose sha256 META records (META itself is covered by its "digest" field).
+HASHED_FILES = tuple(f for f in REQUIRED_FILES if f != META_FILE)
 #: The command that builds a folder, named in every "missing export" message.
 BUILD_HINT = "build it with `sgpt-export-fastembed FOLDER --model CHECKPOINT` (needs the torch install once)"
 
@@ -81,6 +85,39 @@ def read_meta(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of each exported file (what META records at export and registration checks)."""
+    out = {}
+    for name in HASHED_FILES:
+        with open(folder / name, "rb") as f:
+            out[name] = hashlib.file_digest(f, "sha256").hexdigest()
+    return out
+
+
+def meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of META's fields other than the digest itself: a hand-edited dim or name shows."""
+    fields = {k: v for k, v in meta.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def changed_files(folder: str | os.PathLike[str], meta: dict[str, Any]) -> list[str]:
+    """The files of an export that differ from what was exported (empty: intact)."""
+    path = Path(folder)
+    changed = [META_FILE] if meta.get("digest") != meta_digest(meta) else []
+    recorded = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    return changed + [n for n, h in file_hashes(path).items() if recorded.get(n) != h]
+
+
+def check_intact(folder: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+    """:class:`FastEmbedError` naming the files changed since the export (a swapped model.onnx,
+    an edited tokenizer.json or dim would otherwise load and answer wrongly)."""
+    changed = changed_files(folder, meta)
+    if changed:
+        raise FastEmbedError(f"{folder}: {', '.join(changed)} changed since the export (sha256 differs from "
+                             f"what {META_FILE} records); export again into this folder to repair it: "
+                             "`sgpt-export-fastembed FOLDER --model CHECKPOINT`")
+
+
 def register_fastembed(folder: str | os.PathLike[str], name: str | None = None) -> FastEmbedModel:
     """Make the export in ``folder`` known to FastEmbed (and so to qdrant-client) as ``name``.
 
@@ -89,6 +126,7 @@ def register_fastembed(folder: str | os.PathLike[str], name: str | None = None) 
     """
     path = Path(folder).expanduser().resolve()
     meta = read_meta(path)
+    check_intact(path, meta)
     name = name or str(meta["name"])
     model = FastEmbedModel(name, path, int(meta["dim"]), {"specific_model_path": str(path)})
     known = _registered.get(name.lower())

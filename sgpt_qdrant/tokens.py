@@ -43,6 +43,25 @@ class Tokenized:
     empty: list[int] = field(default_factory=list)  # positions of texts with no tokens
     tokens_cut: int = 0  # tokens beyond max_length, over all texts
     most_cut: int = 0  # the most cut from one text
+    cut_at_least: bool = False  # a huge text was tokenised by its prefix: the two counts are lower bounds
+
+
+#: A text longer than this many characters per token of ``max_length`` (and than PREFIX_MIN_CHARS)
+#: is tokenised by a prefix (a 20 MB text would otherwise be tokenised whole, 3 GB and half a
+#: minute, to keep 75 tokens). Below it the counts of cut tokens are exact.
+PREFIX_CHARS_PER_TOKEN, PREFIX_MIN_CHARS = 32, 1 << 16
+
+
+_SPACE = frozenset(" \t\n\r\f\v")
+
+
+def _prefix(text: str, chars: int) -> str:
+    """``text`` cut at a whitespace run at or before ``chars``: the GPT-2 pre-tokeniser splits
+    there, so every token before the cut is the token the whole text gives."""
+    cut = chars
+    while cut > 0 and not (text[cut] in _SPACE and text[cut - 1] not in _SPACE):
+        cut -= 1
+    return text[:cut] if cut > 0 else text
 
 
 def check_texts(texts: Sequence[object]) -> None:
@@ -52,6 +71,11 @@ def check_texts(texts: Sequence[object]) -> None:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}]: expected str, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"texts[{i}]: a lone surrogate {text[exc.start]!r} at character {exc.start} is not "
+                             "text (decode the source with errors='replace')") from None
 
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int,
@@ -64,14 +88,24 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_lengt
     check_texts(texts)
     if len(texts) == 0:  # also numpy arrays / pandas Series of str
         return Tokenized([])
-    ids = tokenizer([t.strip() for t in texts], add_special_tokens=False)["input_ids"]
+    stripped = [t.strip() for t in texts]
+    bound = max(max_length * PREFIX_CHARS_PER_TOKEN, PREFIX_MIN_CHARS)
+    parts = [t if len(t) <= bound else _prefix(t, bound) for t in stripped]
+    ids = tokenizer(parts, add_special_tokens=False)["input_ids"]
+    at_least = False
+    for i, t in enumerate(stripped):
+        if parts[i] is not t:
+            if len(ids[i]) > max_length:
+                at_least = True
+            else:  # not enough tokens in the prefix (a whitespace-free run): the whole text after all
+                ids[i] = tokenizer(t, add_special_tokens=False)["input_ids"]
     cut = [len(x) - max_length for x in ids if len(x) > max_length]
     ids = [x[:max_length] for x in ids]
     empty = [i for i, x in enumerate(ids) if not x]
     if empty_id is not None:
         for i in empty:
             ids[i] = [int(empty_id)]
-    return Tokenized(ids, len(cut), empty, sum(cut), max(cut, default=0))
+    return Tokenized(ids, len(cut), empty, sum(cut), max(cut, default=0), at_least)
 
 
 def pad(ids: Sequence[Sequence[int]], batch: Sequence[int], pad_id: int,

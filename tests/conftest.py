@@ -94,6 +94,7 @@ class StandIn:
         self.active = 0
         self.max_active = 0  # most write requests being handled at once
         self.api_key: str | None = None  # when set: other requests get a 401 that echoes their headers
+        self.drop_writes = False  # when set: upserts are acknowledged and dropped (a broken server or proxy)
         self.httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -301,7 +302,15 @@ class StandIn:
             return 200, _ok({"operation_id": 0, "status": "completed"})
         if rest == "/points/count" and method == "POST":
             with self.lock:
-                return 200, _ok({"count": len(self.points(name))})
+                flt = (body or {}).get("filter")
+                points = self.points(name)
+                return 200, _ok({"count": sum(1 for pid, p in points.items() if flt is None or _matches(p, pid, flt))})
+        if rest == "/points" and method == "POST":  # retrieve by ids
+            with self.lock:
+                points = self.points(name)
+                return 200, _ok([{"id": pid, "payload": points[pid].get("payload") if body.get("with_payload") else None,
+                                  "vector": points[pid].get("vector") if body.get("with_vector") else None}
+                                 for pid in body["ids"] if pid in points])
         if rest == "/points/scroll" and method == "POST":
             with self.lock:
                 return 200, _ok(self.scroll(name, body or {}))
@@ -317,6 +326,8 @@ class StandIn:
     def _apply(self, op: str, name: str, body: dict) -> None:
         with self.lock:
             store = self.points(name)
+            if op == "upsert" and self.drop_writes:
+                return
             if op == "upsert":
                 for p in body["points"]:
                     store[p["id"]] = {"vector": p.get("vector"), "payload": p.get("payload")}

@@ -108,14 +108,15 @@ def test_ingest_rerun_edit_prune(tmp_path, tiny_model_dir):
         assert len(REF(payload["_node_content"] and json.loads(payload["_node_content"])["text"],
                        add_special_tokens=False)["input_ids"]) <= 75
         by_doc.setdefault(payload["doc_id"], []).append(payload)
-    assert sorted(by_doc) == ["guide.md", "intro.rst", "latin1.txt", "sub/notes.txt", "sub/page.html"]
-    for doc_id, text in [("guide.md", GUIDE), ("sub/notes.txt", NOTES)]:
+    assert sorted(by_doc) == ["docs/guide.md", "docs/intro.rst", "docs/latin1.txt", "docs/sub/notes.txt",
+                              "docs/sub/page.html"]
+    for doc_id, text in [("docs/guide.md", GUIDE), ("docs/sub/notes.txt", NOTES)]:
         chunks = sorted(by_doc[doc_id], key=lambda p: p["chunk_index"])
         assert [p["chunk_index"] for p in chunks] == list(range(len(chunks)))
         words = " ".join(json.loads(p["_node_content"])["text"] for p in chunks).split()
         assert words == text.split()  # together they are the file's text, in order
         assert all(text[p["char_start"]:p["char_end"]] == json.loads(p["_node_content"])["text"] for p in chunks)
-    page_text = " ".join(json.loads(p["_node_content"])["text"] for p in by_doc["sub/page.html"])
+    page_text = " ".join(json.loads(p["_node_content"])["text"] for p in by_doc["docs/sub/page.html"])
     assert "finished in 1821" in page_text and "tracking" not in page_text and "<p>" not in page_text
 
     again = json.loads(inproc(*base).stdout)
@@ -130,10 +131,10 @@ def test_ingest_rerun_edit_prune(tmp_path, tiny_model_dir):
     edited = json.loads(inproc(*base, "--prune").stdout)
     assert edited["ingested"] == 1 and edited["unchanged"] == 3 and edited["documents_deleted"] == 1
     after = stored(store)
-    guide = [p for p, _ in after.values() if p["doc_id"] == "guide.md"]
+    guide = [p for p, _ in after.values() if p["doc_id"] == "docs/guide.md"]
     assert len(guide) == 1 and json.loads(guide[0]["_node_content"])["text"] == "# Garden guide\n\nOnly tomatoes now."
-    assert not any(p["doc_id"] == "sub/notes.txt" for p, _ in after.values())
-    untouched = {k: v for k, v in points.items() if v[0]["doc_id"] not in {"guide.md", "sub/notes.txt"}}
+    assert not any(p["doc_id"] == "docs/sub/notes.txt" for p, _ in after.values())
+    untouched = {k: v for k, v in points.items() if v[0]["doc_id"] not in {"docs/guide.md", "docs/sub/notes.txt"}}
     assert untouched and all(after[k] == v for k, v in untouched.items())
     assert len(after) == len(untouched) + 1
 
@@ -244,16 +245,17 @@ def test_setup_errors_are_one_line(tmp_path, tiny_model_dir):
 
 
 def test_a_failed_file_is_named_and_the_others_are_done(tmp_path, tiny_model_dir):
+    # two folders of the same name give the same ids (docs/same.txt): the second is refused in one run
     for folder, text in [("one", "First folder text."), ("two", "Second folder text.")]:
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / "same.txt").write_text(text)
-    (tmp_path / "two" / "other.txt").write_text("Another file.")
-    proc = inproc(tmp_path / "one", tmp_path / "two", "--model", tiny_model_dir, "--qdrant-path", tmp_path / "q",
-                  "--json")
+        (tmp_path / folder / "docs").mkdir(parents=True)
+        (tmp_path / folder / "docs" / "same.txt").write_text(text)
+    (tmp_path / "two" / "docs" / "other.txt").write_text("Another file.")
+    proc = inproc(tmp_path / "one" / "docs", tmp_path / "two" / "docs", "--model", tiny_model_dir, "--qdrant-path",
+                  tmp_path / "q", "--json")
     assert proc.exit_code == 1
     summary = json.loads(proc.stdout)
     assert summary["failed"] == 1 and summary["ingested"] == 2
-    assert str(tmp_path / "two" / "same.txt") in proc.stderr
+    assert str(tmp_path / "two" / "docs" / "same.txt") in proc.stderr
     texts = {json.loads(p["_node_content"])["text"] for p, _ in stored(tmp_path / "q").values()}
     assert texts == {"First folder text.", "Another file."}
 
@@ -269,9 +271,9 @@ def test_partitions_fill_one_collection_and_prune_only_their_share(tmp_path, tin
 
     docs = tmp_path / "docs"
     docs.mkdir()
-    names = [f"note-{i:02d}.txt" for i in range(12)]
+    names = [f"docs/note-{i:02d}.txt" for i in range(12)]
     for i, name in enumerate(names):
-        (docs / name).write_text(f"Note {i} says the tide was {i} metres at noon. " * (1 + i % 3))
+        (tmp_path / name).write_text(f"Note {i} says the tide was {i} metres at noon. " * (1 + i % 3))
     store = tmp_path / "qdrant"
     base = [docs, "--model", tiny_model_dir, "--qdrant-path", store, "--json", "--prune"]
     seen = []
@@ -287,8 +289,8 @@ def test_partitions_fill_one_collection_and_prune_only_their_share(tmp_path, tin
     first, second = sorted({share_of(n, 3) for n in names})[:2]
     gone_a = next(n for n in names if share_of(n, 3) == first)
     gone_b = next(n for n in names if share_of(n, 3) == second)
-    (docs / gone_a).unlink()
-    (docs / gone_b).unlink()
+    (tmp_path / gone_a).unlink()
+    (tmp_path / gone_b).unlink()
     proc = inproc(*base, "--partition", f"{first}/3")
     assert proc.exit_code == 0 and json.loads(proc.stdout)["documents_deleted"] == 1
     assert _docs_by_id(store) == set(names) - {gone_a}
@@ -393,11 +395,12 @@ def test_unchanged_rerun_dry_run_and_locked_store_never_load_the_model(tmp_path,
     dry = inproc(*base, "--dry-run", "--prune", "--json")
     assert dry.exit_code == 0, dry.stderr
     assert json.loads(dry.stdout)["documents"] == {
-        "new": ["new.md"], "changed": ["n0.md"], "unchanged": [f"n{i}.md" for i in range(2, 8)], "pruned": ["n1.md"]}
+        "new": ["docs/new.md"], "changed": ["docs/n0.md"], "unchanged": [f"docs/n{i}.md" for i in range(2, 8)],
+        "pruned": ["docs/n1.md"]}
     terminal = inproc(*base, "--dry-run", "--prune")
     assert terminal.exit_code == 0
-    assert "  unchanged (6): n2.md, n3.md, n4.md, n5.md, n6.md and 1 more" in terminal.stderr
-    assert "  new (1): new.md" in terminal.stderr and "  pruned (1): n1.md" in terminal.stderr
+    assert "  unchanged (6): docs/n2.md, docs/n3.md, docs/n4.md, docs/n5.md, docs/n6.md and 1 more" in terminal.stderr
+    assert "  new (1): docs/new.md" in terminal.stderr and "  pruned (1): docs/n1.md" in terminal.stderr
 
     with closing(EdgeClient(store)):  # another process holds the folder
         locked = inproc(*base)
@@ -460,10 +463,10 @@ def test_a_non_utf8_file_name_is_ingested_and_blocks_nothing(tmp_path, tiny_mode
     points = stored(tmp_path / "q")
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/sgpt-qdrant/ingest")
     # RFC 4122 name-based id over the name's bytes, by hand
-    expected = str(uuid.UUID(bytes=hashlib.sha1(namespace.bytes + b"caf\xff.txt#0").digest()[:16], version=5))
+    expected = str(uuid.UUID(bytes=hashlib.sha1(namespace.bytes + b"docs/caf\xff.txt#0").digest()[:16], version=5))
     payload, _ = points[expected]
-    assert payload["doc_id"] == "caf\\xff.txt" and payload["file_path"].endswith("/caf\\xff.txt")
-    assert str(uuid.uuid5(namespace, "ok0.txt#0")) in points  # UTF-8 names keep their ids
+    assert payload["doc_id"] == "docs/caf\\xff.txt" and payload["file_path"].endswith("/caf\\xff.txt")
+    assert str(uuid.uuid5(namespace, "docs/ok0.txt#0")) in points  # UTF-8 names: uuid5 of the id
     again = inproc(*base)
     assert again.exit_code == 0 and json.loads(again.stdout)["unchanged"] == 4  # and it is found again
 

@@ -14,7 +14,7 @@ from sgpt_qdrant.ingest import schema, store
 from sgpt_qdrant.ingest.client import open_client
 from sgpt_qdrant.ingest.collection_config import CollectionMismatchError, check_collection, ensure_collection
 from sgpt_qdrant.ingest.chunk import chunk_text
-from sgpt_qdrant.ingest.read import SourceFile, Skipped, find_files, html_to_text, read_document
+from sgpt_qdrant.ingest.read import SourceFile, Skipped, find_files, html_to_text, read_document, walk
 from sgpt_qdrant.ingest.sync import sync
 from sgpt_qdrant.ingest.upload import Uploader
 from sgpt_qdrant.testing import gpt2_tokenizer
@@ -90,10 +90,11 @@ def test_read_binary_invalid_utf8_and_symlink_loop(tmp_path):
     os.symlink(tmp_path / "self-link", tmp_path / "self-link")  # a file loop (ELOOP)
     os.mkfifo(tmp_path / "pipe")  # reading it would block
     files = list(find_files([tmp_path]))
-    ids = sorted(f.doc_id for f in files)
+    top = tmp_path.name  # ids begin with the folder's own name
+    ids = sorted(f.doc_id.removeprefix(f"{top}/") for f in files)
     assert ids == ["a.txt", "bad.txt", "blob", "img.dat", "pipe", "self-link", "sub/b.md"]
     assert sorted(f.doc_id for f in find_files([tmp_path], include=["*.txt", "sub/*"], exclude=["bad*"])) == \
-        ["a.txt", "sub/b.md"]
+        [f"{top}/a.txt", f"{top}/sub/b.md"]
     for name in ["img.dat", "blob", "self-link", "pipe"]:
         with pytest.raises(Skipped):
             read_document(SourceFile(tmp_path / name, name))
@@ -163,9 +164,11 @@ def _write_docs(root, docs):
 
 def _run(client, root, encoder, writer=None, prune=True):
     ensure_collection(client, "c", encoder.dimension, vector_name=schema.VECTOR_NAME)
-    return sync(list(find_files([root])), store.read_state(client, "c"), tokenizer=encoder.tokenizer,
+    found = walk([root])
+    return sync(found.files, store.read_state(client, "c"), tokenizer=encoder.tokenizer,
                 max_tokens=encoder.max_length, model="tiny", encode=encoder.encode,
-                writer=writer or _writer(client), batch_size=3, prune=prune, on_message=lambda m: None)
+                writer=writer or _writer(client), batch_size=3, prune=prune, prune_scope=found.covers,
+                on_message=lambda m: None)
 
 
 def _points(client):
@@ -183,7 +186,7 @@ def test_stop_after_any_request_then_rerun_equals_clean_run(tmp_path, tiny_encod
     clean = QdrantClient(":memory:")
     _run(clean, root, tiny_encoder)
     expected = _points(clean)
-    assert {p["doc_id"] for p, _ in expected.values()} == {"a.txt", "b.md", "d.txt"}
+    assert {p["doc_id"] for p, _ in expected.values()} == {"docs/a.txt", "docs/b.md", "docs/d.txt"}
     n = 0
     while True:
         client = QdrantClient(":memory:")
@@ -251,15 +254,15 @@ def test_new_documents_cost_no_delete_and_stale_chunks_are_deleted_by_id(tmp_pat
     _write_docs(root, {"a.txt": long[: len(long) // 3], "b.md": "# B\n\nShort one."})
     second = _Recording(_writer(client))
     summary = _run(client, root, tiny_encoder, writer=second)
-    a_now = sum(1 for p, _ in _points(client).values() if p["doc_id"] == "a.txt")
-    assert 0 < a_now < before["a.txt"]
+    a_now = sum(1 for p, _ in _points(client).values() if p["doc_id"] == "docs/a.txt")
+    assert 0 < a_now < before["docs/a.txt"]
     deleted = [i for d in second.deletes for i in d]  # lists of ids only, never a filter
     assert all(isinstance(d, list) for d in second.deletes)
-    expected = {str(uuid.uuid5(namespace, f"a.txt#{i}")) for i in range(a_now, before["a.txt"])}
-    expected |= {str(uuid.uuid5(namespace, f"c.txt#{i}")) for i in range(before["c.txt"])}
+    expected = {str(uuid.uuid5(namespace, f"docs/a.txt#{i}")) for i in range(a_now, before["docs/a.txt"])}
+    expected |= {str(uuid.uuid5(namespace, f"docs/c.txt#{i}")) for i in range(before["docs/c.txt"])}
     assert sorted(deleted) == sorted(expected)
     assert summary.chunks_deleted == len(expected) and summary.documents_deleted == 1
-    assert {p["doc_id"] for p, _ in _points(client).values()} == {"a.txt", "b.md"}
+    assert {p["doc_id"] for p, _ in _points(client).values()} == {"docs/a.txt", "docs/b.md"}
 
 
 def test_model_fingerprint_follows_the_files_not_the_path(tmp_path, monkeypatch):

@@ -46,9 +46,9 @@ def ray_address():
 
 def make_tree(root: Path) -> list[Path]:
     """Two input folders: text of very different sizes, a binary, an empty file, Latin-1, an id given twice."""
-    one, two = root / "one", root / "two"
+    one, two = root / "one" / "docs", root / "two" / "docs"  # two folders of one name: ids docs/...
     (one / "sub").mkdir(parents=True)
-    two.mkdir()
+    two.mkdir(parents=True)
     (one / "guide.md").write_text("# Guide\n\n" + " ".join(f"Bed {i} gets compost in spring." for i in range(60)))
     (one / "sub" / "notes.txt").write_text("\n".join(f"Note {i}: the bridge is painted." for i in range(25)))
     (one / "sub" / "page.html").write_text("<html><body><h1>Bridge</h1><p>Finished in 1821.</p></body></html>")
@@ -101,10 +101,10 @@ def test_ray_and_in_process_store_the_same_points_first_run_and_incremental(tmp_
     ref, ref_msgs = run(local, inputs, tiny_model_dir, use_ray=False)
     got, got_msgs = run(distributed_store, inputs, tiny_model_dir, use_ray=True)
     # hand count: 12 files; ingested guide, notes, page, tiny, latin1, one/same, other, caf\xff; skipped 2 png + empty;
-    # failed: two/same.txt (its id is one/same.txt's)
+    # failed: two/docs/same.txt (its id docs/same.txt is one/docs/same.txt's)
     assert (ref.files_seen, ref.ingested, ref.skipped, ref.failed) == (12, 8, 3, 1)
     assert comparable(got) == comparable(ref)
-    assert got_msgs == ref_msgs and any("two/same.txt" in m for m in got_msgs)
+    assert got_msgs == ref_msgs and any("two/docs/same.txt" in m for m in got_msgs)
     assert_same_points(stored(local), stored(distributed_store))
 
     # edit one file (shrinks), delete one, add one: incremental and --prune through both paths
@@ -235,3 +235,12 @@ def test_setup_problems_are_one_line_errors_before_any_embedding(tmp_path, ray_a
         ingest_paths([tmp_path / "a.txt"], path=tmp_path / "q", model=str(tiny_model_dir), options=options)
     with closing(EdgeClient(tmp_path / "q")) as client:
         assert client.count(COLLECTION).count == 0
+
+
+def test_a_server_that_drops_the_workers_writes_is_noticed(tmp_path, ray_address, tiny_model_dir, standin):
+    from sgpt_qdrant.ingest.verify import WriteCheckError
+
+    inputs = make_tree(tmp_path / "docs")
+    standin.drop_writes = True  # acknowledged, not stored
+    with pytest.raises(WriteCheckError, match="acknowledged the writes but does not hold them"):
+        run(None, inputs, tiny_model_dir, use_ray=True, url=standin.url)

@@ -19,11 +19,11 @@ def test_file_link_out_of_the_folder_is_skipped_unless_allowed(tmp_path):
     os.symlink(secret, tree / "sub" / "leak.md")  # out of the tree
     os.symlink(tree / "a.md", tree / "sub" / "alias.md")  # inside the tree
     files = {f.doc_id: f for f in find_files([tree])}
-    assert sorted(files) == ["a.md", "sub/alias.md", "sub/leak.md"]
+    assert sorted(files) == ["docs/a.md", "docs/sub/alias.md", "docs/sub/leak.md"]
     with pytest.raises(Skipped, match="outside"):
-        read_document(files["sub/leak.md"])
-    assert read_document(files["sub/alias.md"]).text == "# A\n\nText."
-    assert read_document(files["sub/leak.md"], follow_links_outside=True).text == "API_KEY=hunter2"
+        read_document(files["docs/sub/leak.md"])
+    assert read_document(files["docs/sub/alias.md"]).text == "# A\n\nText."
+    assert read_document(files["docs/sub/leak.md"], follow_links_outside=True).text == "API_KEY=hunter2"
     # a link given by name on the command line is the user's explicit choice: read
     (given,) = find_files([tree / "sub" / "leak.md"])
     assert read_document(given).text == "API_KEY=hunter2"

@@ -9,7 +9,7 @@ from qdrant_client import QdrantClient
 
 from sgpt_qdrant.ingest import schema, store
 from sgpt_qdrant.ingest.collection_config import ensure_collection
-from sgpt_qdrant.ingest.read import find_files
+from sgpt_qdrant.ingest.read import find_files, walk
 from sgpt_qdrant.ingest.sync import sync
 from sgpt_qdrant.ingest.upload import Uploader
 
@@ -49,10 +49,11 @@ class _Counting:
 def _run(client, root, encoder, writer=None):
     ensure_collection(client, "c", encoder.dimension, vector_name=schema.VECTOR_NAME)
     encode = _Counting(encoder)
-    summary = sync(list(find_files([root])), store.read_state(client, "c"), tokenizer=encoder.tokenizer,
+    found = walk([root])
+    summary = sync(found.files, store.read_state(client, "c"), tokenizer=encoder.tokenizer,
                    max_tokens=encoder.max_length, model="tiny", encode=encode,
                    writer=writer or Uploader(client, "c", batch_size=4, barrier_deletes=False), batch_size=3,
-                   prune=True, on_message=lambda m: None)
+                   prune=True, prune_scope=found.covers, on_message=lambda m: None)
     return summary, encode.texts
 
 
@@ -107,10 +108,10 @@ def test_a_changed_document_stopped_halfway_keeps_only_chunks_of_the_new_version
     clean, clean_summary, client, root = _stop_then_resume(
         tmp_path, tiny_encoder, {"long.txt": LONG, "b.md": "# B\n\nShort one."},
         {"long.txt": LONG_V2, "b.md": "# B\n\nShort one."}, stop_after=3)
-    versions = Counter(p["ingest_version"] for p, _ in _points(client).values() if p["doc_id"] == "long.txt")
-    new_version = next(p["ingest_version"] for p, _ in _points(clean).values() if p["doc_id"] == "long.txt")
+    versions = Counter(p["ingest_version"] for p, _ in _points(client).values() if p["doc_id"] == "docs/long.txt")
+    new_version = next(p["ingest_version"] for p, _ in _points(clean).values() if p["doc_id"] == "docs/long.txt")
     at_new = versions[new_version]
-    long_total = sum(1 for p, _ in _points(clean).values() if p["doc_id"] == "long.txt")
+    long_total = sum(1 for p, _ in _points(clean).values() if p["doc_id"] == "docs/long.txt")
     assert 0 < at_new < long_total and len(versions) == 2  # half old, half new
     summary, embedded = _run(client, root, tiny_encoder)
     assert len(embedded) == long_total - at_new
@@ -124,7 +125,7 @@ def test_a_chunk_stored_with_other_text_is_embedded_again(tmp_path, tiny_encoder
                                                            stop_after=2)
     ensure_collection(client, "c", tiny_encoder.dimension, vector_name=schema.VECTOR_NAME)
     state = store.read_state(client, "c")
-    doc = state["long.txt"]
+    doc = state["docs/long.txt"]
     assert doc.marks and not doc.complete(next(iter(doc.versions)))
     encode = _Counting(tiny_encoder)
     summary = sync(list(find_files([root])), state, tokenizer=tiny_encoder.tokenizer,
@@ -139,5 +140,5 @@ def test_a_complete_document_keeps_no_marks(tmp_path, tiny_encoder):
     _write(root, {"long.txt": LONG})
     client = QdrantClient(":memory:")
     _run(client, root, tiny_encoder)
-    doc = store.read_state(client, "c")["long.txt"]
+    doc = store.read_state(client, "c")["docs/long.txt"]
     assert doc.points > 1 and doc.marks == {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 
@@ -100,7 +101,19 @@ def main(**options) -> None:
         sys.exit(130)
     summary = {"output": str(result.output), "steps": result.steps, "best_score": result.best_score,
                "best_step": result.best_step, "dev": result.dev, "test": result.test}
-    click.echo(json.dumps(summary, indent=2))
+    click.echo(json.dumps(_json_safe(summary), indent=2, allow_nan=False))
+
+
+def _json_safe(value):
+    """NaN and infinities as null: a correlation over constant scores is NaN, and a bare ``NaN``
+    is not JSON (``jq`` and most parsers refuse the whole output)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -129,7 +142,7 @@ def eval_main(model: str, sts_files: tuple[str, ...], split: str, device: str | 
                 append_csv(csv_dir, sts, -1, -1, metrics)
     except _user_errors() as exc:
         raise _refuse(exc) from None
-    click.echo(json.dumps(results, indent=2))
+    click.echo(json.dumps(_json_safe(results), indent=2, allow_nan=False))
 
 
 if __name__ == "__main__":
