@@ -25,11 +25,13 @@ def test_index_builds_hnsw_in_a_child_and_reports_recall(tmp_path, tiny_model_di
     record = json.loads(result.stdout)
     index = record["index"]
     assert index["points"] == record["chunks_written"] > 0
-    assert index["indexed_vectors"] == index["points"]  # every vector is in the HNSW graph now
+    # every vector is indexed now: the dense one of each point in the HNSW graph, and its BM25 vector
+    # (sgpt-ingest's default --sparse bm25), which Edge counts among the indexed vectors too
+    assert index["indexed_vectors"] == 2 * index["points"]
     assert 0.0 <= index["recall_at_10"] <= 1.0 and index["samples"] == min(100, index["points"])
     assert "HNSW index built" in result.stderr
     with closing(EdgeClient(store)) as client:  # the parent can open the store again: the child let it go
         info = client.get_collection("documents")
-        assert info.indexed_vectors_count == info.points_count
+        assert info.indexed_vectors_count == 2 * info.points_count
         recall, n = recall_at_k(client, "documents", samples=20)
         assert n == min(20, info.points_count) and recall == pytest.approx(index["recall_at_10"], abs=0.2)

@@ -139,9 +139,10 @@ def test_reads_what_sgpt_ingest_stored_as_qdrant_vector_store_does(examples_stor
     ref_client = QdrantClient(":memory:")
     with closing(EdgeClient(examples_store)) as client:
         points, _ = client.scroll(DEFAULT_COLLECTION, limit=10_000, with_payload=True, with_vectors=True)
-        dim = client.get_collection(DEFAULT_COLLECTION).config.params.vectors[VECTOR_NAME].size
+        params = client.get_collection(DEFAULT_COLLECTION).config.params
     ref_client.create_collection(DEFAULT_COLLECTION, vectors_config={
-        VECTOR_NAME: models.VectorParams(size=dim, distance=models.Distance.COSINE)})
+        VECTOR_NAME: models.VectorParams(size=params.vectors[VECTOR_NAME].size, distance=models.Distance.COSINE)},
+        sparse_vectors_config=params.sparse_vectors)  # sgpt-ingest writes BM25 vectors too (--sparse bm25)
     ref_client.upsert(DEFAULT_COLLECTION, [models.PointStruct(id=p.id, vector=p.vector, payload=p.payload)
                                            for p in points])
     ref = QdrantVectorStore(collection_name=DEFAULT_COLLECTION, client=ref_client)

@@ -43,7 +43,8 @@ def test_readme_query_sequence_runs_as_written(tmp_path, tiny_model_dir):
     shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns("__pycache__"))
     env = {"PATH": str(Path(sys.executable).parent), "SGPT_MODEL": str(tiny_model_dir), "HF_HUB_OFFLINE": "1",
            "SGPT_CACHE_DIR": str(tmp_path / "cache"), "TOKENIZERS_PARALLELISM": "false", "HOME": str(tmp_path)}
-    lines = readme_commands("## Quick start")[:1] + readme_commands("## Query") + readme_commands("**FastEmbed**")
+    ingest = [line for line in readme_commands("**Without the Hub**") if line.startswith("sgpt-ingest")]
+    lines = ingest + readme_commands("## Query") + readme_commands("**FastEmbed**")
     outputs = {}
     for line in lines:
         proc = subprocess.run(argv(line), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
