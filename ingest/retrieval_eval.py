@@ -103,7 +103,9 @@ def file_name(doc_id: str) -> str:
 
 
 def doc_id_of(stored: str) -> str:
-    return unquote(stored[:-4] if stored.endswith(".txt") else stored)
+    """The BEIR id of a stored document id ``<source>/<file name>`` (file names hold no ``/``)."""
+    name = stored.rsplit("/", 1)[-1]
+    return unquote(name[:-4] if name.endswith(".txt") else name)
 
 
 def write_corpus(data: BeirData, folder: Path) -> int:

@@ -86,9 +86,9 @@ def test_collection_layout_is_what_llamaindex_hybrid_reads(tmp_path, tiny_encode
     q = VectorStoreQuery(query_str=query, query_embedding=tiny_encoder.encode([query])[0].tolist(),
                          similarity_top_k=1, mode=VectorStoreQueryMode.SPARSE)
     result = store.query(q)
-    assert [n.ref_doc_id for n in result.nodes] == ["b.md"]
+    assert [n.ref_doc_id for n in result.nodes] == ["docs/b.md"]  # ids name their folder
     q.mode = VectorStoreQueryMode.HYBRID
-    assert {n.ref_doc_id for n in store.query(q).nodes} <= {"a.md", "b.md"}
+    assert {n.ref_doc_id for n in store.query(q).nodes} <= {"docs/a.md", "docs/b.md"}
     # what LlamaIndex writes for a node of its own is what sgpt-ingest stores for the same text
     from llama_index.core.schema import TextNode
 
@@ -96,7 +96,7 @@ def test_collection_layout_is_what_llamaindex_hybrid_reads(tmp_path, tiny_encode
     store.add([node])
     theirs = client.retrieve("documents", [node.node_id], with_vectors=True)[0].vector[SPARSE_VECTOR_NAME]
     ours = next(p for p in client.scroll("documents", with_vectors=True, limit=10)[0]
-                if p.payload.get("doc_id") == "a.md").vector[SPARSE_VECTOR_NAME]
+                if p.payload.get("doc_id") == "docs/a.md").vector[SPARSE_VECTOR_NAME]
     assert (theirs.indices, theirs.values) == (ours.indices, ours.values)
 
 
@@ -180,4 +180,4 @@ def test_llamaindex_hybrid_on_the_embedded_store(tmp_path, tiny_model_dir):
         for mode in ("sparse", "hybrid"):
             found = index.as_retriever(similarity_top_k=1, sparse_top_k=1, vector_store_query_mode=mode).retrieve(
                 "connection refused")
-            assert [n.node.ref_doc_id for n in found] == ["b.md"], mode
+            assert [n.node.ref_doc_id for n in found] == ["docs/b.md"], mode
