@@ -3,8 +3,6 @@ batches equal single queries, filters hold in every mode; the examples' --mode."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from sgpt_qdrant.ingest import IngestOptions, ingest_paths
 from sgpt_qdrant.ingest import search as s  # the module (ingest exports no name "search")
 from sgpt_qdrant.ingest.schema import SPARSE_VECTOR_NAME, VECTOR_NAME
 from sgpt_qdrant.ingest.sparse import query_vector
+from test_examples import _example  # an example script imported as a module
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 QUERIES = ["why are there two tides a day", "how do bees find flowers", "sourdough starter yeast"]
@@ -79,15 +78,6 @@ def test_bad_arguments():
         s.requests(["x"], encoder=None, mode="sparse", limit=0)
 
 
-def _example(name: str):
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    return module
 
 
 @pytest.mark.slow
