@@ -319,6 +319,7 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
     """The command without click: prints, returns the exit status. ``options``: IngestOptions fields."""
     try:  # seconds of imports: a Ctrl-C here is the same one line and exit status as later
         from .pipeline import IngestError, IngestOptions, ingest_paths
+        from .distributed import RayClusterError
         from .upload import UploadError
     except KeyboardInterrupt:
         _err("interrupted before any work; nothing was written")
@@ -363,6 +364,10 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         progress.close()
         _err(f"error: {exc}")
         return EXIT_SETUP
+    except RayClusterError as exc:  # a raylet, node or actor gone mid-run (ingest.distributed)
+        progress.close()
+        _err(f"error: {exc}; what was written is consistent: run the same command again")
+        return EXIT_FAILED
     except UploadError as exc:  # the server stayed down mid-run: what was written is consistent
         progress.close()
         _err(f"error: {exc}")
