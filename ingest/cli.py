@@ -298,7 +298,7 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
                               bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
                               ray=None if ray_address is None else dict(
                                   address=ray_address or None, actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
-                                  show_progress=not quiet and sys.stderr.isatty()),
+                                  show_progress=not quiet and sys.stderr.isatty(), on_cluster_lost=_cluster_lost),
                               settings=dict(shards=shards, replication_factor=replication_factor,
                                             write_consistency_factor=write_consistency, on_disk=on_disk,
                                             on_disk_payload=on_disk_payload, quantization=quantization == "int8",
@@ -427,6 +427,15 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
     for failure in summary.failures:
         _err(f"failed: {failure}")
     return EXIT_FAILED if summary.failed else 0
+
+
+def _cluster_lost(message: str) -> None:
+    """--ray: the local raylet died (see RayOptions.on_cluster_lost). Ray's core worker would end the
+    process with exit 1 and no message; this exit is the same as a kill, which the store survives."""
+    _err(f"error: {message}; what was written is consistent: run the same command again")
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(EXIT_FAILED)
 
 
 def _raising(update):

@@ -90,6 +90,10 @@ class RayOptions:
     batch_size: int | None = None
     #: Ray Data's own progress bars (stderr).
     show_progress: bool = False
+    #: Called (from a watchdog thread) when the raylet of the local cluster this run started dies:
+    #: Ray's core worker then ends the process with exit 1 and no message, seconds later, whatever
+    #: Python does; the caller (the CLI) says so in one line and exits first.
+    on_cluster_lost: Callable[[str], None] | None = field(default=None, repr=False)
     #: Called at the end with the chunks each embedding actor embedded (the spread of work).
     on_actor_chunks: Callable[[dict[str, int]], None] | None = field(default=None, repr=False)
 
@@ -401,6 +405,8 @@ def ray_sync(
 
     outcome = _Outcome()
     with connect(options.address) as ray:
+        if options.on_cluster_lost is not None:
+            _watch_raylet(options.on_cluster_lost)
         try:
             context = ray.data.DataContext.get_current()
             context.enable_progress_bars = options.show_progress
@@ -470,6 +476,31 @@ def ray_sync(
     if on_progress is not None:
         on_progress(summary)
     return summary
+
+
+def _watch_raylet(on_lost: Callable[[str], None], every: float = 0.2) -> None:
+    """A daemon thread polling the raylet this process started (none for a cluster joined by address)."""
+    import threading
+
+    try:
+        from ray._private import ray_constants, worker
+
+        raylets = [p.process for p in worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, [])]
+    except Exception:  # noqa: BLE001 - Ray's internals moved, or no node of ours: no watchdog
+        return
+    if not raylets:
+        return
+
+    def watch() -> None:
+        while True:
+            for raylet in raylets:
+                code = raylet.poll()
+                if code is not None:
+                    on_lost(f"the Ray cluster stopped during the run (its raylet, pid {raylet.pid}, exited with {code})")
+                    return
+            time.sleep(every)
+
+    threading.Thread(target=watch, name="sgpt-raylet-watch", daemon=True).start()
 
 
 def _count(summary: Summary, events: list[dict], on_message: Callable[[str], None]) -> None:

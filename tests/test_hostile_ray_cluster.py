@@ -92,3 +92,44 @@ def test_our_own_error_still_surfaces_as_before(tmp_path, tiny_model_dir, monkey
     result = CliRunner().invoke(cli, [str(_tree(tmp_path)), "--qdrant-path", str(tmp_path / "s"), "--model",
                                       str(tiny_model_dir), "-q", "--ray"])
     assert "Ray cluster stopped" not in result.output and result.exit_code == 2, result.output
+
+
+@pytest.mark.slow
+def test_a_killed_raylet_is_one_line_and_exit_1_and_a_rerun_finishes(tmp_path, tiny_model_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    psutil = pytest.importorskip("psutil")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(30):
+        (docs / f"d{i}.md").write_text(f"doc {i} " + "word " * 200)
+    base = [str(Path(sys.executable).with_name("sgpt-ingest")), str(docs), "--qdrant-path", str(tmp_path / "store"),
+            "--model", str(tiny_model_dir), "-q"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"SGPT_INGEST_TEST_PAUSE": "1"}
+    proc = subprocess.Popen([*base, "--ray", "--batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    raylet, deadline = None, time.time() + 180
+    while raylet is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        raylet = next((c for c in psutil.Process(proc.pid).children(recursive=True) if c.name() == "raylet"), None)
+    assert raylet is not None, "no raylet started"
+    time.sleep(6)  # the run is under way (a batch a second)
+    os.kill(raylet.pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("sgpt-ingest: error")]
+    assert len(errors) == 1 and "the Ray cluster stopped during the run" in errors[0], err
+    assert errors[0].endswith("what was written is consistent: run the same command again")
+    again = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=300,
+                           env={k: v for k, v in env.items() if k != "SGPT_INGEST_TEST_PAUSE"})
+    assert again.returncode == 0, again.stderr
+    import json
+
+    record = json.loads(again.stdout)
+    assert record["failed"] == 0 and record["new"] + record["changed"] + record["unchanged"] == 30
