@@ -10,21 +10,46 @@ from the text first, whatever library or server produced it.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 import os
+import signal
 import sys
-import time
-import warnings
 
-import click
+#: A Ctrl-C seen by this process (the console script: see _on_sigint). A library that swallows the
+#: KeyboardInterrupt (one raised in a destructor or callback is only printed, "Exception ignored")
+#: cannot lose it: progress callbacks raise it again and the exit status says 130.
+_sigint_seen = False
 
-from typing import TYPE_CHECKING
 
-from . import client as qc
-from . import schema
-from .read import MAX_FILE_BYTES, ReadOptions
+def _defer_sigint(signum, frame) -> None:
+    """Ctrl-C during this module's imports (click, the readers: a fraction of a second): remembered,
+    answered by main() with the one line, as a KeyboardInterrupt out of an import cannot be."""
+    global _sigint_seen
+    _sigint_seen = True
+
+
+def _on_sigint(signum, frame) -> None:
+    global _sigint_seen
+    _sigint_seen = True
+    raise KeyboardInterrupt
+
+
+if os.path.basename(sys.argv[0] if sys.argv else "") == "sgpt-ingest" \
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # the console script, not an importer
+    signal.signal(signal.SIGINT, _defer_sigint)
+
+import contextlib  # noqa: E402 - after the handler: a Ctrl-C while importing is one line too
+import json  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import click  # noqa: E402
+
+from typing import TYPE_CHECKING  # noqa: E402
+
+from . import client as qc  # noqa: E402
+from . import schema  # noqa: E402
+from .read import MAX_FILE_BYTES, ReadOptions  # noqa: E402
 
 if TYPE_CHECKING:  # the pipeline (qdrant-client, LlamaIndex, numpy) is imported when a run starts,
     from .sync import Summary  # so --help and a refused option answer at once
@@ -273,7 +298,7 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
                               bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
                               ray=None if ray_address is None else dict(
                                   address=ray_address or None, actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
-                                  show_progress=not quiet and sys.stderr.isatty()),
+                                  show_progress=not quiet and sys.stderr.isatty(), on_cluster_lost=_cluster_lost),
                               settings=dict(shards=shards, replication_factor=replication_factor,
                                             write_consistency_factor=write_consistency, on_disk=on_disk,
                                             on_disk_payload=on_disk_payload, quantization=quantization == "int8",
@@ -319,11 +344,14 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
     """The command without click: prints, returns the exit status. ``options``: IngestOptions fields."""
     try:  # seconds of imports: a Ctrl-C here is the same one line and exit status as later
         from .pipeline import IngestError, IngestOptions, ingest_paths
+        from .distributed import RayClusterError
         from .upload import UploadError
     except KeyboardInterrupt:
         _err("interrupted before any work; nothing was written")
         return EXIT_INTERRUPTED
 
+    global _work_started
+    _work_started = True
     progress = _Progress(enabled=False, tty=False, interval=progress_interval)
     handler = _LogToProgress(progress)
     logger = logging.getLogger("sgpt_qdrant")
@@ -347,7 +375,7 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             summary = ingest_paths(
                 paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
-                prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=progress.update,
+                prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=_raising(progress.update),
                 on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model", "note")))
                 else progress.message(m.replace("follow_links_outside=True", "--follow-links-outside")),
                 writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
@@ -363,6 +391,10 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         progress.close()
         _err(f"error: {exc}")
         return EXIT_SETUP
+    except RayClusterError as exc:  # a raylet, node or actor gone mid-run (ingest.distributed)
+        progress.close()
+        _err(f"error: {exc}; what was written is consistent: run the same command again")
+        return EXIT_FAILED
     except UploadError as exc:  # the server stayed down mid-run: what was written is consistent
         progress.close()
         _err(f"error: {exc}")
@@ -377,6 +409,9 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
         logger.removeHandler(handler)
         logger.propagate = True
         warnings.showwarning = show_warning
+    if _sigint_seen:  # the interrupt reached a library that swallowed it, and the run went on to the end
+        _err("interrupted; what was written is consistent: run the same command again to finish")
+        return EXIT_INTERRUPTED
     summary.seconds = time.perf_counter() - started
     if as_json:
         record = summary.to_dict()
@@ -392,6 +427,24 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
     for failure in summary.failures:
         _err(f"failed: {failure}")
     return EXIT_FAILED if summary.failed else 0
+
+
+def _cluster_lost(message: str) -> None:
+    """--ray: the local raylet died (see RayOptions.on_cluster_lost). Ray's core worker would end the
+    process with exit 1 and no message; this exit is the same as a kill, which the store survives."""
+    _err(f"error: {message}; what was written is consistent: run the same command again")
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(EXIT_FAILED)
+
+
+def _raising(update):
+    """``update``, after raising again a Ctrl-C that some library swallowed (see _sigint_seen)."""
+    def checked(summary) -> None:
+        if _sigint_seen:
+            raise KeyboardInterrupt
+        update(summary)
+    return checked
 
 
 def _build_index(qdrant_url, qdrant_path, collection, quiet) -> dict | None:
@@ -417,21 +470,38 @@ def _build_index(qdrant_url, qdrant_path, collection, quiet) -> dict | None:
 def main() -> None:
     """The console script: click's own handling of Ctrl-C ("Aborted!", exit 1) replaced by ours, then an
     exit without the interpreter's teardown (see _exit_now)."""
-    global _process_started
-    _process_started = _started()
+    global _process_started, _work_started
+    _process_started, _work_started = _started(), False
+    previous = signal.signal(signal.SIGINT, _on_sigint)  # from here a Ctrl-C raises KeyboardInterrupt, and is remembered
     try:
+        if _sigint_seen:  # while this module was imported
+            raise KeyboardInterrupt
         code = _run_cli()
     except SystemExit as exc:
         code = exc.code
+    except KeyboardInterrupt:  # between the command's end and here
+        code = _interrupted()
+    signal.signal(signal.SIGINT, previous)  # _exit_now defers a Ctrl-C during the exit itself
+    if _sigint_seen and code != EXIT_INTERRUPTED:  # after the command had returned: it is complete
+        code = _interrupted()
     _exit_now(code)
+
+
+#: Set when run() starts working: an interrupt later is not "before any work".
+_work_started = False
+
+
+def _interrupted() -> int:
+    _err("interrupted; what was written is consistent: run the same command again to finish" if _work_started
+         else "interrupted before any work; nothing was written")
+    return EXIT_INTERRUPTED
 
 
 def _run_cli():
     try:
         return cli.main(standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):
-        _err("interrupted before any work; nothing was written")
-        return EXIT_INTERRUPTED
+        return _interrupted()
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -445,9 +515,13 @@ def _exit_now(code) -> None:
     Not with Ray imported: its exit hook stops the local cluster."""
     if "ray" in sys.modules:
         sys.exit(code)
+    signal.signal(signal.SIGINT, _defer_sigint)  # the exit is not interrupted half-way
     if code is not None and not isinstance(code, int):  # sys.exit("message"), as Python would print it
         print(code, file=sys.stderr)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    if _sigint_seen and code != EXIT_INTERRUPTED:  # in the last moments: the command was complete
+        code = _interrupted()
+        sys.stderr.flush()
     os._exit(code if isinstance(code, int) else 0 if code is None else EXIT_SETUP)

@@ -143,6 +143,8 @@ def setup_error(exc: BaseException, where: str) -> StoreError:
     cause = describe(exc)
     status = getattr(exc, "status_code", None)
     source = getattr(exc, "source", None) if isinstance(exc, ResponseHandlingException) else exc
+    if isinstance(exc, ValueError) and "collection" in str(exc).lower():  # qdrant-client refused the name
+        return StoreError(f"--collection: {describe(exc)}")
     if status in (401, 403):
         hint = f"check {API_KEY_ENV} (the key the server was started with, or a read-write JWT)"
     elif isinstance(source, json.JSONDecodeError) or status == 404:

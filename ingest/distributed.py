@@ -42,7 +42,7 @@ from .read import ReadOptions, SourceFile
 from .store import DocState
 from .sync import Outcome, Summary, Writer, _Producer, prepare, prune_ids, stale_ids
 
-__all__ = ["RayOptions", "ServerTarget", "ray_sync", "RaySetupError"]
+__all__ = ["RayOptions", "ServerTarget", "ray_sync", "RaySetupError", "RayClusterError"]
 
 #: Row kinds: one "chunk" row per chunk; one row per file for what happened to it.
 CHUNK = "chunk"
@@ -51,6 +51,21 @@ CHUNK = "chunk"
 class RaySetupError(RuntimeError):
     """Before any work: Ray (the ``[ray]`` extra) is missing, the cluster unreachable, or the actor
     pool does not fit it."""
+
+
+class RayClusterError(RuntimeError):
+    """Mid-run: the cluster itself failed (raylet, node, actor or object store gone, a call timed
+    out), not our code. What was written is consistent (each document's marker is written last)."""
+
+
+def _cluster_failure(ray, exc: BaseException) -> bool:
+    """Ray's own failures (a dead raylet, node or actor; a lost object; a timeout), not an error
+    raised by our code in a task (``RayTaskError`` wraps that one, unless its cause is Ray's too)."""
+    errors = ray.exceptions
+    if isinstance(exc, errors.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return cause is not None and cause is not exc and _cluster_failure(ray, cause)
+    return isinstance(exc, errors.RayError)
 
 
 class WorkerWriteError(RuntimeError):
@@ -75,6 +90,10 @@ class RayOptions:
     batch_size: int | None = None
     #: Ray Data's own progress bars (stderr).
     show_progress: bool = False
+    #: Called (from a watchdog thread) when the raylet of the local cluster this run started dies:
+    #: Ray's core worker then ends the process with exit 1 and no message, seconds later, whatever
+    #: Python does; the caller (the CLI) says so in one line and exits first.
+    on_cluster_lost: Callable[[str], None] | None = field(default=None, repr=False)
     #: Called at the end with the chunks each embedding actor embedded (the spread of work).
     on_actor_chunks: Callable[[dict[str, int]], None] | None = field(default=None, repr=False)
 
@@ -116,7 +135,8 @@ def connect(address: str | None) -> Iterator[Any]:
     try:
         yield ray
     finally:
-        ray.shutdown()
+        with contextlib.suppress(Exception):  # a cluster that died mid-run: its own error is the one to show
+            ray.shutdown()
 
 
 #: Ray's switch between "a node others can join" (the machine's address) and loopback only.
@@ -385,52 +405,61 @@ def ray_sync(
 
     outcome = _Outcome()
     with connect(options.address) as ray:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = options.show_progress
-        if not options.show_progress:  # nor Ray Data's INFO lines (plan, start, finish) on the console
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
-        resources = ray.cluster_resources()
-        gpus = resources.get("GPU", 0)
-        gpus_per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1 if gpus else 0)
-        actors = options.actors or (max(1, int(gpus // gpus_per_actor)) if gpus_per_actor else 1)
-        cpus = resources.get("CPU", 0)
-        if gpus_per_actor and actors * gpus_per_actor > gpus:  # Ray Data would wait for GPUs for ever
-            raise RaySetupError(f"{actors} embedding actor(s) with {gpus_per_actor:g} GPU each need more than the "
-                                f"Ray cluster's {gpus:g} GPUs: use fewer actors or --ray-gpus-per-actor 0")
-        if cpus - actors * options.cpus_per_actor < 1:  # reading tasks would wait for ever
-            raise RaySetupError(f"{actors} embedding actor(s) with {options.cpus_per_actor:g} CPU each leave no CPU "
-                             f"of the Ray cluster's {cpus:g} for reading and chunking: use fewer actors")
-        on_message(f"ray: {actors} embedding actor(s) with {gpus_per_actor:g} GPU each, on a cluster of "
-                   f"{cpus:g} CPUs and {gpus:g} GPUs")
-        keep, events = _settle_contested(files, prepare_one)
-        _count(summary, events, on_message)
-        items = [{"file": i, "path": str(s.path), "doc_id": s.doc_id, "root": str(s.root or ""),
-                  "stored": pickle.dumps(state[k]) if (k := schema.doc_key(s.doc_id)) in state else b""}
-                 for i, s in keep]
-        if items:
-            ds = ray.data.from_items(items)  # up to 200 blocks of files: tasks small enough to balance
-            ds = ds.flat_map(_prepare, fn_kwargs=dict(tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
-                                                      model_id=model_id, read_options=read_options,
-                                                      model=model, sparse=sparse))
-            ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(model=model, device=device, dtype=dtype),
-                                batch_size=options.batch_size or batch_size,
-                                batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-                                num_gpus=gpus_per_actor or None, num_cpus=options.cpus_per_actor)
-            if server is not None:
-                sink = _make_sink(server, model, sparse)
-                ds.write_datasink(sink)
-                outcome = sink.outcome
-                summary.chunks_written += outcome.written
-                _count(summary, outcome.events, on_message)
-            else:
-                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    part = _outcome(batch, model, sparse)
-                    writer.upsert(part.points)
-                    summary.chunks_written += part.written
-                    outcome.add(part)
-                    _count(summary, part.events, on_message)
-                    if on_progress is not None:
-                        on_progress(summary)
+        if options.on_cluster_lost is not None:
+            _watch_raylet(options.on_cluster_lost)
+        try:
+            context = ray.data.DataContext.get_current()
+            context.enable_progress_bars = options.show_progress
+            if not options.show_progress:  # nor Ray Data's INFO lines (plan, start, finish) on the console
+                logging.getLogger("ray.data").setLevel(logging.WARNING)
+            resources = ray.cluster_resources()
+            gpus = resources.get("GPU", 0)
+            gpus_per_actor = options.gpus_per_actor if options.gpus_per_actor is not None else (1 if gpus else 0)
+            actors = options.actors or (max(1, int(gpus // gpus_per_actor)) if gpus_per_actor else 1)
+            cpus = resources.get("CPU", 0)
+            if gpus_per_actor and actors * gpus_per_actor > gpus:  # Ray Data would wait for GPUs for ever
+                raise RaySetupError(f"{actors} embedding actor(s) with {gpus_per_actor:g} GPU each need more than the "
+                                    f"Ray cluster's {gpus:g} GPUs: use fewer actors or --ray-gpus-per-actor 0")
+            if cpus - actors * options.cpus_per_actor < 1:  # reading tasks would wait for ever
+                raise RaySetupError(f"{actors} embedding actor(s) with {options.cpus_per_actor:g} CPU each leave no CPU "
+                                 f"of the Ray cluster's {cpus:g} for reading and chunking: use fewer actors")
+            on_message(f"ray: {actors} embedding actor(s) with {gpus_per_actor:g} GPU each, on a cluster of "
+                       f"{cpus:g} CPUs and {gpus:g} GPUs")
+            keep, events = _settle_contested(files, prepare_one)
+            _count(summary, events, on_message)
+            items = [{"file": i, "path": str(s.path), "doc_id": s.doc_id, "root": str(s.root or ""),
+                      "stored": pickle.dumps(state[k]) if (k := schema.doc_key(s.doc_id)) in state else b""}
+                     for i, s in keep]
+            if items:
+                ds = ray.data.from_items(items)  # up to 200 blocks of files: tasks small enough to balance
+                ds = ds.flat_map(_prepare, fn_kwargs=dict(tokenizer=tokenizer, max_tokens=max_tokens, overlap=overlap,
+                                                          model_id=model_id, read_options=read_options,
+                                                          model=model, sparse=sparse))
+                ds = ds.map_batches(_Embedder, fn_constructor_kwargs=dict(model=model, device=device, dtype=dtype),
+                                    batch_size=options.batch_size or batch_size,
+                                    batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+                                    num_gpus=gpus_per_actor or None, num_cpus=options.cpus_per_actor)
+                if server is not None:
+                    sink = _make_sink(server, model, sparse)
+                    ds.write_datasink(sink)
+                    outcome = sink.outcome
+                    summary.chunks_written += outcome.written
+                    _count(summary, outcome.events, on_message)
+                else:
+                    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                        part = _outcome(batch, model, sparse)
+                        writer.upsert(part.points)
+                        summary.chunks_written += part.written
+                        outcome.add(part)
+                        _count(summary, part.events, on_message)
+                        if on_progress is not None:
+                            on_progress(summary)
+        except Exception as exc:
+            if not _cluster_failure(ray, exc):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise RayClusterError(f"the Ray cluster stopped during the run ({type(exc).__name__}"
+                                  f"{': ' + first if first else ''})") from None
     events = sorted(events + outcome.events, key=lambda e: e["file"])
     if server is not None and written is not None:
         ids_of = {schema.doc_key(f.doc_id): f.doc_id for f in files}
@@ -447,6 +476,31 @@ def ray_sync(
     if on_progress is not None:
         on_progress(summary)
     return summary
+
+
+def _watch_raylet(on_lost: Callable[[str], None], every: float = 0.2) -> None:
+    """A daemon thread polling the raylet this process started (none for a cluster joined by address)."""
+    import threading
+
+    try:
+        from ray._private import ray_constants, worker
+
+        raylets = [p.process for p in worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_RAYLET, [])]
+    except Exception:  # noqa: BLE001 - Ray's internals moved, or no node of ours: no watchdog
+        return
+    if not raylets:
+        return
+
+    def watch() -> None:
+        while True:
+            for raylet in raylets:
+                code = raylet.poll()
+                if code is not None:
+                    on_lost(f"the Ray cluster stopped during the run (its raylet, pid {raylet.pid}, exited with {code})")
+                    return
+            time.sleep(every)
+
+    threading.Thread(target=watch, name="sgpt-raylet-watch", daemon=True).start()
 
 
 def _count(summary: Summary, events: list[dict], on_message: Callable[[str], None]) -> None:

@@ -66,10 +66,40 @@ def is_edge_store(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / COLLECTIONS_DIR).is_dir()
 
 
+#: A collection is a folder here, built aside as ``.new-<name>-<8 hex>`` then renamed: the name and
+#: that prefix and suffix fit a file name (255 bytes on common file systems).
+MAX_NAME_BYTES = 200
+#: Refused besides control characters: Qdrant's server refuses these too, so a name that works here
+#: works there (and ``/`` and ``\\`` would make the folder a path).
+_FORBIDDEN = '<>:"/\\|?*'
+
+
+def collection_name_problem(name: object) -> str | None:
+    """What makes ``name`` unusable as an embedded collection (a folder name), or None when it is fine."""
+    if not isinstance(name, str):
+        return f"a collection name is text, not {type(name).__name__}"
+    if not name.strip():
+        return "it is empty"
+    if name in {".", ".."} or name.startswith("."):
+        return "it starts with '.' (a hidden or parent folder)"
+    if name != name.strip():
+        return "it starts or ends with white space"
+    bad = sorted({c for c in name if c in _FORBIDDEN or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        return "it contains " + ", ".join(repr(c) for c in bad) + f" (not allowed: control characters and {_FORBIDDEN})"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "it is not valid UTF-8 text (a lone surrogate)"
+    if size > MAX_NAME_BYTES:
+        return f"it is {size} bytes long (at most {MAX_NAME_BYTES})"
+    return None
+
+
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not name or name in {".", ".."} or any(c in name for c in "/\\\0") \
-            or name.startswith("."):
-        raise ValueError(f"collection name {name!r} is not allowed (empty, '.', or contains a path separator)")
+    problem = collection_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"collection name {name!r} is not allowed: {problem}")
     return name
 
 

@@ -231,6 +231,7 @@ def ingest_paths(
     say = on_message or (lambda m: None)
     try:
         try:
+            _check_collection_name(collection, client, url)  # a folder name in the embedded store
             share = parse_partition(options.partition) if isinstance(options.partition, str) else options.partition
             found = discover(paths, options.include, options.exclude, share, options.source,
                              _store_folder(path, client, url))  # a mistyped path before any download
@@ -282,6 +283,18 @@ def _prepare_collection(handle, collection: str, dim: int, options: IngestOption
         raise
     except Exception as exc:  # noqa: BLE001 - first contact with a server: say where and what to do
         raise qc.setup_error(exc, where) from exc
+
+
+def _check_collection_name(collection, client, url) -> None:
+    """The embedded store's collection is a folder: a name that is no plain folder name (``a/b``,
+    ``..``, a control character, too long) is refused before any work, not found by the first write."""
+    if url or (client is not None and not qc.is_embedded(client)):
+        return  # the server judges its own names
+    from .edge import collection_name_problem
+
+    problem = collection_name_problem(collection)
+    if problem is not None:
+        raise IngestError(f"--collection {collection!r}: not a collection name for the embedded store: {problem}")
 
 
 def _store_folder(path, client, url):

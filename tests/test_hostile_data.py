@@ -278,6 +278,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(monkeypatch, capsys, tm
 
     monkeypatch.setattr(cli_mod, "run", interrupted)
     monkeypatch.setattr(sys, "argv", ["sgpt-ingest", str(tmp_path)])
+    monkeypatch.setattr(cli_mod, "_exit_now", sys.exit)  # not os._exit: that would end pytest (without Ray)
     with pytest.raises(SystemExit) as exit_:
         cli_mod.main()
     assert exit_.value.code == 130

@@ -1,0 +1,67 @@
+"""Issue 21: Ctrl-C at any moment of ``sgpt-ingest`` is one line and exit 130, also when a library
+swallows the KeyboardInterrupt (one raised in a destructor or callback is only printed)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sgpt_qdrant.ingest import cli as cli_mod
+from sgpt_qdrant.ingest import pipeline
+
+
+def _tree(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(20):
+        (docs / f"d{i}.md").write_text(f"document {i}: " + "words about a topic " * 50 + "\n")
+    return docs
+
+
+def test_a_swallowed_interrupt_still_ends_the_run_with_130(tmp_path, tiny_model_dir, monkeypatch):
+    discover = pipeline.discover
+
+    def swallowing_discover(*args, **kwargs):  # a library that eats the KeyboardInterrupt
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        return discover(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "discover", swallowing_discover)
+    monkeypatch.setattr(cli_mod, "_sigint_seen", False)
+    previous = signal.signal(signal.SIGINT, cli_mod._on_sigint)  # what main() installs
+    try:
+        result = CliRunner().invoke(cli_mod.cli, [str(_tree(tmp_path)), "--qdrant-path", str(tmp_path / "store"),
+                                                  "--model", str(tiny_model_dir), "-q"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.exit_code == 130, result.output
+    assert result.output.strip().splitlines() == [
+        "sgpt-ingest: interrupted; what was written is consistent: run the same command again to finish"]
+
+
+@pytest.mark.slow
+def test_sigint_at_any_moment_of_start_up_and_run_is_one_line_and_130(tmp_path, tiny_model_dir):
+    docs = _tree(tmp_path)
+    script = Path(sys.executable).with_name("sgpt-ingest")
+    accepted = {"sgpt-ingest: interrupted before any work; nothing was written",
+                "sgpt-ingest: interrupted; what was written is consistent: run the same command again to finish"}
+    for delay in (0.1, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0):
+        store = tmp_path / "store"
+        shutil.rmtree(store, ignore_errors=True)
+        proc = subprocess.Popen([str(script), str(docs), "--qdrant-path", str(store), "--model", str(tiny_model_dir),
+                                 "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 130, (delay, out, err)
+        lines = (out + err).strip().splitlines()
+        assert len(lines) == 1 and lines[0] in accepted, (delay, out, err)
