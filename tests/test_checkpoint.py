@@ -49,6 +49,7 @@ def test_layout_is_the_published_one(tiny_model_dir):
     assert read(tiny_model_dir / "special_tokens_map.json")["pad_token"] == "<|endoftext|>"
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_tokenizer_is_real_gpt2_bpe_with_eos_padding(tiny_model_dir):
     ckpt = load_checkpoint(str(tiny_model_dir))
     assert ckpt.tokenizer("Hello world", add_special_tokens=False)["input_ids"] == [15496, 995]
@@ -56,18 +57,21 @@ def test_tokenizer_is_real_gpt2_bpe_with_eos_padding(tiny_model_dir):
     assert ckpt.pad_id == 50256 and ckpt.max_seq_length == 75 and ckpt.pooling == "mean"
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_pad_falls_back_to_endoftext(tiny_model_dir, tmp_path):
     copy = shutil.copytree(tiny_model_dir, tmp_path / "m")
     (copy / "special_tokens_map.json").unlink()
     assert load_checkpoint(str(copy)).pad_id == 50256
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_save_load_round_trip_gives_same_vectors(tiny_model_dir, tiny_encoder, tmp_path):
     out = save_checkpoint(load_checkpoint(str(tiny_model_dir)), tmp_path / "copy")
     texts = ["a round trip", "through the writer and the reader"]
     np.testing.assert_array_equal(Encoder(str(out), device="cpu").encode(texts), tiny_encoder.encode(texts))
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_safetensors_weights_are_read(tiny_model_dir, tmp_path):
     from safetensors.torch import save_file
 

@@ -264,6 +264,7 @@ class SpyTokenizer:
         return REF.get_vocab()
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_cost_is_linear_on_a_string_without_spaces():
     rng = random.Random(1)
     work = {}
@@ -278,6 +279,7 @@ def test_cost_is_linear_on_a_string_without_spaces():
     assert work[160_000] <= 12 * 160_000
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_one_long_line_is_tokenised_in_bounded_pieces():
     """A single 300 kB paragraph: no tokenizer call sees more than a few thousand characters."""
     rng = random.Random(2)

@@ -212,6 +212,7 @@ def test_bad_ids_names_and_missing_collection_are_one_line_errors(tmp_path):
         EdgeClient(tmp_path / "missing", create=False)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_second_open_is_refused_in_this_process_and_in_another(tmp_path):
     store = tmp_path / "s"
     with EdgeClient(store) as edge:

@@ -76,6 +76,7 @@ def test_batches_reach_the_encoder_whole(embed_model, monkeypatch):
     assert sorted(calls) == [8, 16, 16]
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_normalize_option(tiny_model_dir, embed_model):
     normed = SGPTEmbedding(model_name=str(tiny_model_dir), device="cpu", normalize=True)
     raw = np.array(embed_model.get_text_embedding("a vector"))

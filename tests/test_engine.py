@@ -110,6 +110,7 @@ def test_empty_text_is_the_end_of_text_token_with_a_warning(tiny_encoder):
     np.testing.assert_allclose(got[2], eos, atol=2e-6)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_max_length_argument_is_checked(tiny_model_dir):
     with pytest.raises(ValueError, match="max_length"):
         Encoder(str(tiny_model_dir), device="cpu", max_length=100_000)

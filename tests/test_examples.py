@@ -80,6 +80,7 @@ def test_a_model_that_cannot_load_is_one_line_exit_2(name, examples_store, monke
     assert isinstance(result.exception, SystemExit)  # a clean exit, no traceback
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_nothing_found_says_so_and_exits_1(examples_store, tiny_model_dir):
     result = CliRunner().invoke(_example("query_qdrant").main, [
         "bees", "--qdrant-path", str(examples_store), "--model", str(tiny_model_dir), "--file-name", "bees.md"])
@@ -87,6 +88,7 @@ def test_nothing_found_says_so_and_exits_1(examples_store, tiny_model_dir):
     assert result.stderr == "no match: collection 'documents' (file_name 'bees.md') holds no chunk for this query\n"
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_store_problems_are_one_line_exit_2(examples_store, tiny_model_dir, tmp_path):
     main = _example("query_qdrant").main
     for args, says in [(["--qdrant-path", str(tmp_path / "none")], "no Qdrant store here"),
@@ -105,6 +107,7 @@ def test_fastembed_example_missing_export_is_one_line_exit_2(examples_store, tmp
     assert "no SGPT FastEmbed export here; build it with `sgpt-export-fastembed" in result.stderr
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 @pytest.mark.parametrize("name", ["query_qdrant", "query_llamaindex"])
 def test_a_store_held_by_another_process_is_one_line_saying_wait_or_use_a_server(name, examples_store,
                                                                                  tiny_model_dir):

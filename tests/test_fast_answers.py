@@ -55,6 +55,7 @@ def test_sgpt_train_refuses_before_importing_torch(tmp_path, args, message):
     assert lines[-1] == "False", "torch was imported before the refusal"
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_ray_with_nothing_to_embed_runs_in_process(tmp_path, tiny_model_dir, monkeypatch):
     docs = _docs(tmp_path / "docs")
     common = dict(path=str(tmp_path / "q"), model=str(tiny_model_dir))
@@ -97,6 +98,7 @@ def test_summary_fits_80_columns_and_a_dry_run_says_would():
     assert "chunks_to_write" not in small.to_dict() and small.to_dict()["chunks_written"] == 11
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_link_out_of_the_folder_is_skipped_naming_the_cli_flag(tmp_path, tiny_model_dir):
     docs = _docs(tmp_path / "docs")
     (tmp_path / "secret.txt").write_text("not for the store")

@@ -18,6 +18,7 @@ def tokenizer(tiny_model_dir):
     return tok
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_huge_text_is_cut_as_the_whole_text_would_be_cut(tokenizer):
     rng = random.Random(3)
     words = ["alpha", "beta,", "gamma!!", "  delta", "\n\nepsilon", "zeta's", "1234", "éta", "θ"]

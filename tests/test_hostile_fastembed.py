@@ -32,6 +32,7 @@ def _bytes(folder):
     (lambda d: (d / META_FILE).write_text(json.dumps({**json.loads((d / META_FILE).read_text()), "dim": 7})),
      META_FILE),
 ], ids=["swapped-onnx", "tokenizer-without-normaliser", "wrong-dim"])
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_tampered_export_is_refused_and_repaired_by_exporting_again(export, tiny_model_dir, tamper, named):
     good = _bytes(export)
     tamper(export)
@@ -43,6 +44,7 @@ def test_a_tampered_export_is_refused_and_repaired_by_exporting_again(export, ti
     register_fastembed(export, name="hostile/repaired")
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_the_cached_build_itself_is_checked(export, tiny_model_dir):
     cached = export_fastembed(str(tiny_model_dir))
     (cached / "model.onnx").write_bytes(b"not a model")
@@ -50,6 +52,7 @@ def test_the_cached_build_itself_is_checked(export, tiny_model_dir):
     assert rebuilt == cached and (cached / "model.onnx").read_bytes() == (export / "model.onnx").read_bytes()
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_exports_are_readable_by_others_and_killed_builds_are_cleaned(export, tiny_model_dir, tmp_path):
     umask = os.umask(0)
     os.umask(umask)

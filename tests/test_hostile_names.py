@@ -74,6 +74,7 @@ def test_edge_client_never_makes_a_folder_outside_the_store(tmp_path):
     assert _folders(tmp_path) <= {"store", "store/collections"}
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_server_names_qdrant_client_refuses_hint_collection(tmp_path, standin, tiny_model_dir):
     docs = _tree(tmp_path)
     for name in ("..", ""):

@@ -57,6 +57,7 @@ def _tree(tmp_path):
     return docs
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 @pytest.mark.parametrize("kind", list(FAILURES))
 def test_a_cluster_failure_mid_run_is_one_line_and_exit_1(tmp_path, tiny_model_dir, monkeypatch, kind):
     monkeypatch.setattr(distributed, "connect", lambda address: contextlib.nullcontext(_fake_ray(FAILURES[kind])))
@@ -86,6 +87,7 @@ def test_our_own_error_in_a_task_is_not_a_cluster_failure():
     assert distributed._cluster_failure(ray, ray_exceptions.WorkerCrashedError())
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_our_own_error_still_surfaces_as_before(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.setattr(distributed, "connect", lambda address: contextlib.nullcontext(
         _fake_ray(lambda: ray_exceptions.RayTaskError("f", "tb", KeyError("x")))))

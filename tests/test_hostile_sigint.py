@@ -25,6 +25,7 @@ def _tree(tmp_path):
     return docs
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_swallowed_interrupt_still_ends_the_run_with_130(tmp_path, tiny_model_dir, monkeypatch):
     discover = pipeline.discover
 

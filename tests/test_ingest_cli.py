@@ -139,6 +139,7 @@ def test_ingest_rerun_edit_prune(tmp_path, tiny_model_dir):
     assert len(after) == len(untouched) + 1
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_wrong_dimension_refused_up_front(tmp_path, tiny_model_dir):
     store = tmp_path / "qdrant"
     with closing(EdgeClient(store)) as client:
@@ -244,6 +245,7 @@ def test_setup_errors_are_one_line(tmp_path, tiny_model_dir):
     assert not (tmp_path / "q").exists()  # a dry run creates nothing
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_failed_file_is_named_and_the_others_are_done(tmp_path, tiny_model_dir):
     # two folders of the same name give the same ids (docs/same.txt): the second is refused in one run
     for folder, text in [("one", "First folder text."), ("two", "Second folder text.")]:
@@ -332,6 +334,7 @@ def test_bulk_load_restores_index_settings_after_a_normal_and_a_killed_run(tmp_p
     assert stored(store) == stored(clean)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_python_api_creates_the_collection_with_the_given_settings(tmp_path, tiny_model_dir):
     from sgpt_qdrant import IngestOptions, ingest_paths
 
@@ -408,6 +411,7 @@ def test_unchanged_rerun_dry_run_and_locked_store_never_load_the_model(tmp_path,
     assert len(locked.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_progress_is_counted_in_chunks_and_printed_periodically_off_a_terminal(tmp_path, tiny_model_dir):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -423,6 +427,7 @@ def test_progress_is_counted_in_chunks_and_printed_periodically_off_a_terminal(t
     assert all(f"/~{total} chunks" in line for line in lines)  # the file's chunks are known once it is read
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_long_paragraph_does_not_print_the_tokenizer_length_warning(tmp_path, tiny_model_dir):
     import logging
 
@@ -445,6 +450,7 @@ def test_long_paragraph_does_not_print_the_tokenizer_length_warning(tmp_path, ti
 
 # -- hostile input: file names, model identity ------------------------------------------------------
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_non_utf8_file_name_is_ingested_and_blocks_nothing(tmp_path, tiny_model_dir):
     import hashlib
     import uuid
@@ -504,6 +510,7 @@ def _no_key(proc):
         assert KEY not in text and "api-key" not in text.lower()
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_api_key_with_whitespace_is_stripped_and_never_printed(tmp_path, tiny_model_dir, standin):
     (tmp_path / "a.txt").write_text("Text for the server.")
     standin.api_key = KEY
@@ -524,6 +531,7 @@ def test_api_key_with_whitespace_is_stripped_and_never_printed(tmp_path, tiny_mo
     _no_key(bad)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_write_rejected_mid_run_names_the_server_not_the_key(tmp_path, tiny_model_dir, standin):
     (tmp_path / "a.txt").write_text("Text for the server.")
     real = type(standin).dispatch
@@ -539,6 +547,7 @@ def test_a_write_rejected_mid_run_names_the_server_not_the_key(tmp_path, tiny_mo
     _no_key(proc)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_connection_refused_and_a_server_that_is_not_qdrant(tmp_path, tiny_model_dir):
     import socket
     import threading
@@ -579,6 +588,7 @@ def test_connection_refused_and_a_server_that_is_not_qdrant(tmp_path, tiny_model
     _no_key(proc)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_damaged_embedded_store_names_its_file(tmp_path, tiny_model_dir):
     store = tmp_path / "q"
     (tmp_path / "a.txt").write_text("Some text.")
@@ -591,6 +601,7 @@ def test_a_damaged_embedded_store_names_its_file(tmp_path, tiny_model_dir):
     assert str(settings) in errors[0] and "--qdrant-path" in errors[0]
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_a_legacy_local_mode_store_is_refused_with_the_command_that_migrates_it(tmp_path, tiny_model_dir):
     store = tmp_path / "q"
     (store / "collection" / COLLECTION).mkdir(parents=True)

@@ -176,6 +176,7 @@ def _points(client):
     return {str(p.id): (p.payload, [round(x, 5) for x in p.vector[schema.VECTOR_NAME]]) for p in points}
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_stop_after_any_request_then_rerun_equals_clean_run(tmp_path, tiny_encoder):
     long = " ".join(f"Line {i} of the long file says something new." for i in range(60))
     v1 = {"a.txt": long, "b.md": "# B\n\nShort one.", "c.txt": "Will be deleted. " * 30}

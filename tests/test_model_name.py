@@ -23,6 +23,7 @@ def test_the_rule_explicit_then_env_then_hub_id(monkeypatch):
     assert ckpt.resolve_model_name() == HUB_ID
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_encoder_embedding_and_node_parser_read_sgpt_model(monkeypatch, tiny_model_dir):
     from sgpt_qdrant import Encoder, SGPTEmbedding, SGPTNodeParser
 

@@ -65,6 +65,7 @@ def test_default_llamaindex_parser_warns_about_cut_text(docs_dir, embed_model):
         VectorStoreIndex.from_documents(docs, embed_model=embed_model)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_settings_node_parser_and_embedded_metadata(docs_dir, embed_model, tiny_model_dir):
     docs = SimpleDirectoryReader(str(docs_dir)).load_data()
     parser = SGPTNodeParser(str(tiny_model_dir), embed_metadata=True)

@@ -54,6 +54,7 @@ def test_texts_are_varied(tiny_encoder):
     assert min(lengths) == 1 and sum(n > 75 for n in lengths) >= 5
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_matches_sentence_transformers(tiny_model_dir, tiny_encoder):
     texts = varied_texts()
     ours = tiny_encoder.encode(texts)
@@ -68,6 +69,7 @@ def test_matches_hand_written_forward(tiny_model_dir, tiny_encoder):
     np.testing.assert_allclose(tiny_encoder.encode(texts), hand_reference(tiny_model_dir, texts), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_truncates_to_max_seq_length_and_counts(tiny_model_dir):
     enc = Encoder(str(tiny_model_dir), device="cpu")
     long_text = "word " * 200
@@ -106,6 +108,7 @@ def test_sgpt_family_layouts_match_sentence_transformers(tmp_path, name):
     )
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_local_attention_window_beyond_75_tokens(tmp_path):
     """With max_length past the window, "local" layers must see only the last window_size tokens."""
     from transformers import GPTNeoModel

@@ -107,6 +107,7 @@ def _cosines(a, b):
     return (a[keep] * b[keep]).sum(1) / (na[keep] * nb[keep])
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 @pytest.mark.parametrize("mode,backend", PATHS)
 def test_mode_against_reference(encoders, reference, mode, backend):
     texts, ref = reference
@@ -157,6 +158,7 @@ def test_auto_picks_the_fast_paths(encoders):
     assert encoders("fp32", "auto").warmup_seconds >= 0
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 @pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
 def test_onnx_export_is_cached_and_keyed_by_weights(tiny_model_dir, monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("SGPT_CACHE_DIR", str(tmp_path))
@@ -202,6 +204,7 @@ def test_missing_onednn_falls_back_to_eager(tiny_model_dir, monkeypatch):
     assert enc.backend == "eager"
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 @pytest.mark.skipif(not HAS_ORT, reason="onnxruntime not installed")
 def test_a_fast_path_that_disagrees_is_never_used(tiny_model_dir, reference, monkeypatch):
     real_call = ort.OrtRunner.__call__
@@ -279,6 +282,7 @@ def test_pad_by_hand():
     assert input_ids.dtype == mask.dtype == torch.long
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_embedding_accepts_mode_names(tiny_model_dir):
     pytest.importorskip("llama_index.core")  # the GPU machine runs this file without LlamaIndex
     from sgpt_qdrant import SGPTEmbedding

@@ -89,6 +89,7 @@ def test_ids_survive_the_file_names():
         assert "/" not in name and doc_id_of(name) == doc_id
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_beir_folder_through_the_store_agrees_with_pytrec_eval_and_resumes(tmp_path, tiny_encoder, tiny_model_dir):
     data = _beir(tmp_path / "beir")
     seen = []
@@ -115,6 +116,7 @@ def test_beir_folder_through_the_store_agrees_with_pytrec_eval_and_resumes(tmp_p
     assert first.modes["dense"].metrics == pytest.approx(_pytrec(qrels, first.modes["dense"].run), abs=1e-6)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_cli_json_table_and_bad_data(tmp_path, tiny_model_dir):
     from sgpt_qdrant.ingest.retrieval_cli import cli
 

@@ -125,6 +125,7 @@ def test_sparse_none_writes_no_sparse_vectors_and_bm25_is_refused_later(tmp_path
         assert set(point.vector) == {VECTOR_NAME}
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_switching_sparse_off_rewrites_every_document(tmp_path, tiny_encoder, tiny_model_dir):
     folder, store = _docs(tmp_path), tmp_path / "store"
     first = ingest_paths([folder], path=store, encoder=tiny_encoder, model=str(tiny_model_dir))
@@ -161,6 +162,7 @@ def test_server_gets_the_sparse_config_and_vectors(tmp_path, tiny_encoder, tiny_
     client.close()
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_llamaindex_hybrid_on_the_embedded_store(tmp_path, tiny_model_dir):
     """The embedded store through its LlamaIndex vector store (ingest/vector_store.py, from the Edge work)."""
     vector_store = pytest.importorskip("sgpt_qdrant.ingest.vector_store", reason="needs the embedded-store work")

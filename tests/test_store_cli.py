@@ -274,6 +274,7 @@ def assert_holds(client, want: dict) -> None:
         assert np.allclose(unit(got[key][1]["text-dense"]), unit(vector["text-dense"]), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_migrate_a_store_written_by_ingest(ingested_legacy, tiny_model_dir):
     from sgpt_qdrant.ingest import ingest_paths
 
@@ -384,6 +385,7 @@ def test_migrate_without_a_store(tmp_path):
 # -- sgpt-store copy ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_copy_command_edge_to_server_and_back(tmp_path, standin):
     points = _points(40)
     ctx, first = embedded(tmp_path / "one", points)
@@ -459,6 +461,7 @@ def test_help_imports_neither_qdrant_client_nor_torch():
 # -- every command that opens a store refuses a legacy one without running it -------------------
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 @pytest.mark.parametrize("command", ["sgpt-ingest", "ingest_paths", "query_qdrant", "query_llamaindex",
                                      "sgpt-store copy", "sgpt-store migrate"])
 def test_a_tampered_legacy_store_runs_nothing_in_any_command(legacy, tmp_path, tiny_model_dir, command):

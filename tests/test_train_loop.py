@@ -113,6 +113,7 @@ def test_max_steps_0_writes_the_recipe_starting_model(plain_neo, task, tmp_path)
     assert Encoder(str(tmp_path / "m"), device="cpu").encode(["a dog"]).shape == (1, 32)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_causal_lm_directory_drops_lm_head(tmp_path):
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
@@ -133,6 +134,7 @@ def test_causal_lm_directory_drops_lm_head(tmp_path):
         start_checkpoint(str(tmp_path), max_seq_length=100)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_schedule_groups_and_frozen_transformer(plain_neo, task, tmp_path):
     trainer = Trainer(_config(plain_neo, task, tmp_path / "s", max_steps=10, warmup_ratio=0.25, eval_steps=0,
                               sts_dev=None, lr=1e-3))
@@ -154,6 +156,7 @@ def test_schedule_groups_and_frozen_transformer(plain_neo, task, tmp_path):
     assert all(p.grad is None for p in trainer.model.transformer.parameters())
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_unfrozen_trains_everything_with_decay_groups(plain_neo, task, tmp_path):
     trainer = Trainer(_config(plain_neo, task, tmp_path / "u", max_steps=2, freeze_transformer=False, sts_dev=None,
                               lr=1e-3))
@@ -202,6 +205,7 @@ def test_training_improves_held_apart_spearman_and_saved_dir_matches(plain_neo, 
             assert metrics[key] == pytest.approx(value, abs=1e-5)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_max_steps_beyond_an_epoch_runs_more_epochs_on_one_schedule(plain_neo, task, tmp_path, caplog):
     """400 triplets in batches of 32: 12 steps an epoch; 30 steps = two epochs and 6 steps, evaluated
     at each epoch's end and the run's end; one warmup + decay spanning all 30 (Hugging Face's meaning)."""
@@ -248,6 +252,7 @@ def test_the_best_evaluation_is_the_saved_model(plain_neo, task, tmp_path):
     assert f"kept model: step {25 * (best + 1)} of 75" in (tmp_path / "b" / "README.md").read_text()
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_progress_without_a_terminal_is_plain_log_lines(plain_neo, task, tmp_path, caplog, capsys):
     caplog.set_level("INFO", logger="sgpt_qdrant.train.loop")
     train(_config(plain_neo, task, tmp_path / "p", max_steps=40, batch_size=4, sts_dev=None, progress=True))
@@ -307,6 +312,7 @@ def test_resume_gives_the_uninterrupted_result(plain_neo, task, tmp_path):
                                    np.loadtxt(tmp_path / "full" / dev_csv, delimiter=",", skiprows=1), atol=1e-6)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_resume_refuses_other_settings(plain_neo, task, tmp_path):
     common = dict(max_steps=4, save_steps=2, eval_steps=0, sts_dev=None)
     train(_config(plain_neo, task, tmp_path / "r", **common), on_step=lambda t: setattr(t.stop, "requested", True))
@@ -358,6 +364,7 @@ def test_cli_refuses_a_nan_sts_score_in_one_line(plain_neo, task, tmp_path):
     assert result.output.strip().splitlines() == [f"Error: {sts}:7: score 'nan' is not a number in 0..5"]
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 @pytest.mark.parametrize("damage", ["truncated", "empty", "not a checkpoint"])
 def test_a_corrupt_resume_checkpoint_is_named_in_one_line(plain_neo, task, tmp_path, damage):
     from sgpt_qdrant.train.cli import main

@@ -42,6 +42,7 @@ def _fast(client, **kw) -> Uploader:
     return Uploader(client, "c", **kw)
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_recovers_from_503_and_timeouts_without_loss_or_duplicates(standin):
     client = _setup(standin, timeout=1)  # qdrant-client rounds timeouts up to whole seconds
     standin.sleep_s = 1.3  # past the client's timeout: applied on the server, but the client gives up
@@ -110,6 +111,7 @@ def test_4xx_is_not_retried(standin):
     client.close()
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_requests_in_flight_are_bounded_and_pipelined(standin):
     client = _setup(standin)
     standin.write_delay_s = 0.05

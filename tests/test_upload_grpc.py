@@ -71,6 +71,7 @@ def _points(n: int) -> list[models.PointStruct]:
             for i in range(n)]
 
 
+@pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_grpc_unavailable_and_deadline_are_retried_without_loss(grpc_standin):
     servicer, client = grpc_standin
     servicer.faults = ["unavailable", "unavailable", "deadline"]
