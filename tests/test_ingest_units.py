@@ -144,8 +144,8 @@ def _writer(client, **kwargs):
 class _DyingWriter(Uploader):
     """Dies before its n-th request, as a SIGKILL between two requests would."""
 
-    def __init__(self, client, n):
-        super().__init__(client, "c", batch_size=4, delete_batch=2, barrier_deletes=False)
+    def __init__(self, client, n, **kwargs):
+        super().__init__(client, "c", batch_size=4, delete_batch=2, barrier_deletes=False, **kwargs)
         self.left = n
 
     def _call(self, what, request):

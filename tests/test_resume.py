@@ -12,27 +12,10 @@ from sgpt_qdrant.ingest.collection_config import ensure_collection
 from sgpt_qdrant.ingest.read import find_files, walk
 from sgpt_qdrant.ingest.sync import sync
 from sgpt_qdrant.ingest.upload import Uploader
+from test_ingest_units import _DyingWriter, _Stop  # stops after n requests, as a Ctrl-C would
 
 LONG = " ".join(f"Line {i} of the long file says something new about the harbour." for i in range(80))
 LONG_V2 = " ".join(f"Row {i} of the edited file tells another story about the dunes." for i in range(70))
-
-
-class _Stop(Exception):
-    pass
-
-
-class _StopAfter(Uploader):
-    """Stops the run after ``n`` upsert requests went through, as a Ctrl-C mid-document would."""
-
-    def __init__(self, client, n):
-        super().__init__(client, "c", batch_size=4, delete_batch=2, barrier_deletes=False, max_in_flight=1)
-        self.left = n
-
-    def _call(self, what, request):
-        if self.left == 0:
-            raise _Stop
-        self.left -= 1
-        return super()._call(what, request)
 
 
 class _Counting:
@@ -81,7 +64,7 @@ def _stop_then_resume(tmp_path, encoder, before: dict | None, after: dict, stop_
         _run(client, root, encoder)
         _write(root, after)
     try:
-        _run(client, root, encoder, writer=_StopAfter(client, stop_after))
+        _run(client, root, encoder, writer=_DyingWriter(client, stop_after, max_in_flight=1))
         raise AssertionError("the run was meant to stop")
     except _Stop:
         pass
