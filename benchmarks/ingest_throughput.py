@@ -212,9 +212,10 @@ def docs_corpus(root: Path, limit_bytes: int) -> int:
     return total
 
 
-def part_peer(tmp: Path, model_dir: Path, limit_bytes: int, with_model: bool = True) -> None:
-    """Both pipelines on the same real docs, in this process: with the tiny model (model loads
-    included on both sides) and with a constant no-op encoder on both (the machinery alone)."""
+def _peer_side(side: str, label: str, corpus: Path, store: Path, model_dir: Path) -> None:
+    """One side of the peer comparison in this (fresh) process: libraries imported first for both
+    sides alike, then the run is timed from the model load to the last write. Prints JSON."""
+    import json
     import warnings
 
     from llama_index.core import SimpleDirectoryReader
@@ -223,15 +224,15 @@ def part_peer(tmp: Path, model_dir: Path, limit_bytes: int, with_model: bool = T
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     from qdrant_client import QdrantClient
 
+    import sgpt_qdrant.engine  # noqa: F401 - torch and the runtime, imported before the clock on both sides
     from sgpt_qdrant import SGPTEmbedding, SGPTNodeParser
     from sgpt_qdrant import checkpoint as ckpt
+    from sgpt_qdrant.ingest import pipeline  # noqa: F401
 
-    warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-    corpus = tmp / "peer-docs"
-    size = docs_corpus(corpus, limit_bytes)
+    warnings.filterwarnings("ignore")
     root, dim, max_len = ckpt.peek(model_dir)
-    tokenizer = ckpt.load_tokenizer(root)[0]
     row = [1 / math.sqrt(dim)] * dim
+    noop = label == "no-op"
 
     class NoOpEmbedding(BaseEmbedding):  # the peer's counterpart of NoOpEncoder
         def _get_text_embedding(self, text):
@@ -246,24 +247,54 @@ def part_peer(tmp: Path, model_dir: Path, limit_bytes: int, with_model: bool = T
         async def _aget_query_embedding(self, query):
             return row
 
+    if side == "ours":
+        encoder = NoOpEncoder(dim, ckpt.load_tokenizer(root)[0], max_len) if noop else None  # no-op: tokenizer untimed
+        summary, seconds = ingest([corpus], path=str(store), model=str(model_dir), encoder=encoder)
+        chunks = summary.chunks_written
+    else:
+        parser = SGPTNodeParser(str(model_dir)) if noop else None  # no-op: tokenizer untimed, as for ours
+        t = time.perf_counter()
+        embed = NoOpEmbedding() if noop else SGPTEmbedding(model_name=str(model_dir), device="cpu")
+        parser = parser or SGPTNodeParser.from_embedding(embed)
+        documents = SimpleDirectoryReader(str(corpus), recursive=True).load_data()
+        client = QdrantClient(path=str(store))  # a store this run writes itself (no foreign pickle)
+        vector_store = QdrantVectorStore(client=client, collection_name="peer")
+        chunks = len(IngestionPipeline(transformations=[parser, embed], vector_store=vector_store).run(
+            documents=documents))
+        seconds = time.perf_counter() - t
+        client.close()
+    print(json.dumps({"chunks": chunks, "seconds": seconds}))
+
+
+def part_peer(tmp: Path, model_dir: Path, limit_bytes: int, with_model: bool = True, repeat: int = 1) -> None:
+    """Both pipelines on the same real docs, each run in a fresh process as a user runs it (imports
+    outside the clock on both sides): with the tiny model (model load included on both sides) and
+    with a constant no-op encoder on both (the machinery alone). ``repeat`` alternates the sides
+    (ours, peer, ours, ...), each into a fresh store; the fastest run of each side counts."""
+    import json
+
+    corpus = tmp / "peer-docs"
+    size = docs_corpus(corpus, limit_bytes)
     for label in (["tiny model"] if with_model else []) + ["no-op encoder"]:
         tag = label.split()[0]
-        encoder = None if label == "tiny model" else NoOpEncoder(dim, tokenizer, max_len)
-        ours, ours_s = ingest([corpus], path=str(tmp / f"peer-edge-{tag}"), model=str(model_dir), encoder=encoder)
-        t = time.perf_counter()
-        embed = SGPTEmbedding(model_name=str(model_dir), device="cpu") if encoder is None else NoOpEmbedding()
-        parser = SGPTNodeParser.from_embedding(embed) if encoder is None else SGPTNodeParser(str(model_dir))
-        documents = SimpleDirectoryReader(str(corpus), recursive=True).load_data()
-        client = QdrantClient(path=str(tmp / f"peer-local-{tag}"))  # a store this run writes itself (no foreign pickle)
-        store = QdrantVectorStore(client=client, collection_name="peer")
-        nodes = IngestionPipeline(transformations=[parser, embed], vector_store=store).run(documents=documents)
-        peer_s = time.perf_counter() - t
-        client.close()
-        ours_rate, peer_rate = ours.chunks_written / ours_s, len(nodes) / peer_s
+        runs: dict[str, list[tuple[int, float]]] = {"ours": [], "peer": []}
+        for r in range(repeat):
+            for side in ("ours", "peer"):
+                out = subprocess.run([sys.executable, __file__, "--peer-side", side, "--peer-label", tag,
+                                      "--peer-corpus", str(corpus), "--peer-store", str(tmp / f"peer-{side}-{tag}-{r}"),
+                                      "--peer-model", str(model_dir)], capture_output=True, text=True)
+                if out.returncode:
+                    raise SystemExit(f"peer part, {side} side failed:\n{out.stderr[-3000:]}")
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                runs[side].append((result["chunks"], result["seconds"]))
+        (ours_n, ours_s), (peer_n, peer_s) = (min(runs[s], key=lambda x: x[1]) for s in ("ours", "peer"))
+        ours_rate, peer_rate = ours_n / ours_s, peer_n / peer_s
+        each = "" if repeat == 1 else "; runs: ours " + ", ".join(f"{x:.1f}" for _, x in runs["ours"]) + \
+            " s, peer " + ", ".join(f"{x:.1f}" for _, x in runs["peer"]) + " s"
         print(f"peer ({label}): {len(list(corpus.iterdir()))} real doc files, {size / 1e6:.1f} MB; sgpt-ingest (Edge) "
-              f"{ours.chunks_written} chunks in {ours_s:.1f}s = {ours_rate:.0f} chunks/s; LlamaIndex IngestionPipeline + "
-              f"QdrantVectorStore (local mode) {len(nodes)} chunks in {peer_s:.1f}s = {peer_rate:.0f} chunks/s; "
-              f"ratio {ours_rate / peer_rate:.2f}x", flush=True)
+              f"{ours_n} chunks in {ours_s:.1f}s = {ours_rate:.0f} chunks/s; LlamaIndex IngestionPipeline + "
+              f"QdrantVectorStore (local mode) {peer_n} chunks in {peer_s:.1f}s = {peer_rate:.0f} chunks/s; "
+              f"ratio {ours_rate / peer_rate:.2f}x (fresh process per run, fastest of {repeat}{each})", flush=True)
 
 
 def part_size(tmp: Path, model_dir: Path, limit_bytes: int, copies: list[int]) -> None:
@@ -309,8 +340,20 @@ def main() -> None:
     ap.add_argument("--size-bytes", type=int, default=300_000, help="bytes of real docs per copy (size part)")
     ap.add_argument("--size-copies", default="1,4", help="copies of the docs tree to compare (size part)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--spinning-threads", action="store_true",
+                    help="leave OpenMP's default wait policy (the commands set OMP_WAIT_POLICY=PASSIVE)")
+    ap.add_argument("--repeat", type=int, default=1, help="peer part: runs per side, the fastest counts")
+    for name in ("--peer-side", "--peer-label", "--peer-corpus", "--peer-store", "--peer-model"):
+        ap.add_argument(name, help=argparse.SUPPRESS)  # one side of the peer part, in its own process
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not args.spinning_threads:  # as every sgpt-* command does, for both sides of each comparison
+        from sgpt_qdrant.cli_util import sleeping_cpu_threads
+
+        sleeping_cpu_threads()
+    if args.peer_side:
+        return _peer_side(args.peer_side, args.peer_label, Path(args.peer_corpus), Path(args.peer_store),
+                          Path(args.peer_model))
     import torch
 
     from sgpt_qdrant.testing import write_random_checkpoint
@@ -320,7 +363,8 @@ def main() -> None:
     parts = set(args.parts.split(","))
     t = time.perf_counter()
     import llama_index.core.vector_stores.utils  # noqa: F401 - once per process, not per chunk: timed apart
-    print(f"cpu: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; LlamaIndex import "
+    print(f"cpu: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY "
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; LlamaIndex import "
           f"{time.perf_counter() - t:.1f}s (once per process, outside the figures below)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -332,7 +376,7 @@ def main() -> None:
         if "small" in parts:
             part_small(tmp, tiny, args.small_files)
         if "peer" in parts:
-            part_peer(tmp, tiny, args.peer_bytes, with_model=not args.peer_no_model_only)
+            part_peer(tmp, tiny, args.peer_bytes, with_model=not args.peer_no_model_only, repeat=args.repeat)
         if "size" in parts:
             part_size(tmp, tiny, args.size_bytes, [int(c) for c in args.size_copies.split(",")])
         if "rerun" in parts:

@@ -22,6 +22,7 @@ being counted), and over-long spans are cut in bounded token windows.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,11 @@ class Counter:
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.char_limit = max_tokens * _longest_token(tokenizer)
+        self._core = _private_core(tokenizer)
 
     def count(self, text: str) -> int:
+        if self._core is not None:
+            return len(self._core.encode(text.strip(), add_special_tokens=False).ids)
         return len(self.tokenizer(text.strip(), add_special_tokens=False)["input_ids"])
 
     def fits(self, text: str) -> bool:
@@ -71,7 +75,40 @@ class Counter:
         return len(text) <= self.char_limit and self.count(text) <= self.max_tokens
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
+        if self._core is not None:
+            return self._core.encode(text, add_special_tokens=False).offsets
         return self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+
+_CORES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _private_core(tokenizer):
+    """A private copy of a fast tokenizer's Rust core, without truncation or padding (``None`` for a
+    tokenizer without one: the wrapper is called instead).
+
+    Why: a call through transformers' wrapper spends 0.1-0.3 ms in Python per text and the chunker
+    counts every unit (2.5x faster measured on real docs); a private copy, because the wrapper
+    leaves its last call's truncation set on the core it shares with its copies (an encoder's
+    ``truncation=True`` would cap these counts at 75), and another thread may be encoding with it.
+    Copied once per tokenizer (a fraction of a second: the vocabulary is parsed again)."""
+    try:
+        return _CORES[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "to_str"):
+        return None
+    from tokenizers import Tokenizer
+
+    core = Tokenizer.from_str(backend.to_str())
+    core.no_truncation()
+    core.no_padding()
+    try:
+        _CORES[tokenizer] = core
+    except TypeError:  # not weakly referenceable: copied for each document instead
+        pass
+    return core
 
 
 _LONGEST: dict[int, int] = {}

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 from . import client as qc  # noqa: E402
 from . import schema  # noqa: E402
 from .read import MAX_FILE_BYTES, ReadOptions  # noqa: E402
+from sgpt_qdrant.cli_util import sleeping_cpu_threads  # noqa: E402
 
 if TYPE_CHECKING:  # the pipeline (qdrant-client, LlamaIndex, numpy) is imported when a run starts,
     from .sync import Summary  # so --help and a refused option answer at once
@@ -472,6 +473,7 @@ def main() -> None:
     exit without the interpreter's teardown (see _exit_now)."""
     global _process_started, _work_started
     _process_started, _work_started = _started(), False
+    sleeping_cpu_threads()
     previous = signal.signal(signal.SIGINT, _on_sigint)  # from here a Ctrl-C raises KeyboardInterrupt, and is remembered
     try:
         if _sigint_seen:  # while this module was imported

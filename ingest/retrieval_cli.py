@@ -145,4 +145,7 @@ def run(data, *, model=None, store=None, qdrant_url=None, collection="corpus", s
 
 
 def main() -> None:
+    from sgpt_qdrant.cli_util import sleeping_cpu_threads
+
+    sleeping_cpu_threads()
     cli()

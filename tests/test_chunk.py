@@ -291,3 +291,23 @@ def test_one_long_line_is_tokenised_in_bounded_pieces():
     assert chunks[0].start == 0 and chunks[-1].end == len(text)
     assert all(a.end <= b.start for a, b in zip(chunks, chunks[1:]))
     assert all(c.n_tokens <= 75 for c in chunks[::50]) and all(ref_len(c.text) <= 75 for c in chunks[::50])
+
+
+def test_counts_and_offsets_are_the_tokenizers_after_a_truncating_call():
+    """The chunker counts on a private core of the tokenizer: a caller that used the same tokenizer
+    with ``truncation=True`` (an encoder) leaves it capped, and the counts must not be."""
+    from sgpt_qdrant.ingest.chunk import Counter
+
+    tok = gpt2_tokenizer()
+    tok(["tide " * 200], truncation=True, max_length=5)  # what an encoder sharing the tokenizer leaves set
+    rng = random.Random(3)
+    words = ["tide", "moon", "Ünïcødé", "naïve", "日本語", "emoji 🐝", "x=1;", "  spaced  ", "\ttabbed"]
+    paragraphs = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 120))) for _ in range(40)]
+    text = "\n\n".join(paragraphs)
+    chunks = chunk_text(text, tok, 75)
+    assert [c.n_tokens for c in chunks] == [ref_len(c.text) for c in chunks]
+    assert max(c.n_tokens for c in chunks) > 5
+    counter = Counter(tok, 75)
+    for p in paragraphs[:10]:
+        want = REF(p, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        assert [tuple(o) for o in counter.offsets(p)] == [tuple(o) for o in want]

@@ -15,6 +15,7 @@ import sys
 import click
 
 from ..cli_util import refuse as _refuse
+from ..cli_util import sleeping_cpu_threads
 from .config import DEFAULT_BASE
 
 
@@ -74,6 +75,7 @@ def _setup_logging(main_rank: bool = True) -> None:
 @click.option("--progress/--no-progress", default=True)
 def main(**options) -> None:
     """Train an SGPT bi-encoder by the SGPT-125M-mean-nli-linearthenpool5 recipe (defaults = recipe)."""
+    sleeping_cpu_threads()
     from .config import TrainConfig
 
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
@@ -127,6 +129,7 @@ def _json_safe(value):
 def eval_main(model: str, sts_files: tuple[str, ...], split: str, device: str | None, dtype: str | None,
               csv_dir: str | None) -> None:
     """Score any model SGPTEmbedding can load (Hub id or directory) on STS Benchmark."""
+    sleeping_cpu_threads()
     from ..engine import Encoder
     from .evaluate import append_csv, evaluate, read_sts
 
