@@ -3,7 +3,7 @@
     python benchmarks/chunk_stats.py [OLD_COMMIT]
 
 Corpus: docs/, examples/docs/ and a generated release-notes page of 300 entries plus the
-Markdown/reST samples of tests/test_chunk.py. OLD_COMMIT's ingest/chunk.py is the "before".
+Markdown/reST samples of sgpt_qdrant/testing/samples.py. OLD_COMMIT's ingest/chunk.py is the "before".
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from sgpt_qdrant.ingest import chunk as new_chunk
+from sgpt_qdrant.ingest.blocks import units
+from sgpt_qdrant.ingest.read import find_files, read_document
+from sgpt_qdrant.testing import gpt2_tokenizer
+from sgpt_qdrant.testing.samples import ADMONITIONS, RST, changelog
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from test_chunk import ADMONITIONS, RST, changelog  # noqa: E402
-
-from sgpt_qdrant.ingest import chunk as new_chunk  # noqa: E402
-from sgpt_qdrant.ingest.blocks import units  # noqa: E402
-from sgpt_qdrant.ingest.read import find_files, read_document  # noqa: E402
-from sgpt_qdrant.testing import gpt2_tokenizer  # noqa: E402
 
 
 def old_chunker(commit: str):

@@ -8,7 +8,7 @@ headings, prose paragraphs, bullet lists, code blocks), seeded, so runs compare.
               (target <= 1.25).
 ``no-model``  the encoder replaced by a no-op (constant vectors): chunks/s of everything
               outside the model, into the embedded store and into the stand-in Qdrant REST
-              server of the tests (tests/conftest.py, on 127.0.0.1).
+              server of the tests (sgpt_qdrant/testing/standin.py, on 127.0.0.1).
 ``small``     many small files (default 20,000 of one or two paragraphs), tiny model,
               embedded store: a first load and an unchanged re-run.
 ``peer``      real documentation (the README/METADATA and .md/.rst files of this venv's packages,
@@ -122,8 +122,7 @@ def part_scale(tmp: Path, model_dir: Path, files: int) -> None:
 def part_no_model(tmp: Path, model_dir: Path, files: int) -> None:
     from sgpt_qdrant import checkpoint as ckpt
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import StandIn  # the tests' stand-in Qdrant REST server
+    from sgpt_qdrant.testing.standin import StandIn  # the tests' stand-in Qdrant REST server
 
     docs = tmp / "nm-docs"
     write_corpus(docs, files, seed=1)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import uuid
 
@@ -21,9 +20,8 @@ import httpx
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from sgpt_qdrant.ingest.client import api_key_from_env, client_url, describe  # noqa: E402
-from sgpt_qdrant.ingest.upload import Uploader  # noqa: E402
+from sgpt_qdrant.ingest.client import api_key_from_env, client_url, describe
+from sgpt_qdrant.ingest.upload import Uploader
 
 
 def reachable(url: str, api_key: str | None) -> str | None:

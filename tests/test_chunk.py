@@ -10,6 +10,7 @@ import pytest
 
 from sgpt_qdrant.ingest.chunk import chunk_text
 from sgpt_qdrant.testing import gpt2_tokenizer
+from sgpt_qdrant.testing.samples import ADMONITIONS, RST, changelog
 
 REF = gpt2_tokenizer()  # an independent tokenizer instance: the reference for token counts
 MARKUP_LINE = re.compile(r"[-=_*~^+#:|/`\s]*")  # the test's own definition of a pure markup line
@@ -58,27 +59,6 @@ def check_units(chunks, spans: list[tuple[int, int]], max_tokens: int = 75) -> N
 TEXT_OF: dict[tuple[int, int], str] = {}
 
 
-def changelog(n: int, seed: int = 0) -> tuple[str, list[str]]:
-    """A fastapi-style release-notes page: emoji, PR links, some long multi-sentence entries."""
-    rng = random.Random(seed)
-    verbs = ["Add support for", "Fix", "Update translations for", "Refactor", "Document", "Deprecate"]
-    things = ["`Annotated` dependencies", "zh (update-outdated)", "OpenAPI callbacks", "WebSocket close codes",
-              "the tutorial on background tasks", "response model filtering", "`Depends()` caching"]
-    entries, out = [], ["# Release Notes\n"]
-    for i in range(n):
-        if i % 12 == 0:
-            out.append(f"\n## 0.{120 - i // 12}.0\n\n### Features\n")
-        body = f"{rng.choice(verbs)} {rng.choice(things)}."
-        if i % 5 == 3:  # a long entry: more than one chunk's worth
-            body += " " + " ".join(f"This change also touches {rng.choice(things)} and explains why in detail."
-                                   for _ in range(rng.randint(5, 9)))
-        pr = 16000 + i
-        entry = f"* ✨ {body} PR [#{pr}](https://github.com/fastapi/fastapi/pull/{pr}) by [@dev{i % 7}](https://github.com/dev{i % 7})."
-        entries.append(entry)
-        out.append(entry + "\n")
-    return "".join(out), entries
-
-
 def test_changelog_pr_numbers_stay_with_their_entry():
     text, entries = changelog(60)
     chunks = chunk_text(text, REF, 75)
@@ -94,62 +74,6 @@ def test_changelog_pr_numbers_stay_with_their_entry():
                        not (holder.start <= spans[j][0] and spans[j][1] <= holder.end))
     assert any(ref_len(e) > 75 for e in entries)  # the test does exercise split entries
     assert sum(c.n_tokens <= 5 for c in chunks) == 0
-
-
-ADMONITIONS = """\
-# Dependencies
-
-FastAPI has a very powerful but intuitive **Dependency Injection** system.
-
-/// tip
-
-If you are using Python 3.9 or above, use `Annotated` as shown here.
-
-///
-
-/// details | Why `Annotated`?
-
-It keeps the default value free for the parameter and plays well with editors and type checkers,
-and it lets you reuse the same dependency declaration in many path operations.
-
-///
-
-!!! warning "Careful"
-    Dependencies with `yield` run their exit code after the response is sent.
-    Do not raise `HTTPException` there.
-
----
-
-| Parameter | Type | Meaning |
-|-----------|------|---------|
-| `use_cache` | bool | Reuse the value within one request |
-| `scope` | str | When the exit code runs: request or function |
-| `dependencies` | list | Dependencies of the dependency itself |
-
-```python
-from typing import Annotated
-
-from fastapi import Depends, FastAPI
-
-app = FastAPI()
-
-
-async def common_parameters(q: str | None = None, skip: int = 0, limit: int = 100):
-    return {"q": q, "skip": skip, "limit": limit}
-
-
-@app.get("/items/")
-async def read_items(commons: Annotated[dict, Depends(common_parameters)]):
-    return commons
-
-
-@app.get("/users/")
-async def read_users(commons: Annotated[dict, Depends(common_parameters)]):
-    return commons
-```
-
-That is all.
-"""
 
 
 def test_markdown_admonitions_tables_and_code_are_units():
@@ -186,37 +110,6 @@ def test_heading_stays_with_the_start_of_a_long_section():
     (holder,) = [c for c in chunks if "## Spring and neap tides" in c.text]
     assert "Sentence 0 of the section" in holder.text
     assert not any(c.text.startswith("#") and "\n" not in c.text for c in chunks)  # no lone heading
-
-
-RST = """\
-=========
-Beekeeping
-=========
-
-Hives
------
-
-.. note::
-
-   A colony needs a dry, sheltered spot facing the morning sun, away from
-   paths where people walk.
-
-.. code-block:: python
-
-   def honey_yield(frames: int) -> float:
-       return frames * 2.5
-
-Seasons
--------
-
-- Spring: inspect every week, add a super when seven of ten frames are drawn.
-- Summer: watch for swarm cells; split strong colonies before the flow ends.
-- Autumn: treat for varroa, feed syrup, reduce the entrance against wasps.
-- Winter: leave them alone; heft the hive to judge the stores.
-
-#. First numbered step.
-#. Second numbered step.
-"""
 
 
 def test_rest_directives_and_lists():

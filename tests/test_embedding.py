@@ -83,11 +83,11 @@ def test_normalize_option(tiny_model_dir, embed_model):
     np.testing.assert_allclose(normed.get_text_embedding("a vector"), raw / np.linalg.norm(raw), atol=1e-6)
 
 
-def test_truncation_is_counted(tiny_model_dir):
-    model = SGPTEmbedding(model_name=str(tiny_model_dir), device="cpu")
+def test_truncation_is_counted(embed_model):
+    before = embed_model.truncated_count  # the module's model: other tests cut texts too
     with pytest.warns(TruncationWarning, match="2 of 3 texts were longer than 75 tokens"):
-        model.get_text_embedding_batch(["short", "long " * 200, "also long " * 100])
-    assert model.truncated_count == 2
+        embed_model.get_text_embedding_batch(["short", "long " * 200, "also long " * 100])
+    assert embed_model.truncated_count - before == 2
 
 
 def test_vector_store_index_over_qdrant_retrieves_stored_text_first(embed_model, tmp_path):

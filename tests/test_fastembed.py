@@ -78,10 +78,9 @@ def test_folder_tokenises_as_the_reference(folder, text_embedding, tiny_encoder)
         assert kept == ([] if i in EMPTY else ref), repr(text)
 
 
-def test_vectors_equal_encoder_fp32(text_embedding, tiny_model_dir):
-    from sgpt_qdrant import Encoder
-
-    reference = Encoder(str(tiny_model_dir), device="cpu", dtype="fp32").encode(TEXTS)
+def test_vectors_equal_encoder_fp32(text_embedding, tiny_encoder):
+    assert tiny_encoder.mode == "fp32"  # the CPU default
+    reference = tiny_encoder.encode(TEXTS)
     in_one_batch = np.stack(list(text_embedding.embed(TEXTS, batch_size=len(TEXTS))))
     one_by_one = np.stack([next(iter(text_embedding.embed([t]))) for t in TEXTS])
     for got in (in_one_batch, one_by_one):

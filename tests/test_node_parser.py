@@ -13,7 +13,7 @@ from llama_index.core.schema import MetadataMode, NodeRelationship
 from sgpt_qdrant import SGPTEmbedding, SGPTNodeParser
 from sgpt_qdrant.embedding import EmptyTextWarning, TruncationWarning
 from sgpt_qdrant.testing import gpt2_tokenizer
-from test_chunk import ADMONITIONS, RST, changelog
+from sgpt_qdrant.testing.samples import ADMONITIONS, RST, changelog
 
 REF = gpt2_tokenizer()
 

@@ -63,11 +63,18 @@ pytestmark = [pytest.mark.usefixtures("isolated_export_cache"), *EXPECTED_WARNIN
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir):
+def checkpoint(tiny_model_dir):
+    """The tiny model loaded once for the module (loading is 0.5 s, mostly its tokenizer): each Encoder
+    copies the weights into a model of its own, so the encoders built from it do not share state."""
+    return load_checkpoint(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint):
     """transformers' GPTNeoModel (eager attention) + Dense/GELU + mean pooling by hand, one text at a time."""
     from transformers import GPTNeoModel
 
-    ckpt = load_checkpoint(str(tiny_model_dir))
+    ckpt = checkpoint
     gpt = GPTNeoModel(ckpt.config).eval()
     gpt.load_state_dict(ckpt.transformer_state, strict=False)
     texts = varied_texts()
@@ -86,8 +93,8 @@ def reference(tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def encoders(tiny_model_dir):
-    ckpt = load_checkpoint(str(tiny_model_dir))
+def encoders(checkpoint):
+    ckpt = checkpoint
     cache: dict = {}
 
     def get(mode, backend):
@@ -187,20 +194,20 @@ def test_onnx_export_is_cached_and_keyed_by_weights(tiny_model_dir, monkeypatch,
     assert len(list(tmp_path.rglob("model.onnx"))) == 2
 
 
-def test_int8_without_onnxruntime_falls_back_to_exact_fp32(tiny_model_dir, reference, monkeypatch):
+def test_int8_without_onnxruntime_falls_back_to_exact_fp32(checkpoint, reference, monkeypatch):
     monkeypatch.setattr(ort, "available", lambda: False)
     with pytest.warns(RuntimeWarning, match="onnxruntime is not installed"), \
             pytest.warns(RuntimeWarning, match="int8 runs only on ONNX Runtime; running exact fp32"):
-        enc = Encoder(str(tiny_model_dir), device="cpu", dtype="int8")
+        enc = Encoder(checkpoint, device="cpu", dtype="int8")
     assert enc.backend == "eager"
     texts, ref = reference
     np.testing.assert_allclose(enc.encode(texts), ref, atol=1e-5, rtol=0)
 
 
-def test_missing_onednn_falls_back_to_eager(tiny_model_dir, monkeypatch):
+def test_missing_onednn_falls_back_to_eager(checkpoint, monkeypatch):
     monkeypatch.setattr(onednn, "_probe", lambda dtype: False)
     with pytest.warns(RuntimeWarning, match="oneDNN fp32"):
-        enc = Encoder(str(tiny_model_dir), device="cpu")
+        enc = Encoder(checkpoint, device="cpu")
     assert enc.backend == "eager"
 
 
@@ -215,7 +222,7 @@ def test_a_fast_path_that_disagrees_is_never_used(tiny_model_dir, reference, mon
     np.testing.assert_allclose(enc.encode(reference[0]), reference[1], atol=1e-5, rtol=0)
 
 
-def test_failed_export_falls_back(tiny_model_dir, monkeypatch, tmp_path):
+def test_failed_export_falls_back(checkpoint, monkeypatch, tmp_path):
     monkeypatch.setenv("SGPT_CACHE_DIR", str(tmp_path))
 
     def broken(model, path):
@@ -223,7 +230,7 @@ def test_failed_export_falls_back(tiny_model_dir, monkeypatch, tmp_path):
 
     monkeypatch.setattr(ort, "export", broken)
     with pytest.warns(RuntimeWarning, match="exporter exploded"):
-        enc = Encoder(str(tiny_model_dir), device="cpu", backend="onnx")
+        enc = Encoder(checkpoint, device="cpu", backend="onnx")
     assert enc.backend == "eager" and not list(tmp_path.rglob("*.onnx"))
 
 
@@ -317,13 +324,13 @@ def test_batches_close_early_instead_of_padding_short_texts():
     assert plan_batches([70, 12, 11], 1000, 8, min_tokens=100) == [[0, 1], [2]]
 
 
-def test_device_pool_logic_on_cpu_workers(tiny_model_dir, reference, monkeypatch):
+def test_device_pool_logic_on_cpu_workers(checkpoint, reference, monkeypatch):
     """The GPU path's queue, workers, streaming tokeniser and OOM splitting, run with CPU workers."""
     from sgpt_qdrant import engine
     from sgpt_qdrant.runtime.cuda import DevicePool
 
     texts, ref = reference
-    enc = Encoder(str(tiny_model_dir), device="cpu", token_budget=1000)
+    enc = Encoder(checkpoint, device="cpu", token_budget=1000)
     assert not enc._executor.streams  # the CPU runs one batch after another; swap in the pool
     enc._executor = DevicePool(enc.model, [torch.device("cpu"), torch.device("cpu")], on_oom=enc._shrink_budget)
     real = enc.model.forward

@@ -5,10 +5,12 @@ mode for the legacy store, the stand-in server's stored dict, and sgpt-ingest's 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import uuid
@@ -62,27 +64,32 @@ def unit(v) -> list[float]:
     return (x / np.linalg.norm(x)).tolist()
 
 
-def contents(client, name: str = COLLECTION) -> dict[str, tuple]:
-    """id -> (payload, dense vector normalised, sparse as sorted pairs), from a full scroll."""
-    out, offset = {}, None
+def scroll_all(client, name: str = COLLECTION, limit: int = 64):
+    """Every point of ``name`` with payload and vectors, page after page."""
+    offset = None
     while True:
-        page, offset = client.scroll(name, limit=64, offset=offset, with_payload=True, with_vectors=True)
-        for r in page:
-            vec = r.vector or {}
-            sparse = vec.get("text-sparse")
-            out[str(r.id)] = (r.payload or {}, unit(vec["text-dense"]),
-                              sorted(zip(sparse.indices, sparse.values)) if sparse is not None else None)
+        page, offset = client.scroll(name, limit=limit, offset=offset, with_payload=True, with_vectors=True)
+        yield from page
         if offset is None:
-            return out
+            return
+
+
+def _comparable(point) -> tuple:
+    """(payload, dense vector normalised, sparse as sorted pairs) of a stored record or a written point."""
+    vector = point.vector or {}
+    sparse = vector.get("text-sparse")
+    return (point.payload or {}, unit(vector["text-dense"]),
+            sorted(zip(sparse.indices, sparse.values)) if sparse is not None else None)
+
+
+def contents(client, name: str = COLLECTION) -> dict[str, tuple]:
+    """id -> :func:`_comparable`, from a full scroll."""
+    return {str(r.id): _comparable(r) for r in scroll_all(client, name)}
 
 
 def expected(points) -> dict[str, tuple]:
-    out = {}
-    for p in points:
-        sparse = p.vector.get("text-sparse")
-        out[str(p.id)] = (p.payload or {}, unit(p.vector["text-dense"]),
-                          sorted(zip(sparse.indices, sparse.values)) if sparse is not None else None)
-    return out
+    """id -> :func:`_comparable` of the points a test wrote itself."""
+    return {str(p.id): _comparable(p) for p in points}
 
 
 def assert_same(got: dict, want: dict) -> None:
@@ -97,23 +104,36 @@ def assert_same(got: dict, want: dict) -> None:
             assert np.allclose([v for _, v in g_sparse], [v for _, v in sparse], rtol=1e-6)
 
 
-@pytest.fixture
-def legacy(tmp_path) -> Path:
-    path = tmp_path / "qdrant_storage"
+@pytest.fixture(scope="module")
+def legacy_template(tmp_path_factory) -> Path:
+    """A local-mode store of 40 points, written once (local mode syncs every point: 0.8 s)."""
+    path = tmp_path_factory.mktemp("legacy") / "qdrant_storage"
     write_store(path, _points(40))
     return path
 
 
+@pytest.fixture
+def legacy(tmp_path, legacy_template) -> Path:
+    """The test's own copy of the template, free to tamper with or migrate."""
+    return Path(shutil.copytree(legacy_template, tmp_path / "qdrant_storage"))
+
+
+@contextlib.contextmanager
 def embedded(path: Path, points=None):
     """The embedded store the product opens (qc.open_client), optionally filled by hand."""
-    ctx = qc.open_client(path=str(path))
-    client = ctx.__enter__()
-    if points is not None:
-        client.create_collection(COLLECTION, vectors_config={
-            "text-dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
-            sparse_vectors_config={"text-sparse": models.SparseVectorParams()})
-        client.upsert(COLLECTION, points, wait=True)
-    return ctx, client
+    with qc.open_client(path=str(path)) as client:
+        if points is not None:
+            client.create_collection(COLLECTION, vectors_config={
+                "text-dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+                sparse_vectors_config={"text-sparse": models.SparseVectorParams()})
+            client.upsert(COLLECTION, points, wait=True)
+        yield client
+
+
+def assert_store_holds_the_points(path: Path, name: str = COLLECTION) -> None:
+    """The embedded store at ``path`` holds exactly what ``_points(40)`` wrote."""
+    with embedded(path) as client:
+        assert_same(contents(client, name), expected(_points(40)))
 
 
 # -- copy_collection ------------------------------------------------------------------------
@@ -133,22 +153,16 @@ def test_copy_legacy_to_standin_recreates_config_and_indexes(legacy, standin):
 
 def test_round_trip_edge_standin_edge(tmp_path, standin):
     points = _points(40)
-    ctx, first = embedded(tmp_path / "one", points)
-    try:
-        server = QdrantClient(url=standin.url)
+    server = QdrantClient(url=standin.url)
+    with embedded(tmp_path / "one", points) as first:
         copy_collection(first, server, COLLECTION, batch=16)
-    finally:
-        ctx.__exit__(None, None, None)
-    ctx, second = embedded(tmp_path / "two")
-    try:
+    with embedded(tmp_path / "two") as second:
         report = copy_collection(server, second, COLLECTION, target_name="back", batch=9)
         assert report.points == 40 and report.created
         assert_same(contents(second, "back"), expected(points))
         info = second.get_collection("back")
         assert info.config.params.vectors["text-dense"].size == DIM
         assert list(info.config.params.sparse_vectors) == ["text-sparse"]
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 class _Interrupting:
@@ -250,24 +264,14 @@ def ingested_legacy(tmp_path, tiny_model_dir) -> tuple[Path, dict]:
     try:
         summary = ingest_paths([str(DOCS)], client=client, model=str(tiny_model_dir))
         assert summary.ingested == len(list(DOCS.iterdir())) and summary.chunks_written > 0
-        want, offset = {}, None
-        while True:
-            page, offset = client.scroll(COLLECTION, limit=256, offset=offset, with_payload=True, with_vectors=True)
-            want.update({str(r.id): (r.payload, r.vector) for r in page})
-            if offset is None:
-                break
+        want = {str(r.id): (r.payload, r.vector) for r in scroll_all(client, limit=256)}
     finally:
         client.close()
     return path, want
 
 
 def assert_holds(client, want: dict) -> None:
-    got, offset = {}, None
-    while True:
-        page, offset = client.scroll(COLLECTION, limit=100, offset=offset, with_payload=True, with_vectors=True)
-        got.update({str(r.id): (r.payload, r.vector) for r in page})
-        if offset is None:
-            break
+    got = {str(r.id): (r.payload, r.vector) for r in scroll_all(client, limit=100)}
     assert sorted(got) == sorted(want)
     for key, (payload, vector) in want.items():
         assert got[key][0] == payload
@@ -288,16 +292,24 @@ def test_migrate_a_store_written_by_ingest(ingested_legacy, tiny_model_dir):
     assert summary["backup"] == str(backup) and not new.exists()
     assert is_edge_store(path) and not legacy_local_store(path)
     assert tree_digest(backup) == before  # the legacy files, untouched
-    ctx, client = embedded(path)
-    try:
+    with embedded(path) as client:
         assert_holds(client, want)
         assert set(client.get_collection(COLLECTION).payload_schema or {}) >= set(KEYWORD_FIELDS)
-    finally:
-        ctx.__exit__(None, None, None)
     summary = ingest_paths([str(DOCS)], path=str(path), model=str(tiny_model_dir))
     assert summary.unchanged == len(list(DOCS.iterdir())) and summary.chunks_written == 0 and summary.ingested == 0
     again = invoke("migrate", "--qdrant-path", path)
     assert again.exit_code == 0 and "nothing to migrate" in last_line(again)
+
+
+def finish_by_a_rerun(legacy: Path, before: dict):
+    """Rerun the migration: it succeeds, the legacy files (digest ``before``) are the backup, the new
+    folder is gone and the store holds the 40 points. Returns the rerun's result."""
+    result = invoke("migrate", "--qdrant-path", legacy)
+    assert result.exit_code == 0, result.output
+    store, new, backup = migration_paths(legacy)
+    assert tree_digest(backup) == before and not new.exists()
+    assert_store_holds_the_points(legacy)
+    return result
 
 
 def test_migrate_interrupted_mid_copy_leaves_the_store_and_finishes(legacy, monkeypatch):
@@ -316,14 +328,7 @@ def test_migrate_interrupted_mid_copy_leaves_the_store_and_finishes(legacy, monk
     store, new, backup = migration_paths(legacy)
     assert new.exists() and not backup.exists()
     monkeypatch.setattr(copy_module, "copy_collection", original)
-    result = invoke("migrate", "--qdrant-path", legacy)
-    assert result.exit_code == 0, result.output
-    assert tree_digest(backup) == before and not new.exists()
-    ctx, client = embedded(legacy)
-    try:
-        assert_same(contents(client), expected(_points(40)))
-    finally:
-        ctx.__exit__(None, None, None)
+    finish_by_a_rerun(legacy, before)
 
 
 @pytest.mark.parametrize("exchange", [True, False])
@@ -349,14 +354,7 @@ def test_migrate_crash_during_the_swap_is_finished_by_a_rerun(legacy, monkeypatc
         assert not legacy_local_store(legacy) and legacy_local_store(new)  # the new store is already in place
     else:
         assert not legacy.exists() and legacy_local_store(backup)
-    result = invoke("migrate", "--qdrant-path", legacy)
-    assert result.exit_code == 0 and "finished an interrupted migration" in last_line(result)
-    assert tree_digest(backup) == before and not new.exists()
-    ctx, client = embedded(legacy)
-    try:
-        assert_same(contents(client), expected(_points(40)))
-    finally:
-        ctx.__exit__(None, None, None)
+    assert "finished an interrupted migration" in last_line(finish_by_a_rerun(legacy, before))
 
 
 def test_migrate_refuses_a_tampered_store_and_runs_nothing(legacy, tmp_path):
@@ -387,9 +385,8 @@ def test_migrate_without_a_store(tmp_path):
 
 @pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_copy_command_edge_to_server_and_back(tmp_path, standin):
-    points = _points(40)
-    ctx, first = embedded(tmp_path / "one", points)
-    ctx.__exit__(None, None, None)
+    with embedded(tmp_path / "one", _points(40)):
+        pass
     out = invoke("copy", "--from-path", tmp_path / "one", "--to-url", standin.url, "--json")
     assert out.exit_code == 0, out.output
     summary = json.loads(out.stdout)
@@ -397,11 +394,7 @@ def test_copy_command_edge_to_server_and_back(tmp_path, standin):
     back = invoke("copy", "--from-url", standin.url, "--to-path", tmp_path / "two", "--to-collection", "copy")
     assert back.exit_code == 0, back.output
     assert "copied 40 points of 'documents'" in last_line(back)
-    ctx, second = embedded(tmp_path / "two")
-    try:
-        assert_same(contents(second, "copy"), expected(points))
-    finally:
-        ctx.__exit__(None, None, None)
+    assert_store_holds_the_points(tmp_path / "two", "copy")
 
 
 def test_copy_command_reads_a_legacy_store_safely(legacy, tmp_path, standin):
@@ -432,7 +425,8 @@ def test_copy_command_api_key_from_env(legacy, standin):
     (["--from-path", "{legacy}", "--to-path", "{tmp}/x", "--collection", "nope"], "no collection 'nope'"),
 ])
 def test_copy_command_errors_are_one_line(legacy, tmp_path, args, match):
-    embedded(tmp_path / "e")[0].__exit__(None, None, None)
+    with embedded(tmp_path / "e"):  # an empty Edge store
+        pass
     args = [a.format(legacy=legacy, tmp=tmp_path) for a in args]
     out = invoke("copy", *args)
     assert out.exit_code == 2, out.output

@@ -27,15 +27,6 @@ def _render(concepts, rng):
     return " ".join(SYNONYMS[c][rng.randrange(2)] for c in concepts)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matrices: one thread is fastest, and immune to a shared machine's other load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def plain_neo(tmp_path_factory):
     """A plain Hugging Face GPT-Neo directory (no sentence-transformers files), random weights."""
