@@ -29,6 +29,7 @@ headings, prose paragraphs, bullet lists, code blocks), seeded, so runs compare.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -296,7 +297,7 @@ def part_peer(tmp: Path, model_dir: Path, limit_bytes: int, with_model: bool = T
               f"ratio {ours_rate / peer_rate:.2f}x (fresh process per run, fastest of {repeat}{each})", flush=True)
 
 
-def part_size(tmp: Path, model_dir: Path, limit_bytes: int, copies: list[int]) -> None:
+def part_size(tmp: Path, model_dir: Path, limit_bytes: int, copies: list[int], keep: bool = False) -> None:
     import shutil as _shutil
 
     from sgpt_qdrant.ingest.edge import EdgeClient
@@ -322,7 +323,8 @@ def part_size(tmp: Path, model_dir: Path, limit_bytes: int, copies: list[int]) -
         print(f"size: {n} copies, {chunks} chunks: first run {first:.1f}s = {chunks / first:.0f} chunks/s (exit {rc}), "
               f"peak RSS {rss:.0f} MB; unchanged re-run {rerun:.1f}s = {rerun / chunks * 1000:.3f} ms/chunk "
               f"(RSS {rerun_rss:.0f} MB); cold query_qdrant.py {cold:.1f}s (exit {query.returncode})", flush=True)
-        _shutil.rmtree(tree)
+        if not keep:
+            _shutil.rmtree(tree)
     (n0, c0, f0, _, _, q0), (n1, c1, f1, _, _, q1) = rows[0], rows[-1]
     print(f"size: chunks/s at {c1} vs {c0} chunks: {(c1 / f1) / (c0 / f0):.2f}x (bar >= 0.8); "
           f"cold query {q1 / q0:.2f}x (bar <= 1.5)", flush=True)
@@ -341,6 +343,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--spinning-threads", action="store_true",
                     help="leave OpenMP's default wait policy (the commands set OMP_WAIT_POLICY=PASSIVE)")
+    ap.add_argument("--work-dir", help="work in this folder and keep the trees and stores (default: a temporary one)")
     ap.add_argument("--repeat", type=int, default=1, help="peer part: runs per side, the fastest counts")
     for name in ("--peer-side", "--peer-label", "--peer-corpus", "--peer-store", "--peer-model"):
         ap.add_argument(name, help=argparse.SUPPRESS)  # one side of the peer part, in its own process
@@ -365,7 +368,7 @@ def main() -> None:
     print(f"cpu: {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; LlamaIndex import "
           f"{time.perf_counter() - t:.1f}s (once per process, outside the figures below)", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with (contextlib.nullcontext(args.work_dir) if args.work_dir else tempfile.TemporaryDirectory()) as tmp:
         tmp = Path(tmp)
         tiny = write_random_checkpoint(tmp / "tiny")  # GPT-Neo 2 layers, hidden 32, real GPT-2 BPE
         if "scale" in parts:
@@ -377,7 +380,7 @@ def main() -> None:
         if "peer" in parts:
             part_peer(tmp, tiny, args.peer_bytes, with_model=not args.peer_no_model_only, repeat=args.repeat)
         if "size" in parts:
-            part_size(tmp, tiny, args.size_bytes, [int(c) for c in args.size_copies.split(",")])
+            part_size(tmp, tiny, args.size_bytes, [int(c) for c in args.size_copies.split(",")], keep=bool(args.work_dir))
         if "rerun" in parts:
             part_rerun(tmp, args.rerun_files)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
