@@ -52,7 +52,7 @@ from . import schema  # noqa: E402
 from .read import MAX_FILE_BYTES, ReadOptions  # noqa: E402
 
 if TYPE_CHECKING:  # the pipeline (qdrant-client, LlamaIndex, numpy) is imported when a run starts,
-    from .sync import Summary  # so --help and a refused option answer at once
+    from .run import Summary  # so --help and a refused option answer at once
 
 EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
 #: Test hook: seconds to sleep after each written batch (and a line on stderr), so a test can kill
@@ -180,7 +180,7 @@ _process_started: float | None = None
 
 
 def _dry_run_lines(s: Summary) -> list[str]:
-    from .sync import CATEGORIES
+    from .run import CATEGORIES
 
     lines = []
     for category in CATEGORIES:

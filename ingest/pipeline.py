@@ -12,9 +12,10 @@ read from JSON and its files fingerprinted (hashes cached), no weights loaded �
 (a locked folder is refused here) → collection checked → state read → files read, hashed and
 planned → the encoder is built at the first chunk that must be embedded.
 
-The building blocks an executor other than this one (e.g. Ray) reuses: :func:`discover`,
-:func:`open_store_state`, and in :mod:`ingest.sync` ``prepare``, ``points_for``, ``stale_ids``,
-``prune_ids``.
+The building blocks of an executor: :func:`discover`, :func:`open_store_state`,
+:class:`ingest.plan.ChunkSettings` (one file → an outcome and its chunks) and
+:class:`ingest.run.Run` (the books, the duplicate-id rule, the deletes, the prune), which
+:func:`ingest.sync.sync` and :func:`ingest.distributed.ray_sync` share.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from . import rekey, verify
 from .sparse import SPARSE_MODES, SparseError
 from .sparse import resolve_mode as resolve_sparse
 from .read import Discovery, ReadOptions, walk
-from .sync import Summary, Writer, prepare, sync
+from .plan import REWRITTEN, ChunkSettings
+from .run import Run, Summary, Writer
+from .sync import sync
 from .upload import Uploader
 
 __all__ = ["IngestError", "IngestOptions", "Summary", "discover", "ingest_paths", "open_store_state"]
@@ -126,6 +129,10 @@ class _Model:
     tokenizer: object
     load: Callable[[], object]  # builds the encoder
 
+    def settings(self, options: IngestOptions) -> ChunkSettings:
+        return ChunkSettings(self.tokenizer, self.max_tokens, self.name, self.model_id, options.chunk_overlap,
+                             options.read, options.sparse)
+
 
 def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions) -> _Model:
     from sgpt_qdrant import checkpoint as ckpt
@@ -160,7 +167,9 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
 
 
 class _LazyEncode:
-    """The encoder's ``encode``, built at the first call: a run with nothing to embed never loads it."""
+    """The encoder's ``encode``, built at the first call: a run with nothing to embed never loads it.
+    It reports its own times: the model's load, and embedding (what :func:`ingest.sync.sync` leaves
+    to the encoder)."""
 
     def __init__(self, model: _Model, summary: Summary, on_message: Callable[[str], None]) -> None:
         self.model, self.summary, self.on_message = model, summary, on_message
@@ -179,12 +188,14 @@ class _LazyEncode:
                 raise IngestError(f"{self.model.name}: the model makes {encoder.dimension}-d vectors, its config "
                                   f"files say {self.model.dimension}")
             self.summary.model_load_seconds = time.perf_counter() - t
-            self.summary.embed_seconds -= self.summary.model_load_seconds  # sync times this call: not embedding
             device = getattr(encoder, "device", None)
             self.on_message(f"model loaded in {self.summary.model_load_seconds:.1f}s"
                             + (f" on {device}" if device is not None else ""))
             self.encode = encoder.encode
-        return self.encode(texts)
+        t = time.perf_counter()
+        vectors = self.encode(texts)
+        self.summary.embed_seconds += time.perf_counter() - t
+        return vectors
 
 
 @contextlib.contextmanager
@@ -256,8 +267,8 @@ def ingest_paths(
             options = dataclasses.replace(options, sparse=sparse)
             state = _state(handle, collection, found, share, options.dry_run, say)
             server = None if options.ray is None or not url or qc.is_embedded(handle) else ServerTarget(
-                url, collection, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
-                upsert_batch=options.upsert_batch, in_flight=options.in_flight)  # Ray workers write there
+                qc.StoreTarget(None, url, api_key, prefer_grpc, timeout), collection, options.upsert_batch,
+                options.in_flight)  # Ray workers write there
             return _write(handle, collection, found, state, summary, m, options, bulk, on_progress, say, writer_hook,
                           server)
     except (IngestError, qc.StoreError) as exc:  # set-up problems: no secret in their text, whatever raised them
@@ -341,16 +352,15 @@ def _write(handle, collection, found: Discovery, state, summary, m: _Model, opti
         if writer_hook is not None:
             writer = writer_hook(writer)
         writer = recording = verify.Recording(writer)
+    settings = m.settings(options)
+    run = Run(state, writer, prune_scope=found.covers if options.prune else None, dry_run=dry, summary=summary,
+              on_progress=on_progress, on_message=say)
     try:
-        if options.ray is not None and not dry and _needs_embedding(files, state, m, options):
-            summary = _on_ray(files, state, summary, m, options, writer, server, on_progress, say, found.covers)
+        if options.ray is not None and not dry and _needs_embedding(files, state, settings):
+            summary = _on_ray(files, settings, run, options, server)
         else:
-            summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
-                           model_id=m.model_id, overlap=options.chunk_overlap,
-                           encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
-                           batch_size=options.batch_size, prune=options.prune, prune_scope=found.covers,
-                           dry_run=dry, summary=summary, on_progress=on_progress, on_message=say,
-                           read_options=options.read, sparse=options.sparse)
+            summary = sync(files, settings, run, encode=None if dry else _LazyEncode(m, summary, say),
+                           batch_size=options.batch_size)
     except BaseException:
         if writer is not None:
             with contextlib.suppress(Exception):
@@ -363,29 +373,21 @@ def _write(handle, collection, found: Discovery, state, summary, m: _Model, opti
     if not dry and hasattr(handle, "flush"):  # the embedded store: on disk before the summary is shown
         handle.flush()
     if not dry:
-        verify.check(handle, collection, recording.written, qc.client_url(handle))
+        verify.check(handle, collection, {**recording.written, **run.written_elsewhere}, qc.client_url(handle))
     return summary
 
 
-def _needs_embedding(files, state, m: _Model, options: IngestOptions) -> bool:
+def _needs_embedding(files, state, settings: ChunkSettings) -> bool:
     """Whether some file is new or changed (hashing files, chunking at most one): Ray's start-up and
     actors only for work to do; an unchanged corpus, or prunes alone, run in-process."""
-    return any(prepare(source, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, overlap=options.chunk_overlap,
-                       model_id=m.model_id, read_options=options.read, model=m.name,
-                       sparse=options.sparse).kind in ("new", "changed")
-               for source in files)
+    return any(settings.prepare(source, state).kind in REWRITTEN for source in files)
 
 
-def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, server, on_progress, say,
-            prune_scope) -> Summary:
+def _on_ray(files, settings: ChunkSettings, run: Run, options: IngestOptions, server) -> Summary:
     """The same run on Ray (:mod:`ingest.distributed`): workers write to ``server``, else the driver."""
     try:
-        return ray_sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
-                        model_id=m.model_id, overlap=options.chunk_overlap, device=options.device,
-                        dtype=options.dtype, writer=writer, batch_size=options.batch_size, prune=options.prune,
-                        prune_scope=prune_scope, written=getattr(writer, "written", None),
-                        server=server, options=options.ray, summary=summary, on_progress=on_progress,
-                        on_message=say, read_options=options.read, sparse=options.sparse)
+        return ray_sync(files, settings, run, device=options.device, dtype=options.dtype,
+                        batch_size=options.batch_size, options=options.ray, server=server)
     except RaySetupError as exc:
         raise IngestError(str(exc)) from None
 

@@ -16,6 +16,7 @@ ray_exceptions = pytest.importorskip("ray.exceptions")
 
 from sgpt_qdrant.ingest import distributed  # noqa: E402
 from sgpt_qdrant.ingest.cli import cli  # noqa: E402
+from sgpt_qdrant.ingest.ray_cluster import is_cluster_failure  # noqa: E402
 
 FAILURES = {
     "raylet": lambda: ray_exceptions.RaySystemError("System error: the raylet at 127.0.0.1 died"),
@@ -81,10 +82,10 @@ def test_our_own_error_in_a_task_is_not_a_cluster_failure():
     import ray
 
     task_error = ray_exceptions.RayTaskError("f", "tb", ValueError("our bug"))
-    assert not distributed._cluster_failure(ray, task_error)
-    assert not distributed._cluster_failure(ray, ValueError("our bug"))
-    assert distributed._cluster_failure(ray, ray_exceptions.RayTaskError("f", "tb", ray_exceptions.ActorDiedError()))
-    assert distributed._cluster_failure(ray, ray_exceptions.WorkerCrashedError())
+    assert not is_cluster_failure(ray, task_error)
+    assert not is_cluster_failure(ray, ValueError("our bug"))
+    assert is_cluster_failure(ray, ray_exceptions.RayTaskError("f", "tb", ray_exceptions.ActorDiedError()))
+    assert is_cluster_failure(ray, ray_exceptions.WorkerCrashedError())
 
 
 @pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
