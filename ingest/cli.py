@@ -55,9 +55,6 @@ if TYPE_CHECKING:  # the pipeline (qdrant-client, LlamaIndex, numpy) is imported
     from .run import Summary  # so --help and a refused option answer at once
 
 EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
-#: Test hook: seconds to sleep after each written batch (and a line on stderr), so a test can kill
-#: the process at a known point. It wraps the writer; the pipeline knows nothing of it.
-PAUSE_ENV = "SGPT_INGEST_TEST_PAUSE"
 #: How many documents per category a dry run names on the terminal (all of them with --json).
 DRY_RUN_SHOWN = 5
 
@@ -316,28 +313,6 @@ class _LogToProgress(logging.Handler):
         self.progress.message(f"warning: {record.getMessage()}")
 
 
-class _PausingWriter:
-    """Test mode (``SGPT_INGEST_TEST_PAUSE``): a line and a sleep after each written batch."""
-
-    def __init__(self, writer, seconds: float) -> None:
-        self.writer, self.seconds, self.batches = writer, seconds, 0
-
-    def upsert(self, points) -> None:
-        self.writer.upsert(points)
-        self.batches += 1
-        print(f"sgpt-ingest: test pause after batch {self.batches}", file=sys.stderr, flush=True)
-        time.sleep(self.seconds)
-
-    def delete(self, selector) -> None:
-        self.writer.delete(selector)
-
-    def close(self) -> None:
-        self.writer.close()
-
-    def abort(self) -> None:
-        self.writer.abort()
-
-
 def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_PATH, qdrant_url=None,
         prefer_grpc=False, timeout=None, model=None, as_json=False, quiet=False, progress_interval=30.0,
         options=None, build_index=False) -> int:
@@ -358,7 +333,6 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
     logger.addHandler(handler)
     logger.propagate = False
     _secrets[:] = [os.environ.get(qc.API_KEY_ENV)]
-    pause = float(os.environ.get(PAUSE_ENV) or 0)
     started = _process_started or time.perf_counter()
     # An unreachable server is one error line; qdrant-client's version-check warning would add a second.
     warnings.filterwarnings("ignore", message="Failed to obtain server version")
@@ -377,8 +351,7 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
                 paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
                 prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=_raising(progress.update),
                 on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model", "note")))
-                else progress.message(m.replace("follow_links_outside=True", "--follow-links-outside")),
-                writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
+                else progress.message(m.replace("follow_links_outside=True", "--follow-links-outside")))
         progress.close()
         index = None
         if build_index and not summary.dry_run:

@@ -113,9 +113,11 @@ def test_a_killed_raylet_is_one_line_and_exit_1_and_a_rerun_finishes(tmp_path, t
         (docs / f"d{i}.md").write_text(f"doc {i} " + "word " * 200)
     base = [str(Path(sys.executable).with_name("sgpt-ingest")), str(docs), "--qdrant-path", str(tmp_path / "store"),
             "--model", str(tiny_model_dir), "-q"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"SGPT_INGEST_TEST_PAUSE": "1"}
-    proc = subprocess.Popen([*base, "--ray", "--batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    import paused_ingest  # tests/: sgpt-ingest pausing after each batch
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(paused_ingest.command(1, *base[1:], "--ray", "--batch-size", "4"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
     raylet, deadline = None, time.time() + 180
     while raylet is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -129,8 +131,7 @@ def test_a_killed_raylet_is_one_line_and_exit_1_and_a_rerun_finishes(tmp_path, t
     errors = [line for line in err.splitlines() if line.startswith("sgpt-ingest: error")]
     assert len(errors) == 1 and "the Ray cluster stopped during the run" in errors[0], err
     assert errors[0].endswith("what was written is consistent: run the same command again")
-    again = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=300,
-                           env={k: v for k, v in env.items() if k != "SGPT_INGEST_TEST_PAUSE"})
+    again = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr
     import json
 

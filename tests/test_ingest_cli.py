@@ -18,6 +18,8 @@ from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.ingest.cli import cli
 from sgpt_qdrant.testing import gpt2_tokenizer
 
+import paused_ingest  # tests/: sgpt-ingest pausing after each batch
+
 BIN = Path(sys.executable).parent / "sgpt-ingest"
 REF = gpt2_tokenizer()
 COLLECTION = "documents"
@@ -153,8 +155,8 @@ def test_wrong_dimension_refused_up_front(tmp_path, tiny_model_dir):
 
 
 def _start_paused(args):
-    return subprocess.Popen([str(BIN), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "SGPT_INGEST_TEST_PAUSE": "30"})
+    return subprocess.Popen(paused_ingest.command(30, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _wait_for_batch(proc, n):

@@ -26,12 +26,14 @@ from qdrant_client import QdrantClient  # noqa: E402
 from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.ingest import schema  # noqa: E402
 from sgpt_qdrant.ingest.distributed import RayOptions  # noqa: E402
+from sgpt_qdrant.ingest.client import StoreTarget  # noqa: E402
 from sgpt_qdrant.ingest.pipeline import IngestOptions, ingest_paths  # noqa: E402
+
+import paused_ingest  # noqa: E402 - tests/: sgpt-ingest pausing after each batch
 
 pytestmark = pytest.mark.slow
 COLLECTION = "documents"
 TIMING = {"seconds", "embed_seconds", "model_load_seconds"}
-BIN = Path(sys.executable).parent / "sgpt-ingest"
 
 
 @pytest.fixture(scope="session")
@@ -186,8 +188,8 @@ def test_driver_killed_then_rerun_equals_a_clean_run(tmp_path, ray_address, tiny
 
     args = [*inputs, f"--ray={ray_address}", "--model", tiny_model_dir, "--qdrant-path", store_path, "--device", "cpu",
             "--batch-size", 2, "--prune"]
-    proc = subprocess.Popen([str(BIN), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "SGPT_INGEST_TEST_PAUSE": "60"})
+    proc = subprocess.Popen(paused_ingest.command(60, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         lines = []
         for line in proc.stderr:
