@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sgpt_qdrant.ingest.client import StoreTarget
+
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("river bridge stone water morning light garden letter window harbour market winter summer "
          "train station road field forest mountain village city council meeting bread lamp tower ship "
@@ -110,7 +112,7 @@ def part_scale(tmp: Path, model_dir: Path, files: int) -> None:
     shutil.copytree(single / "docs", double / "docs" / "b")
     results = {}
     for name, docs in (("single", [single / "docs"]), ("double", [double / "docs"])):
-        s, wall = ingest(docs, model=model_dir, path=tmp / f"q-{name}")
+        s, wall = ingest(docs, model=model_dir, store=StoreTarget(tmp / f"q-{name}"))
         work = wall - s.model_load_seconds  # the model loads once per run, whatever the corpus
         results[name] = work / s.chunks_written
         print(f"scale {name}: {s.files_seen} files, {s.chunks_written} chunks in {work:.1f}s after the model "
@@ -129,12 +131,12 @@ def part_no_model(tmp: Path, model_dir: Path, files: int) -> None:
     write_corpus(docs, files, seed=1)
     root, dim, max_len = ckpt.peek(model_dir)
     encoder = NoOpEncoder(dim, ckpt.load_tokenizer(root)[0], max_len)
-    s, wall = ingest([docs], encoder=encoder, path=tmp / "q-nm")
+    s, wall = ingest([docs], encoder=encoder, store=StoreTarget(tmp / "q-nm"))
     print(f"no-model, embedded store: {s.chunks_written} chunks in {wall:.1f}s = {s.chunks_written / wall:.0f} chunks/s",
           flush=True)
     server = StandIn().start()
     try:
-        s, wall = ingest([docs], encoder=encoder, url=server.url)
+        s, wall = ingest([docs], encoder=encoder, store=StoreTarget(url=server.url))
     finally:
         server.stop()
     print(f"no-model, stand-in server: {s.chunks_written} chunks in {wall:.1f}s = "
@@ -153,7 +155,7 @@ def part_small(tmp: Path, model_dir: Path, count: int) -> None:
             (folder / f"n{i:05d}.md").write_text(f"# Note {i}\n\n" + " ".join(sentence(rng)
                                                                          for _ in range(rng.randint(1, 5))))
         for label in ("first load", "unchanged re-run"):
-            s, wall = ingest([docs], model=model_dir, path=tmp / f"q-small-{n}")
+            s, wall = ingest([docs], model=model_dir, store=StoreTarget(tmp / f"q-small-{n}"))
             work = wall - s.model_load_seconds
             if label == "first load":
                 per_file[n] = work / n
@@ -249,7 +251,8 @@ def part_peer(tmp: Path, model_dir: Path, limit_bytes: int, with_model: bool = T
     for label in (["tiny model"] if with_model else []) + ["no-op encoder"]:
         tag = label.split()[0]
         encoder = None if label == "tiny model" else NoOpEncoder(dim, tokenizer, max_len)
-        ours, ours_s = ingest([corpus], path=str(tmp / f"peer-edge-{tag}"), model=str(model_dir), encoder=encoder)
+        ours, ours_s = ingest([corpus], store=StoreTarget(tmp / f"peer-edge-{tag}"), model=str(model_dir),
+                              encoder=encoder)
         t = time.perf_counter()
         embed = SGPTEmbedding(model_name=str(model_dir), device="cpu") if encoder is None else NoOpEmbedding()
         parser = SGPTNodeParser.from_embedding(embed) if encoder is None else SGPTNodeParser(str(model_dir))

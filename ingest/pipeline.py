@@ -30,10 +30,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import client as qc
 from . import collection_config as cc
-from . import schema, store
+from . import schema
 from .distributed import RayOptions, RaySetupError, ServerTarget, ray_sync
 from .partition import Partition, owns, parse_partition
 from . import rekey, verify
@@ -42,6 +43,7 @@ from .sparse import resolve_mode as resolve_sparse
 from .read import Discovery, ReadOptions, walk
 from .plan import REWRITTEN, ChunkSettings
 from .run import Run, Summary, Writer
+from .store import DocState, read_state
 from .sync import sync
 from .upload import Uploader
 
@@ -92,10 +94,6 @@ class IngestOptions:
             raise IngestError(f"chunk-overlap must be at least 0, got {self.chunk_overlap}")
         if self.sparse is not None and self.sparse not in SPARSE_MODES:
             raise IngestError(f"sparse must be one of {', '.join(SPARSE_MODES)}, got {self.sparse!r}")
-        if isinstance(self.settings, dict):
-            self.settings = cc.CollectionSettings(**self.settings)
-        if isinstance(self.ray, dict):
-            self.ray = RayOptions(**self.ray)
 
 
 def discover(paths: Sequence[str | os.PathLike[str]], include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -107,11 +105,11 @@ def discover(paths: Sequence[str | os.PathLike[str]], include: Sequence[str] = (
     return found
 
 
-def open_store_state(client, collection: str, partition: Partition | None = None) -> dict[str, store.DocState]:
+def open_store_state(client, collection: str, partition: Partition | None = None) -> dict[str, DocState]:
     """The stored state of this worker's documents (one scroll); server errors as :class:`IngestError`."""
     where = qc.client_url(client) if client is not None else "the embedded store"
     try:
-        return store.read_state(client, collection, owns=lambda d: owns(partition, d))
+        return read_state(client, collection, owns=lambda d: owns(partition, d))
     except qc.StoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - first contact: name the server and what to do
@@ -159,7 +157,7 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
     tokenizer.model_max_length = _NO_LENGTH_LIMIT
 
     def load():
-        from sgpt_qdrant import Encoder
+        from sgpt_qdrant.engine import Encoder
 
         return Encoder(str(root), device=options.device, dtype=options.dtype)
 
@@ -199,26 +197,22 @@ class _LazyEncode:
 
 
 @contextlib.contextmanager
-def _client(client, path, url, api_key, prefer_grpc, timeout, create) -> Iterator:
-    if client is not None:
-        yield client
+def _opened(store, create: bool) -> Iterator:
+    """The client of ``store`` (a :class:`StoreTarget`, opened and closed here; or a client, left open)."""
+    if not isinstance(store, qc.StoreTarget):
+        yield store
         return
-    with qc.open_client(path, url, api_key, prefer_grpc, timeout, create=create) as opened:
+    with store.open(create=create) as opened:
         yield opened
 
 
 def ingest_paths(
     paths: Sequence[str | os.PathLike[str]],
     *,
-    collection: str = schema.DEFAULT_COLLECTION,
-    client=None,
-    url: str | None = None,
-    path: str | os.PathLike[str] | None = None,
-    api_key: str | None = None,
-    prefer_grpc: bool = False,
-    timeout: int | None = None,
-    encoder=None,
+    store: qc.StoreTarget | Any = None,
     model: str | os.PathLike[str] | None = None,
+    encoder=None,
+    collection: str = schema.DEFAULT_COLLECTION,
     options: IngestOptions | None = None,
     on_progress: Callable[[Summary], None] | None = None,
     on_message: Callable[[str], None] | None = None,
@@ -226,26 +220,29 @@ def ingest_paths(
 ) -> Summary:
     """Ingest files and folders into a Qdrant collection; returns what was done.
 
-    The store: ``client`` (a ``QdrantClient``, left open), or ``url`` (+ ``api_key``,
-    ``prefer_grpc``, ``timeout``), or ``path``, an embedded store folder (default
-    ``./qdrant_storage``). The model: ``encoder`` (an :class:`sgpt_qdrant.Encoder`, or anything
-    with ``encode``, ``dimension``, ``max_length``, ``tokenizer``), or ``model``, a Hub id or
-    folder, loaded only if something must be embedded. ``on_progress`` gets the running
+    ``store``: a :class:`ingest.client.StoreTarget` (the embedded store's folder, or a server's URL
+    with key, gRPC, timeout), opened and closed here; or a client (a ``QdrantClient`` or
+    :class:`ingest.edge.EdgeClient`), left open; default the embedded store in ``./qdrant_storage``.
+    The model: ``encoder`` (an :class:`sgpt_qdrant.engine.Encoder`, or anything with ``encode``,
+    ``dimension``, ``max_length``, ``tokenizer``; ``model`` then names it), or ``model``, a Hub id
+    or folder, loaded only if something must be embedded. ``on_progress`` gets the running
     :class:`Summary` after each file and each written batch; ``on_message`` one-line notes
     (skipped and failed files, warnings, model loading). ``writer_hook`` wraps the writer (tests).
     """
-    if isinstance(options, dict):
-        options = IngestOptions(**options)
-    elif options is not None and not isinstance(options, IngestOptions):
-        raise IngestError(f"options must be an IngestOptions (or a dict of its fields), got {type(options).__name__}")
+    if options is not None and not isinstance(options, IngestOptions):
+        raise IngestError(f"options must be an IngestOptions, got {type(options).__name__}")
     options = options or IngestOptions()
+    store = qc.StoreTarget() if store is None else store
+    target = store if isinstance(store, qc.StoreTarget) else None
     say = on_message or (lambda m: None)
     try:
         try:
-            _check_collection_name(collection, client, url)  # a folder name in the embedded store
+            embedded = target.embedded if target is not None else qc.is_embedded(store)
+            if embedded:
+                _check_collection_name(collection)  # a folder name in the embedded store
             share = parse_partition(options.partition) if isinstance(options.partition, str) else options.partition
             found = discover(paths, options.include, options.exclude, share, options.source,
-                             _store_folder(path, client, url))  # a mistyped path before any download
+                             _store_folder(target))  # a mistyped path before any download
             files = found.files
             m = _model(model, encoder, options)
             if options.chunk_overlap >= m.max_tokens:
@@ -258,27 +255,25 @@ def ingest_paths(
             summary.failed += 1
             summary.failures.append(schema.display(line))
             say(f"error: {schema.display(line)}")
-        with _client(client, path and str(path), url, api_key, prefer_grpc, timeout,
-                     create=not options.dry_run) as handle:
-            bulk, sparse = _prepare_collection(handle, collection, m.dimension, options, path)
+        with _opened(store, create=not options.dry_run) as handle:
+            where = qc.client_url(handle) if handle is not None else target.where()
+            bulk, sparse = _prepare_collection(handle, collection, m.dimension, options, where)
             if options.sparse is None and sparse == "none":
                 say(f"note: collection {collection!r} was made without BM25 vectors: writing dense vectors only "
                     "(sparse and hybrid search need a collection made with --sparse bm25)")
             options = dataclasses.replace(options, sparse=sparse)
             state = _state(handle, collection, found, share, options.dry_run, say)
-            server = None if options.ray is None or not url or qc.is_embedded(handle) else ServerTarget(
-                qc.StoreTarget(None, url, api_key, prefer_grpc, timeout), collection, options.upsert_batch,
-                options.in_flight)  # Ray workers write there
+            server = None if options.ray is None or target is None or embedded else ServerTarget(
+                target, collection, options.upsert_batch, options.in_flight)  # Ray workers write there
             return _write(handle, collection, found, state, summary, m, options, bulk, on_progress, say, writer_hook,
                           server)
     except (IngestError, qc.StoreError) as exc:  # set-up problems: no secret in their text, whatever raised them
-        raise IngestError(qc.redact(str(exc), [api_key])) from exc
+        raise IngestError(qc.redact(str(exc), [target.api_key if target is not None else None])) from exc
 
 
-def _prepare_collection(handle, collection: str, dim: int, options: IngestOptions, path) -> tuple[bool, str]:
+def _prepare_collection(handle, collection: str, dim: int, options: IngestOptions, where: str) -> tuple[bool, str]:
     """Check (dry run) or create the collection before any work: (a bulk load began, the run's
-    sparse setting)."""
-    where = qc.client_url(handle) if handle is not None else f"local:{path or qc.DEFAULT_PATH}"
+    sparse setting). ``where``: the store, for messages."""
     try:
         exists = cc.check_collection(handle, collection, dim, vector_name=schema.VECTOR_NAME)
         sparse = resolve_sparse(options.sparse, handle.get_collection(collection) if exists else None, collection,
@@ -296,11 +291,10 @@ def _prepare_collection(handle, collection: str, dim: int, options: IngestOption
         raise qc.setup_error(exc, where) from exc
 
 
-def _check_collection_name(collection, client, url) -> None:
+def _check_collection_name(collection) -> None:
     """The embedded store's collection is a folder: a name that is no plain folder name (``a/b``,
-    ``..``, a control character, too long) is refused before any work, not found by the first write."""
-    if url or (client is not None and not qc.is_embedded(client)):
-        return  # the server judges its own names
+    ``..``, a control character, too long) is refused before any work, not found by the first write.
+    (A server judges its own names.)"""
     from .edge import collection_name_problem
 
     problem = collection_name_problem(collection)
@@ -308,11 +302,11 @@ def _check_collection_name(collection, client, url) -> None:
         raise IngestError(f"--collection {collection!r}: not a collection name for the embedded store: {problem}")
 
 
-def _store_folder(path, client, url):
+def _store_folder(target: qc.StoreTarget | None):
     """``skip_folder`` for the walk: the embedded store's own folder is never ingested."""
-    if client is not None or url:
+    if target is None or not target.embedded:
         return None
-    store_path = os.path.realpath(path or qc.DEFAULT_PATH)
+    store_path = os.path.realpath(target.folder)
     return lambda folder: os.path.realpath(folder) == store_path
 
 

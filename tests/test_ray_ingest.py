@@ -71,7 +71,7 @@ def run(store_path: Path | None, inputs, model_dir, *, use_ray: bool, prune: boo
     """``ingest_paths`` in-process or on the session's Ray; the messages without model-loading notes."""
     messages: list[str] = []
     options = IngestOptions(batch_size=batch_size, prune=prune, device="cpu", ray=RayOptions() if use_ray else None)
-    summary = ingest_paths(inputs, path=store_path, url=url, model=str(model_dir), options=options,
+    summary = ingest_paths(inputs, store=StoreTarget(store_path, url), model=str(model_dir), options=options,
                            on_message=messages.append, writer_hook=writer_hook)
     return summary, sorted(m for m in messages if not m.startswith(("loading the model", "model loaded", "ray:")))
 
@@ -231,10 +231,10 @@ def test_setup_problems_are_one_line_errors_before_any_embedding(tmp_path, ray_a
     (tmp_path / "a.txt").write_text("Some text.")
     options = IngestOptions(device="cpu", ray=RayOptions(actors=2))  # 2 actors x 1 CPU = every CPU of the cluster
     with pytest.raises(IngestError, match="leave no CPU of the Ray cluster's 2 for reading"):
-        ingest_paths([tmp_path / "a.txt"], path=tmp_path / "q", model=str(tiny_model_dir), options=options)
+        ingest_paths([tmp_path / "a.txt"], store=StoreTarget(tmp_path / "q"), model=str(tiny_model_dir), options=options)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
     with pytest.raises(IngestError, match=r"pip install 'sgpt-qdrant\[ray\]'"):
-        ingest_paths([tmp_path / "a.txt"], path=tmp_path / "q", model=str(tiny_model_dir), options=options)
+        ingest_paths([tmp_path / "a.txt"], store=StoreTarget(tmp_path / "q"), model=str(tiny_model_dir), options=options)
     with closing(EdgeClient(tmp_path / "q")) as client:
         assert client.count(COLLECTION).count == 0
 
