@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sgpt_qdrant.ingest.client import StoreTarget
+
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("river bridge stone water morning light garden letter window harbour market winter summer "
          "train station road field forest mountain village city council meeting bread lamp tower ship "
@@ -111,7 +113,7 @@ def part_scale(tmp: Path, model_dir: Path, files: int) -> None:
     shutil.copytree(single / "docs", double / "docs" / "b")
     results = {}
     for name, docs in (("single", [single / "docs"]), ("double", [double / "docs"])):
-        s, wall = ingest(docs, model=model_dir, path=tmp / f"q-{name}")
+        s, wall = ingest(docs, model=model_dir, store=StoreTarget(tmp / f"q-{name}"))
         work = wall - s.model_load_seconds  # the model loads once per run, whatever the corpus
         results[name] = work / s.chunks_written
         print(f"scale {name}: {s.files_seen} files, {s.chunks_written} chunks in {work:.1f}s after the model "
@@ -129,12 +131,12 @@ def part_no_model(tmp: Path, model_dir: Path, files: int) -> None:
     write_corpus(docs, files, seed=1)
     root, dim, max_len = ckpt.peek(model_dir)
     encoder = NoOpEncoder(dim, ckpt.load_tokenizer(root)[0], max_len)
-    s, wall = ingest([docs], encoder=encoder, path=tmp / "q-nm")
+    s, wall = ingest([docs], encoder=encoder, store=StoreTarget(tmp / "q-nm"))
     print(f"no-model, embedded store: {s.chunks_written} chunks in {wall:.1f}s = {s.chunks_written / wall:.0f} chunks/s",
           flush=True)
     server = StandIn().start()
     try:
-        s, wall = ingest([docs], encoder=encoder, url=server.url)
+        s, wall = ingest([docs], encoder=encoder, store=StoreTarget(url=server.url))
     finally:
         server.stop()
     print(f"no-model, stand-in server: {s.chunks_written} chunks in {wall:.1f}s = "
@@ -153,7 +155,7 @@ def part_small(tmp: Path, model_dir: Path, count: int) -> None:
             (folder / f"n{i:05d}.md").write_text(f"# Note {i}\n\n" + " ".join(sentence(rng)
                                                                          for _ in range(rng.randint(1, 5))))
         for label in ("first load", "unchanged re-run"):
-            s, wall = ingest([docs], model=model_dir, path=tmp / f"q-small-{n}")
+            s, wall = ingest([docs], model=model_dir, store=StoreTarget(tmp / f"q-small-{n}"))
             work = wall - s.model_load_seconds
             if label == "first load":
                 per_file[n] = work / n
@@ -249,7 +251,7 @@ def _peer_side(side: str, label: str, corpus: Path, store: Path, model_dir: Path
 
     if side == "ours":
         encoder = NoOpEncoder(dim, ckpt.load_tokenizer(root)[0], max_len) if noop else None  # no-op: tokenizer untimed
-        summary, seconds = ingest([corpus], path=str(store), model=str(model_dir), encoder=encoder)
+        summary, seconds = ingest([corpus], store=StoreTarget(store), model=str(model_dir), encoder=encoder)
         chunks = summary.chunks_written
     else:
         parser = SGPTNodeParser(str(model_dir)) if noop else None  # no-op: tokenizer untimed, as for ours

@@ -49,9 +49,10 @@ def ingest(store_path: Path, docs: Path, model_dir: Path, *, ray_options, batch_
     from sgpt_qdrant.ingest.edge import EdgeClient
 
     from sgpt_qdrant import IngestOptions, ingest_paths
+    from sgpt_qdrant.ingest import StoreTarget
 
     start = time.perf_counter()
-    summary = ingest_paths([docs], path=store_path, model=str(model_dir),
+    summary = ingest_paths([docs], store=StoreTarget(store_path), model=str(model_dir),
                            options=IngestOptions(batch_size=batch_size, device="cpu", ray=ray_options))
     out = {"seconds": time.perf_counter() - start, "chunks": summary.chunks_written,
            "model_load_seconds": summary.model_load_seconds}

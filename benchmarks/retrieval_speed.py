@@ -52,7 +52,7 @@ def generate(folder: Path, docs: int, queries: int, seed: int = 0) -> Path:
 def ingest_cost(data: Path, encoder, model: str, work: Path, repeats: int = 2) -> None:
     """Fresh stores, --sparse none and bm25 alternating ``repeats`` times (the best of each), then
     BM25 alone on the same chunk texts."""
-    from sgpt_qdrant.ingest import IngestOptions, ingest_paths
+    from sgpt_qdrant.ingest import IngestOptions, StoreTarget, ingest_paths
     from sgpt_qdrant.ingest.client import open_client
     from sgpt_qdrant.ingest.retrieval_eval import load_beir, write_corpus
     from sgpt_qdrant.ingest.sparse import document_vectors
@@ -64,7 +64,8 @@ def ingest_cost(data: Path, encoder, model: str, work: Path, repeats: int = 2) -
         for sparse in ("none", "bm25"):
             store = work / f"store-{sparse}-{r}"
             t = time.perf_counter()
-            s = ingest_paths([corpus], path=store, encoder=encoder, model=model, options=IngestOptions(sparse=sparse))
+            s = ingest_paths([corpus], store=StoreTarget(store), encoder=encoder, model=model,
+                             options=IngestOptions(sparse=sparse))
             rate = s.chunks_written / (time.perf_counter() - t)
             rates[sparse] = max(rates.get(sparse, 0.0), rate)
             print(f"ingest --sparse {sparse} (run {r + 1}): {s.chunks_written} chunks, {rate:.1f} chunks/s "

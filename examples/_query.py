@@ -1,8 +1,9 @@
 """What the query examples share: the store options, one-line errors, one output format.
 
-The store is ingest's ``open_client``: the embedded Qdrant Edge store (``ingest.edge.EdgeClient``,
-the same ``QdrantClient`` API) by default, a server with ``--qdrant-url``; the examples' code is
-the same for both.
+The store is ingest's :class:`StoreTarget` (its options are ``sgpt-ingest``'s, from
+``ingest.cli_options``; the API key from QDRANT_API_KEY, stripped and checked as the CLI does): the
+embedded Qdrant Edge store (``ingest.edge.EdgeClient``, the same ``QdrantClient`` API) by default, a
+server with ``--qdrant-url``; the examples' code is the same for both.
 
 Not an example itself; ``python examples/query_*.py`` finds it next to them.
 """
@@ -20,8 +21,9 @@ from typing import NoReturn
 
 import click
 
-# The ingest's names for the store (its schema and client helpers), in one place.
-from sgpt_qdrant.ingest.client import DEFAULT_PATH, StoreError, open_client
+# The ingest's names for the store (its options, target and schema), in one place.
+from sgpt_qdrant.ingest import cli_options
+from sgpt_qdrant.ingest.client import StoreError, StoreTarget
 from sgpt_qdrant.ingest.schema import DEFAULT_COLLECTION, VECTOR_NAME
 
 # An unreachable server is reported by open_store in one line; qdrant-client would also warn about
@@ -43,18 +45,12 @@ query_argument = click.argument("query", callback=_non_empty)
 
 
 def store_options(command):
-    """--collection, --qdrant-path, --qdrant-url, --prefer-grpc, as sgpt-ingest takes them."""
-    for option in reversed([
-        click.option("--collection", default=DEFAULT_COLLECTION, show_default=True),
-        click.option("--qdrant-path", default=DEFAULT_PATH, show_default=True,
-                     help="Embedded store folder (Qdrant Edge) written by sgpt-ingest, when no URL is given; "
-                          "one process at a time: while sgpt-ingest writes it, wait or use a server."),
-        click.option("--qdrant-url", envvar="QDRANT_URL", default=None,
-                     help="A Qdrant server (also QDRANT_URL; the API key from QDRANT_API_KEY)."),
-        click.option("--prefer-grpc", is_flag=True, help="Talk to the server over gRPC."),
-    ]):
-        command = option(command)
-    return command
+    """--collection, --qdrant-path, --qdrant-url, --prefer-grpc: sgpt-ingest's own options."""
+    command = cli_options.store_options(
+        path_help="Embedded store folder (Qdrant Edge) written by sgpt-ingest, when no URL is given; "
+                  "one process at a time: while sgpt-ingest writes it, wait or use a server.",
+        url_help="A Qdrant server (also QDRANT_URL; the API key from QDRANT_API_KEY).", timeout=False)(command)
+    return click.option("--collection", default=DEFAULT_COLLECTION, show_default=True)(command)
 
 
 #: --mode: SGPT vectors, BM25 (what `sgpt-ingest --sparse bm25`, the default, stores), or both fused by RRF in Qdrant.
@@ -82,16 +78,20 @@ def fail(message: str) -> NoReturn:
 def open_store(qdrant_path: str, qdrant_url: str | None, prefer_grpc: bool, collection: str,
                dim: int | None = None) -> Iterator:
     """A client on a store that holds ``collection`` (of ``dim``); anything else is one line, exit 2."""
-    with _client(qdrant_path, qdrant_url, prefer_grpc) as client:
+    try:
+        target = cli_options.store_target(qdrant_path, qdrant_url, prefer_grpc)
+    except StoreError as exc:
+        fail(str(exc))
+    with _client(target) as client:
         if client is None:
-            fail(f"{qdrant_path}: no Qdrant store here; fill it first, e.g. `sgpt-ingest examples/docs`")
+            fail(f"{target.folder}: no Qdrant store here; fill it first, e.g. `sgpt-ingest examples/docs`")
         try:
             exists = client.collection_exists(collection)
         except Exception as exc:  # connection refused, timeout, TLS, auth: say where, not a traceback
-            fail(f"cannot query Qdrant at {qdrant_url or qdrant_path} ({type(exc).__name__}); "
+            fail(f"cannot query Qdrant at {target.where()} ({type(exc).__name__}); "
                  "check that the server is up, --qdrant-url / QDRANT_URL and QDRANT_API_KEY")
         if not exists:
-            fail(f"collection {collection!r} does not exist in {qdrant_url or qdrant_path}; "
+            fail(f"collection {collection!r} does not exist in {target.where()}; "
                  "fill it first with sgpt-ingest (same --collection)")
         if dim is not None:
             vectors = client.get_collection(collection).config.params.vectors
@@ -104,11 +104,10 @@ def open_store(qdrant_path: str, qdrant_url: str | None, prefer_grpc: bool, coll
 
 
 @contextlib.contextmanager
-def _client(qdrant_path: str, qdrant_url: str | None, prefer_grpc: bool) -> Iterator:
+def _client(target: StoreTarget) -> Iterator:
     """ingest's client, never creating a store; a store in use by another process is one line."""
     try:
-        with open_client(qdrant_path, qdrant_url, os.environ.get("QDRANT_API_KEY"), prefer_grpc,
-                         create=False) as client:
+        with target.open(create=False) as client:
             yield client
     except StoreError as exc:
         fail(str(exc))

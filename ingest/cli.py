@@ -49,16 +49,14 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 from . import client as qc  # noqa: E402
 from . import schema  # noqa: E402
+from .cli_options import store_options, store_target  # noqa: E402
 from .read import MAX_FILE_BYTES, ReadOptions  # noqa: E402
 from sgpt_qdrant.cli_util import sleeping_cpu_threads  # noqa: E402
 
 if TYPE_CHECKING:  # the pipeline (qdrant-client, LlamaIndex, numpy) is imported when a run starts,
-    from .sync import Summary  # so --help and a refused option answer at once
+    from .run import Summary  # so --help and a refused option answer at once
 
 EXIT_FAILED, EXIT_SETUP, EXIT_INTERRUPTED = 1, 2, 130
-#: Test hook: seconds to sleep after each written batch (and a line on stderr), so a test can kill
-#: the process at a known point. It wraps the writer; the pipeline knows nothing of it.
-PAUSE_ENV = "SGPT_INGEST_TEST_PAUSE"
 #: How many documents per category a dry run names on the terminal (all of them with --json).
 DRY_RUN_SHOWN = 5
 
@@ -181,7 +179,7 @@ _process_started: float | None = None
 
 
 def _dry_run_lines(s: Summary) -> list[str]:
-    from .sync import CATEGORIES
+    from .run import CATEGORIES
 
     lines = []
     for category in CATEGORIES:
@@ -197,13 +195,7 @@ def _dry_run_lines(s: Summary) -> list[str]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--collection", default=schema.DEFAULT_COLLECTION, show_default=True, help="Qdrant collection name.")
-@click.option("--qdrant-path", default=qc.DEFAULT_PATH, show_default=True,
-              help="Folder of the embedded Qdrant store (Qdrant Edge); used when no URL is given.")
-@click.option("--qdrant-url", envvar="QDRANT_URL", default=None,
-              help="Qdrant server URL (env QDRANT_URL). The API key is read from env QDRANT_API_KEY only "
-                   "(surrounding spaces and newlines are stripped; it is never printed).")
-@click.option("--prefer-grpc", is_flag=True, help="Talk to the server over gRPC.")
-@click.option("--timeout", type=int, default=None, help="Server request timeout in seconds.")
+@store_options()
 @click.option("--model", envvar="SGPT_MODEL", default=None,
               help="SGPT model: Hub id or local folder (env SGPT_MODEL). [default: "
                    "Muennighoff/SGPT-125M-mean-nli-linearthenpool5]")
@@ -289,21 +281,29 @@ def cli(paths, collection, qdrant_path, qdrant_url, prefer_grpc, timeout, model,
     Exit status: 0 all readable files ingested; 1 some file failed (each named on stderr; the
     others are done); 2 a problem found before any work; 130 interrupted (Ctrl-C).
     """
-    sys.exit(run(paths, collection=collection, qdrant_path=qdrant_path, qdrant_url=qdrant_url,
-                 prefer_grpc=prefer_grpc, timeout=timeout, model=model, as_json=as_json, quiet=quiet,
-                 progress_interval=progress_interval, build_index=build_index,
-                 options=dict(device=device, dtype=dtype, batch_size=batch_size, chunk_overlap=chunk_overlap,
-                              include=include, exclude=exclude, read=ReadOptions(follow_links_outside,
-                                                                                 max_file_size * 2**20),
-                              sparse=sparse, prune=prune, source=source, dry_run=dry_run, partition=partition,
-                              bulk_load=bulk_load, upsert_batch=upsert_batch, in_flight=in_flight,
-                              ray=None if ray_address is None else dict(
-                                  address=ray_address or None, actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
-                                  show_progress=not quiet and sys.stderr.isatty(), on_cluster_lost=_cluster_lost),
-                              settings=dict(shards=shards, replication_factor=replication_factor,
-                                            write_consistency_factor=write_consistency, on_disk=on_disk,
-                                            on_disk_payload=on_disk_payload, quantization=quantization == "int8",
-                                            hnsw_m=hnsw_m, hnsw_ef_construct=hnsw_ef_construct))))
+    try:
+        store = store_target(qdrant_path, qdrant_url, prefer_grpc, timeout)
+    except qc.StoreError as exc:  # an API key no HTTP header can carry: one line, before any work
+        _err(f"error: {exc}")
+        sys.exit(EXIT_SETUP)
+    from .collection_config import CollectionSettings
+    from .distributed import RayOptions
+    from .pipeline import IngestOptions
+
+    ray = None if ray_address is None else RayOptions(
+        address=ray_address or None, actors=ray_actors, gpus_per_actor=ray_gpus_per_actor,
+        show_progress=not quiet and sys.stderr.isatty(), on_cluster_lost=_cluster_lost)
+    settings = CollectionSettings(shards=shards, replication_factor=replication_factor,
+                                  write_consistency_factor=write_consistency, on_disk=on_disk,
+                                  on_disk_payload=on_disk_payload, quantization=quantization == "int8", hnsw_m=hnsw_m,
+                                  hnsw_ef_construct=hnsw_ef_construct)
+    options = IngestOptions(device=device, dtype=dtype, batch_size=batch_size, chunk_overlap=chunk_overlap,
+                            include=include, exclude=exclude,
+                            read=ReadOptions(follow_links_outside, max_file_size * 2**20), sparse=sparse, prune=prune,
+                            source=source, dry_run=dry_run, partition=partition, bulk_load=bulk_load,
+                            upsert_batch=upsert_batch, in_flight=in_flight, ray=ray, settings=settings)
+    sys.exit(run(paths, store=store, collection=collection, model=model, as_json=as_json, quiet=quiet,
+                 progress_interval=progress_interval, build_index=build_index, options=options))
 
 
 class _LogToProgress(logging.Handler):
@@ -317,32 +317,11 @@ class _LogToProgress(logging.Handler):
         self.progress.message(f"warning: {record.getMessage()}")
 
 
-class _PausingWriter:
-    """Test mode (``SGPT_INGEST_TEST_PAUSE``): a line and a sleep after each written batch."""
-
-    def __init__(self, writer, seconds: float) -> None:
-        self.writer, self.seconds, self.batches = writer, seconds, 0
-
-    def upsert(self, points) -> None:
-        self.writer.upsert(points)
-        self.batches += 1
-        print(f"sgpt-ingest: test pause after batch {self.batches}", file=sys.stderr, flush=True)
-        time.sleep(self.seconds)
-
-    def delete(self, selector) -> None:
-        self.writer.delete(selector)
-
-    def close(self) -> None:
-        self.writer.close()
-
-    def abort(self) -> None:
-        self.writer.abort()
-
-
-def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_PATH, qdrant_url=None,
-        prefer_grpc=False, timeout=None, model=None, as_json=False, quiet=False, progress_interval=30.0,
-        options=None, build_index=False) -> int:
-    """The command without click: prints, returns the exit status. ``options``: IngestOptions fields."""
+def run(paths, *, store: qc.StoreTarget | None = None, collection: str = schema.DEFAULT_COLLECTION, model=None,
+        as_json: bool = False, quiet: bool = False, progress_interval: float = 30.0, options=None,
+        build_index: bool = False) -> int:
+    """The command without click: prints, returns the exit status. ``store``: default the embedded
+    store in ./qdrant_storage, with the environment's API key; ``options``: an IngestOptions."""
     try:  # seconds of imports: a Ctrl-C here is the same one line and exit status as later
         from .pipeline import IngestError, IngestOptions, ingest_paths
         from .distributed import RayClusterError
@@ -359,31 +338,29 @@ def run(paths, *, collection=schema.DEFAULT_COLLECTION, qdrant_path=qc.DEFAULT_P
     logger.addHandler(handler)
     logger.propagate = False
     _secrets[:] = [os.environ.get(qc.API_KEY_ENV)]
-    pause = float(os.environ.get(PAUSE_ENV) or 0)
     started = _process_started or time.perf_counter()
     # An unreachable server is one error line; qdrant-client's version-check warning would add a second.
     warnings.filterwarnings("ignore", message="Failed to obtain server version")
     show_warning = warnings.showwarning  # library warnings (qdrant-client's) as one redacted line each
     warnings.showwarning = lambda message, *args, **kwargs: progress.message(f"warning: {message}")
     try:
-        api_key = qc.api_key_from_env()
-        _secrets.append(api_key)
-        opts = IngestOptions(**(options or {}))
+        store = store or store_target()
+        _secrets.append(store.api_key)
+        opts = options or IngestOptions()
         progress = _Progress(enabled=not quiet, tty=sys.stderr.isatty(), interval=progress_interval)
         handler.progress = progress
         # with --json, stdout carries the JSON alone: whatever a library prints there during the run
         # (Ray's "(raylet) A worker died ..." lines from its log monitor) goes to stderr
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             summary = ingest_paths(
-                paths, collection=collection, path=qdrant_path, url=qdrant_url, api_key=api_key,
-                prefer_grpc=prefer_grpc, timeout=timeout, model=model, options=opts, on_progress=_raising(progress.update),
+                paths, store=store, collection=collection, model=model, options=opts,
+                on_progress=_raising(progress.update),
                 on_message=lambda m: None if quiet and (m.startswith("skipped") or m.startswith(("loading", "model", "note")))
-                else progress.message(m.replace("follow_links_outside=True", "--follow-links-outside")),
-                writer_hook=(lambda w: _PausingWriter(w, pause)) if pause else None)
+                else progress.message(m.replace("follow_links_outside=True", "--follow-links-outside")))
         progress.close()
         index = None
         if build_index and not summary.dry_run:
-            index = _build_index(qdrant_url, qdrant_path, collection, quiet)
+            index = _build_index(store, collection, quiet)
     except KeyboardInterrupt:
         progress.close()
         _err("interrupted; what was written is consistent: run the same command again to finish")
@@ -448,18 +425,18 @@ def _raising(update):
     return checked
 
 
-def _build_index(qdrant_url, qdrant_path, collection, quiet) -> dict | None:
+def _build_index(store: qc.StoreTarget, collection: str, quiet: bool) -> dict | None:
     """--index: the HNSW build in a child process (ingest.index), its elapsed time shown meanwhile."""
     from dataclasses import asdict
 
     from .index import build_index_in_child
 
-    if qdrant_url:
+    if not store.embedded:
         _err("warning: --index applies to the embedded store; a server builds its HNSW index itself")
         return None
     if not quiet:
         _err(f"building the HNSW index of collection {collection!r} (a child process) ...")
-    report = build_index_in_child(qdrant_path, collection, on_wait=None if quiet else (
+    report = build_index_in_child(store.folder, collection, on_wait=None if quiet else (
         lambda s: _err(f"  building the index: {s:.0f}s")), every=30.0)
     if not quiet:
         recall = "n/a" if report.recall_at_10 is None else f"{report.recall_at_10:.3f}"

@@ -1,6 +1,7 @@
 """Opening a Qdrant client (the embedded Qdrant Edge store or a server) and talking about it without leaking secrets.
 
-The one home of: where the client writes (for messages, never with credentials), the API key
+The one home of: the store connection as a value (:class:`StoreTarget`: built once at the edge,
+by the commands' shared options in :mod:`ingest.cli_options`, opened where it is needed), where the client writes (for messages, never with credentials), the API key
 from the environment (surrounding whitespace stripped: a key read from a CRLF ``.env`` file or
 with its newline would otherwise be sent as an illegal header and echoed in the error), the
 redaction of that key from any text before it is shown, and set-up errors that name the server
@@ -13,6 +14,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -195,3 +197,48 @@ def open_client(path: str | None = None, url: str | None = None, api_key: str | 
         yield client
     finally:
         client.close()
+
+
+@dataclass(frozen=True)
+class StoreTarget:
+    """Where the vectors live: a Qdrant server at ``url`` (``api_key``, kept out of ``repr``;
+    ``prefer_grpc``; ``timeout`` seconds per request), else the embedded store in the folder
+    ``path`` (default ``./qdrant_storage``). One value from the command line (or a caller) to
+    every place that opens the store; printable as :meth:`where` without credentials."""
+
+    path: str | None = None
+    url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    prefer_grpc: bool = False
+    timeout: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.path is not None and not isinstance(self.path, str):
+            object.__setattr__(self, "path", os.fspath(self.path))
+
+    def __repr__(self) -> str:  # no key, and no user or password of the URL
+        extra = (", gRPC" if self.prefer_grpc else "") + (f", timeout={self.timeout}" if self.timeout else "")
+        return f"StoreTarget({self.where()!r}{extra})"
+
+    @classmethod
+    def from_env(cls, path: str | os.PathLike[str] | None = None, url: str | None = None, *,
+                 prefer_grpc: bool = False, timeout: int | None = None) -> StoreTarget:
+        """The target with the API key of the environment (:func:`api_key_from_env`: stripped, checked)."""
+        return cls(path, url, api_key_from_env(), prefer_grpc, timeout)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.url
+
+    @property
+    def folder(self) -> str:
+        """The embedded store's folder (meaningless for a server)."""
+        return self.path or DEFAULT_PATH
+
+    def where(self) -> str:
+        """For messages: the server's URL without user, password or query, or ``local:FOLDER``."""
+        return safe_url(self.url) if self.url else f"local:{self.folder}"
+
+    def open(self, *, create: bool = True) -> contextlib.AbstractContextManager:
+        """:func:`open_client` on this target (``create=False``: None for a missing folder)."""
+        return open_client(self.path, self.url, self.api_key, self.prefer_grpc, self.timeout, create=create)

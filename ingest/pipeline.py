@@ -12,9 +12,10 @@ read from JSON and its files fingerprinted (hashes cached), no weights loaded �
 (a locked folder is refused here) → collection checked → state read → files read, hashed and
 planned → the encoder is built at the first chunk that must be embedded.
 
-The building blocks an executor other than this one (e.g. Ray) reuses: :func:`discover`,
-:func:`open_store_state`, and in :mod:`ingest.sync` ``prepare``, ``points_for``, ``stale_ids``,
-``prune_ids``.
+The building blocks of an executor: :func:`discover`, :func:`open_store_state`,
+:class:`ingest.plan.ChunkSettings` (one file → an outcome and its chunks) and
+:class:`ingest.run.Run` (the books, the duplicate-id rule, the deletes, the prune), which
+:func:`ingest.sync.sync` and :func:`ingest.distributed.ray_sync` share.
 """
 
 from __future__ import annotations
@@ -29,17 +30,21 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import client as qc
 from . import collection_config as cc
-from . import schema, store
+from . import schema
 from .distributed import RayOptions, RaySetupError, ServerTarget, ray_sync
 from .partition import Partition, owns, parse_partition
 from . import rekey, verify
 from .sparse import SPARSE_MODES, SparseError
 from .sparse import resolve_mode as resolve_sparse
 from .read import Discovery, ReadOptions, walk
-from .sync import Summary, Writer, prepare, sync
+from .plan import REWRITTEN, ChunkSettings
+from .run import Run, Summary, Writer
+from .store import DocState, read_state
+from .sync import sync
 from .upload import Uploader
 
 __all__ = ["IngestError", "IngestOptions", "Summary", "discover", "ingest_paths", "open_store_state"]
@@ -89,10 +94,6 @@ class IngestOptions:
             raise IngestError(f"chunk-overlap must be at least 0, got {self.chunk_overlap}")
         if self.sparse is not None and self.sparse not in SPARSE_MODES:
             raise IngestError(f"sparse must be one of {', '.join(SPARSE_MODES)}, got {self.sparse!r}")
-        if isinstance(self.settings, dict):
-            self.settings = cc.CollectionSettings(**self.settings)
-        if isinstance(self.ray, dict):
-            self.ray = RayOptions(**self.ray)
 
 
 def discover(paths: Sequence[str | os.PathLike[str]], include: Sequence[str] = (), exclude: Sequence[str] = (),
@@ -104,11 +105,11 @@ def discover(paths: Sequence[str | os.PathLike[str]], include: Sequence[str] = (
     return found
 
 
-def open_store_state(client, collection: str, partition: Partition | None = None) -> dict[str, store.DocState]:
+def open_store_state(client, collection: str, partition: Partition | None = None) -> dict[str, DocState]:
     """The stored state of this worker's documents (one scroll); server errors as :class:`IngestError`."""
     where = qc.client_url(client) if client is not None else "the embedded store"
     try:
-        return store.read_state(client, collection, owns=lambda d: owns(partition, d))
+        return read_state(client, collection, owns=lambda d: owns(partition, d))
     except qc.StoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - first contact: name the server and what to do
@@ -125,6 +126,10 @@ class _Model:
     max_tokens: int
     tokenizer: object
     load: Callable[[], object]  # builds the encoder
+
+    def settings(self, options: IngestOptions) -> ChunkSettings:
+        return ChunkSettings(self.tokenizer, self.max_tokens, self.name, self.model_id, options.chunk_overlap,
+                             options.read, options.sparse)
 
 
 def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions) -> _Model:
@@ -152,7 +157,7 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
     tokenizer.model_max_length = _NO_LENGTH_LIMIT
 
     def load():
-        from sgpt_qdrant import Encoder
+        from sgpt_qdrant.engine import Encoder
 
         return Encoder(str(root), device=options.device, dtype=options.dtype)
 
@@ -160,7 +165,9 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
 
 
 class _LazyEncode:
-    """The encoder's ``encode``, built at the first call: a run with nothing to embed never loads it."""
+    """The encoder's ``encode``, built at the first call: a run with nothing to embed never loads it.
+    It reports its own times: the model's load, and embedding (what :func:`ingest.sync.sync` leaves
+    to the encoder)."""
 
     def __init__(self, model: _Model, summary: Summary, on_message: Callable[[str], None]) -> None:
         self.model, self.summary, self.on_message = model, summary, on_message
@@ -179,35 +186,33 @@ class _LazyEncode:
                 raise IngestError(f"{self.model.name}: the model makes {encoder.dimension}-d vectors, its config "
                                   f"files say {self.model.dimension}")
             self.summary.model_load_seconds = time.perf_counter() - t
-            self.summary.embed_seconds -= self.summary.model_load_seconds  # sync times this call: not embedding
             device = getattr(encoder, "device", None)
             self.on_message(f"model loaded in {self.summary.model_load_seconds:.1f}s"
                             + (f" on {device}" if device is not None else ""))
             self.encode = encoder.encode
-        return self.encode(texts)
+        t = time.perf_counter()
+        vectors = self.encode(texts)
+        self.summary.embed_seconds += time.perf_counter() - t
+        return vectors
 
 
 @contextlib.contextmanager
-def _client(client, path, url, api_key, prefer_grpc, timeout, create) -> Iterator:
-    if client is not None:
-        yield client
+def _opened(store, create: bool) -> Iterator:
+    """The client of ``store`` (a :class:`StoreTarget`, opened and closed here; or a client, left open)."""
+    if not isinstance(store, qc.StoreTarget):
+        yield store
         return
-    with qc.open_client(path, url, api_key, prefer_grpc, timeout, create=create) as opened:
+    with store.open(create=create) as opened:
         yield opened
 
 
 def ingest_paths(
     paths: Sequence[str | os.PathLike[str]],
     *,
-    collection: str = schema.DEFAULT_COLLECTION,
-    client=None,
-    url: str | None = None,
-    path: str | os.PathLike[str] | None = None,
-    api_key: str | None = None,
-    prefer_grpc: bool = False,
-    timeout: int | None = None,
-    encoder=None,
+    store: qc.StoreTarget | Any = None,
     model: str | os.PathLike[str] | None = None,
+    encoder=None,
+    collection: str = schema.DEFAULT_COLLECTION,
     options: IngestOptions | None = None,
     on_progress: Callable[[Summary], None] | None = None,
     on_message: Callable[[str], None] | None = None,
@@ -215,26 +220,29 @@ def ingest_paths(
 ) -> Summary:
     """Ingest files and folders into a Qdrant collection; returns what was done.
 
-    The store: ``client`` (a ``QdrantClient``, left open), or ``url`` (+ ``api_key``,
-    ``prefer_grpc``, ``timeout``), or ``path``, an embedded store folder (default
-    ``./qdrant_storage``). The model: ``encoder`` (an :class:`sgpt_qdrant.Encoder`, or anything
-    with ``encode``, ``dimension``, ``max_length``, ``tokenizer``), or ``model``, a Hub id or
-    folder, loaded only if something must be embedded. ``on_progress`` gets the running
+    ``store``: a :class:`ingest.client.StoreTarget` (the embedded store's folder, or a server's URL
+    with key, gRPC, timeout), opened and closed here; or a client (a ``QdrantClient`` or
+    :class:`ingest.edge.EdgeClient`), left open; default the embedded store in ``./qdrant_storage``.
+    The model: ``encoder`` (an :class:`sgpt_qdrant.engine.Encoder`, or anything with ``encode``,
+    ``dimension``, ``max_length``, ``tokenizer``; ``model`` then names it), or ``model``, a Hub id
+    or folder, loaded only if something must be embedded. ``on_progress`` gets the running
     :class:`Summary` after each file and each written batch; ``on_message`` one-line notes
     (skipped and failed files, warnings, model loading). ``writer_hook`` wraps the writer (tests).
     """
-    if isinstance(options, dict):
-        options = IngestOptions(**options)
-    elif options is not None and not isinstance(options, IngestOptions):
-        raise IngestError(f"options must be an IngestOptions (or a dict of its fields), got {type(options).__name__}")
+    if options is not None and not isinstance(options, IngestOptions):
+        raise IngestError(f"options must be an IngestOptions, got {type(options).__name__}")
     options = options or IngestOptions()
+    store = qc.StoreTarget() if store is None else store
+    target = store if isinstance(store, qc.StoreTarget) else None
     say = on_message or (lambda m: None)
     try:
         try:
-            _check_collection_name(collection, client, url)  # a folder name in the embedded store
+            embedded = target.embedded if target is not None else qc.is_embedded(store)
+            if embedded:
+                _check_collection_name(collection)  # a folder name in the embedded store
             share = parse_partition(options.partition) if isinstance(options.partition, str) else options.partition
             found = discover(paths, options.include, options.exclude, share, options.source,
-                             _store_folder(path, client, url))  # a mistyped path before any download
+                             _store_folder(target))  # a mistyped path before any download
             files = found.files
             m = _model(model, encoder, options)
             if options.chunk_overlap >= m.max_tokens:
@@ -247,27 +255,25 @@ def ingest_paths(
             summary.failed += 1
             summary.failures.append(schema.display(line))
             say(f"error: {schema.display(line)}")
-        with _client(client, path and str(path), url, api_key, prefer_grpc, timeout,
-                     create=not options.dry_run) as handle:
-            bulk, sparse = _prepare_collection(handle, collection, m.dimension, options, path)
+        with _opened(store, create=not options.dry_run) as handle:
+            where = qc.client_url(handle) if handle is not None else target.where()
+            bulk, sparse = _prepare_collection(handle, collection, m.dimension, options, where)
             if options.sparse is None and sparse == "none":
                 say(f"note: collection {collection!r} was made without BM25 vectors: writing dense vectors only "
                     "(sparse and hybrid search need a collection made with --sparse bm25)")
             options = dataclasses.replace(options, sparse=sparse)
             state = _state(handle, collection, found, share, options.dry_run, say)
-            server = None if options.ray is None or not url or qc.is_embedded(handle) else ServerTarget(
-                url, collection, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout,
-                upsert_batch=options.upsert_batch, in_flight=options.in_flight)  # Ray workers write there
+            server = None if options.ray is None or target is None or embedded else ServerTarget(
+                target, collection, options.upsert_batch, options.in_flight)  # Ray workers write there
             return _write(handle, collection, found, state, summary, m, options, bulk, on_progress, say, writer_hook,
                           server)
     except (IngestError, qc.StoreError) as exc:  # set-up problems: no secret in their text, whatever raised them
-        raise IngestError(qc.redact(str(exc), [api_key])) from exc
+        raise IngestError(qc.redact(str(exc), [target.api_key if target is not None else None])) from exc
 
 
-def _prepare_collection(handle, collection: str, dim: int, options: IngestOptions, path) -> tuple[bool, str]:
+def _prepare_collection(handle, collection: str, dim: int, options: IngestOptions, where: str) -> tuple[bool, str]:
     """Check (dry run) or create the collection before any work: (a bulk load began, the run's
-    sparse setting)."""
-    where = qc.client_url(handle) if handle is not None else f"local:{path or qc.DEFAULT_PATH}"
+    sparse setting). ``where``: the store, for messages."""
     try:
         exists = cc.check_collection(handle, collection, dim, vector_name=schema.VECTOR_NAME)
         sparse = resolve_sparse(options.sparse, handle.get_collection(collection) if exists else None, collection,
@@ -285,11 +291,10 @@ def _prepare_collection(handle, collection: str, dim: int, options: IngestOption
         raise qc.setup_error(exc, where) from exc
 
 
-def _check_collection_name(collection, client, url) -> None:
+def _check_collection_name(collection) -> None:
     """The embedded store's collection is a folder: a name that is no plain folder name (``a/b``,
-    ``..``, a control character, too long) is refused before any work, not found by the first write."""
-    if url or (client is not None and not qc.is_embedded(client)):
-        return  # the server judges its own names
+    ``..``, a control character, too long) is refused before any work, not found by the first write.
+    (A server judges its own names.)"""
     from .edge import collection_name_problem
 
     problem = collection_name_problem(collection)
@@ -297,11 +302,11 @@ def _check_collection_name(collection, client, url) -> None:
         raise IngestError(f"--collection {collection!r}: not a collection name for the embedded store: {problem}")
 
 
-def _store_folder(path, client, url):
+def _store_folder(target: qc.StoreTarget | None):
     """``skip_folder`` for the walk: the embedded store's own folder is never ingested."""
-    if client is not None or url:
+    if target is None or not target.embedded:
         return None
-    store_path = os.path.realpath(path or qc.DEFAULT_PATH)
+    store_path = os.path.realpath(target.folder)
     return lambda folder: os.path.realpath(folder) == store_path
 
 
@@ -341,16 +346,15 @@ def _write(handle, collection, found: Discovery, state, summary, m: _Model, opti
         if writer_hook is not None:
             writer = writer_hook(writer)
         writer = recording = verify.Recording(writer)
+    settings = m.settings(options)
+    run = Run(state, writer, prune_scope=found.covers if options.prune else None, dry_run=dry, summary=summary,
+              on_progress=on_progress, on_message=say)
     try:
-        if options.ray is not None and not dry and _needs_embedding(files, state, m, options):
-            summary = _on_ray(files, state, summary, m, options, writer, server, on_progress, say, found.covers)
+        if options.ray is not None and not dry and _needs_embedding(files, state, settings):
+            summary = _on_ray(files, settings, run, options, server)
         else:
-            summary = sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
-                           model_id=m.model_id, overlap=options.chunk_overlap,
-                           encode=None if dry else _LazyEncode(m, summary, say), writer=writer,
-                           batch_size=options.batch_size, prune=options.prune, prune_scope=found.covers,
-                           dry_run=dry, summary=summary, on_progress=on_progress, on_message=say,
-                           read_options=options.read, sparse=options.sparse)
+            summary = sync(files, settings, run, encode=None if dry else _LazyEncode(m, summary, say),
+                           batch_size=options.batch_size)
     except BaseException:
         if writer is not None:
             with contextlib.suppress(Exception):
@@ -363,29 +367,21 @@ def _write(handle, collection, found: Discovery, state, summary, m: _Model, opti
     if not dry and hasattr(handle, "flush"):  # the embedded store: on disk before the summary is shown
         handle.flush()
     if not dry:
-        verify.check(handle, collection, recording.written, qc.client_url(handle))
+        verify.check(handle, collection, {**recording.written, **run.written_elsewhere}, qc.client_url(handle))
     return summary
 
 
-def _needs_embedding(files, state, m: _Model, options: IngestOptions) -> bool:
+def _needs_embedding(files, state, settings: ChunkSettings) -> bool:
     """Whether some file is new or changed (hashing files, chunking at most one): Ray's start-up and
     actors only for work to do; an unchanged corpus, or prunes alone, run in-process."""
-    return any(prepare(source, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, overlap=options.chunk_overlap,
-                       model_id=m.model_id, read_options=options.read, model=m.name,
-                       sparse=options.sparse).kind in ("new", "changed")
-               for source in files)
+    return any(settings.prepare(source, state).kind in REWRITTEN for source in files)
 
 
-def _on_ray(files, state, summary, m: _Model, options: IngestOptions, writer, server, on_progress, say,
-            prune_scope) -> Summary:
+def _on_ray(files, settings: ChunkSettings, run: Run, options: IngestOptions, server) -> Summary:
     """The same run on Ray (:mod:`ingest.distributed`): workers write to ``server``, else the driver."""
     try:
-        return ray_sync(files, state, tokenizer=m.tokenizer, max_tokens=m.max_tokens, model=m.name,
-                        model_id=m.model_id, overlap=options.chunk_overlap, device=options.device,
-                        dtype=options.dtype, writer=writer, batch_size=options.batch_size, prune=options.prune,
-                        prune_scope=prune_scope, written=getattr(writer, "written", None),
-                        server=server, options=options.ray, summary=summary, on_progress=on_progress,
-                        on_message=say, read_options=options.read, sparse=options.sparse)
+        return ray_sync(files, settings, run, device=options.device, dtype=options.dtype,
+                        batch_size=options.batch_size, options=options.ray, server=server)
     except RaySetupError as exc:
         raise IngestError(str(exc)) from None
 

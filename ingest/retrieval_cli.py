@@ -14,6 +14,8 @@ import time
 
 import click
 
+from .cli_options import url_option
+
 EXIT_SETUP, EXIT_INTERRUPTED = 2, 130
 
 
@@ -71,8 +73,7 @@ class _Progress:
 @click.option("--store", default=None, metavar="DIR",
               help="Where the corpus files and the embedded store live (re-used by the next run). "
                    "[default: DATA/sgpt-eval]")
-@click.option("--qdrant-url", envvar="QDRANT_URL", default=None,
-              help="Use this Qdrant server for the vectors instead of an embedded store (API key: QDRANT_API_KEY).")
+@url_option(help="Use this Qdrant server for the vectors instead of an embedded store (API key: QDRANT_API_KEY).")
 @click.option("--collection", default="corpus", show_default=True)
 @click.option("--split", default="test", show_default=True, help="The qrels file: DATA/qrels/SPLIT.tsv.")
 @click.option("--mode", "modes", multiple=True, type=click.Choice(["dense", "sparse", "hybrid"]),
@@ -106,7 +107,8 @@ def run(data, *, model=None, store=None, qdrant_url=None, collection="corpus", s
     """The command without click: prints, returns the exit status."""
     from sgpt_qdrant import checkpoint as ckpt
 
-    from .client import StoreError, api_key_from_env, redact
+    from .cli_options import store_target
+    from .client import StoreError, redact
     from .pipeline import IngestError
     from .retrieval_eval import EvalDataError, evaluate_beir
     from .search import MODES
@@ -114,13 +116,15 @@ def run(data, *, model=None, store=None, qdrant_url=None, collection="corpus", s
     progress = _Progress(enabled=not quiet)
     api_key = None
     try:
-        api_key = api_key_from_env()
-        from sgpt_qdrant import Encoder
+        target = store_target(qdrant_url=qdrant_url)  # the key of the environment checked, whatever the store
+        api_key = target.api_key
+        server = target if qdrant_url else None
+        from sgpt_qdrant.engine import Encoder
 
         name = model or ckpt.DEFAULT_MODEL
         encoder = Encoder(name, device=device, dtype=dtype)
         report = evaluate_beir(data, store=store or os.path.join(data, "sgpt-eval"), encoder=encoder, model=name,
-                               url=qdrant_url, api_key=api_key, collection=collection, split=split,
+                               server=server, collection=collection, split=split,
                                modes=modes or MODES, batch_size=batch_size, max_queries=max_queries,
                                first_chunk=first_chunk,
                                on_progress=progress,

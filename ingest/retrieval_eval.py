@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from . import retrieval_metrics
+from .client import StoreTarget
 from .search import MODES, search_batch
 
 #: Chunks fetched per query: documents have several chunks, and recall@100 needs 100 documents.
@@ -213,8 +214,7 @@ def evaluate_beir(
     store: str | os.PathLike[str],
     encoder,
     model: str | None = None,
-    url: str | None = None,
-    api_key: str | None = None,
+    server: StoreTarget | None = None,
     collection: str = COLLECTION,
     split: str = "test",
     modes: Sequence[str] = MODES,
@@ -227,9 +227,11 @@ def evaluate_beir(
 ) -> EvalReport:
     """Ingest the corpus of ``data`` into ``store`` (re-used by the next run) and score every mode.
 
+    The vectors go to the embedded store in ``store/qdrant``, or to ``server`` (a
+    :class:`ingest.client.StoreTarget` with a URL).
+
     ``first_chunk``: rank documents by their first chunk alone (:func:`first_chunks`) instead of
     their best chunk. ``on_progress(phase, done, total)``: phase "ingest" (documents) or a mode (queries)."""
-    from .client import open_client
     from .pipeline import IngestOptions, ingest_paths
 
     for mode in modes:
@@ -244,8 +246,8 @@ def evaluate_beir(
     write_corpus(beir, corpus_dir)
     progress = on_progress or (lambda phase, done, total: None)
     t = time.perf_counter()
-    summary = ingest_paths([corpus_dir], collection=collection, path=None if url else store / "qdrant", url=url,
-                           api_key=api_key, encoder=encoder, model=model,
+    target = server or StoreTarget(path=store / "qdrant")
+    summary = ingest_paths([corpus_dir], store=target, collection=collection, encoder=encoder, model=model,
                            options=IngestOptions(sparse="bm25", prune=True),
                            on_progress=lambda s: progress("ingest", s.files_seen, s.files_total),
                            on_message=on_message)
@@ -253,7 +255,7 @@ def evaluate_beir(
                         time.perf_counter() - t)
     if summary.failed:
         raise EvalDataError(f"{summary.failed} corpus documents could not be ingested: {summary.failures[0]}")
-    with open_client(None if url else str(store / "qdrant"), url, api_key) as client:
+    with target.open() as client:
         for mode in modes:
             t = time.perf_counter()
             run = run_queries(client, collection, beir.queries, encoder=encoder, mode=mode, batch_size=batch_size,

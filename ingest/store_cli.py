@@ -30,6 +30,7 @@ import click
 from ..atomic import _fsync as _fsync_dir, fsync_tree
 from . import client as qc
 from . import schema
+from .cli_options import path_option, store_target, timeout_option, url_option
 
 EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
 BACKUP_SUFFIX = ".local-mode-backup"
@@ -175,21 +176,20 @@ def _open_edge(path: Path) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def open_store(path: str | None, url: str | None, *, role: str, collection: str, api_key: str | None = None,
-               timeout: int | None = None) -> Iterator[Any]:
-    """A copy source or target: a server for ``url``; for ``path`` the Edge store, or as a source
-    a local-mode store read safely. A local-mode target is refused with the migrate command."""
+def open_store(store: qc.StoreTarget, *, role: str, collection: str) -> Iterator[Any]:
+    """A copy source or target: a server; an embedded folder: the Edge store, or as a source a
+    local-mode store read safely. A local-mode target is refused with the migrate command."""
     from .legacy_local import LegacyLocalStore
 
-    if url:
-        with qc.open_client(url=url, api_key=api_key, timeout=timeout) as client:
+    if not store.embedded:
+        with store.open() as client:
             try:
                 client.collection_exists(collection)  # first contact: a bad URL or key is one line now
             except Exception as exc:  # noqa: BLE001
-                raise qc.setup_error(exc, qc.safe_url(url)) from None
+                raise qc.setup_error(exc, store.where()) from None
             yield client
         return
-    folder = Path(path)
+    folder = Path(store.folder)
     if qc.legacy_local_store(folder):
         if role == "target":
             raise MigrationError(f"{folder}: a local-mode store (an earlier sgpt-qdrant) cannot be copied into; migrate it "
@@ -199,26 +199,25 @@ def open_store(path: str | None, url: str | None, *, role: str, collection: str,
         return
     if role == "source" and not folder.exists():
         raise MigrationError(f"--from-path {folder}: no store here")
-    with qc.open_client(path=str(folder), create=role == "target") as client:
+    with store.open(create=role == "target") as client:
         yield client
 
 
-def copy_stores(*, from_path: str | None, from_url: str | None, to_path: str | None, to_url: str | None,
-                collection: str, to_collection: str | None, batch: int = 256, timeout: int | None = None,
-                api_key: str | None = None, progress: Any = None) -> dict[str, Any]:
+def copy_stores(*, source: qc.StoreTarget, target: qc.StoreTarget, collection: str, to_collection: str | None,
+                batch: int = 256, progress: Any = None) -> dict[str, Any]:
+    """Copy ``collection`` from the ``source`` store to the ``target`` one (as ``to_collection``). A summary dict."""
     from .copy import copy_collection
 
-    if from_path and to_path and Path(from_path).resolve() == Path(to_path).resolve():
-        raise MigrationError(f"--from-path and --to-path are the same store ({to_path}); copy to another folder")
-    if from_url and to_url and qc.safe_url(from_url) == qc.safe_url(to_url) and (to_collection or collection) == collection:
+    if source.embedded and target.embedded and Path(source.folder).resolve() == Path(target.folder).resolve():
+        raise MigrationError(f"--from-path and --to-path are the same store ({target.folder}); copy to another folder")
+    if not source.embedded and not target.embedded and source.where() == target.where() \
+            and (to_collection or collection) == collection:
         raise MigrationError(f"--from-url and --to-url are the same collection ({collection!r}); pass --to-collection")
-    with open_store(from_path, from_url, role="source", collection=collection, api_key=api_key,
-                    timeout=timeout) as source, \
-            open_store(to_path, to_url, role="target", collection=to_collection or collection, api_key=api_key,
-                       timeout=timeout) as target:
-        if progress is not None and source.collection_exists(collection):
-            progress.start(collection, source.count(collection, exact=True).count)
-        report = copy_collection(source, target, collection, target_name=to_collection, batch=batch,
+    with open_store(source, role="source", collection=collection) as src, \
+            open_store(target, role="target", collection=to_collection or collection) as dst:
+        if progress is not None and src.collection_exists(collection):
+            progress.start(collection, src.count(collection, exact=True).count)
+        report = copy_collection(src, dst, collection, target_name=to_collection, batch=batch,
                                  on_progress=progress.update if progress is not None else None)
     if progress is not None:
         progress.close()
@@ -293,8 +292,8 @@ def _run(work, *, as_json: bool, quiet: bool, interrupted: str) -> int:
 
 
 @cli.command()
-@click.option("--qdrant-path", default=qc.DEFAULT_PATH, show_default=True, type=click.Path(path_type=str),
-              help="The store folder written by qdrant-client's local mode (an earlier sgpt-ingest).")
+@path_option(type=click.Path(path_type=str),
+             help="The store folder written by qdrant-client's local mode (an earlier sgpt-ingest).")
 @click.option("--batch", type=click.IntRange(1), default=256, show_default=True, help="Points per write.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
@@ -313,16 +312,16 @@ def migrate(qdrant_path, batch, as_json, quiet):
 
 
 @cli.command()
-@click.option("--from-path", type=click.Path(path_type=str), default=None,
-              help="Source: an embedded store folder (Edge, or a local-mode one, read without running it).")
-@click.option("--from-url", default=None, help="Source: a Qdrant server URL.")
-@click.option("--to-path", type=click.Path(path_type=str), default=None,
-              help="Target: an embedded store folder (created when missing).")
-@click.option("--to-url", default=None, help="Target: a Qdrant server URL.")
+@path_option("--from-path", type=click.Path(path_type=str), default=None,
+             help="Source: an embedded store folder (Edge, or a local-mode one, read without running it).")
+@url_option("--from-url", envvar=None, help="Source: a Qdrant server URL.")
+@path_option("--to-path", type=click.Path(path_type=str), default=None,
+             help="Target: an embedded store folder (created when missing).")
+@url_option("--to-url", envvar=None, help="Target: a Qdrant server URL.")
 @click.option("--collection", default=schema.DEFAULT_COLLECTION, show_default=True, help="Collection to copy.")
 @click.option("--to-collection", default=None, help="Name in the target [default: the same].")
 @click.option("--batch", type=click.IntRange(1), default=256, show_default=True, help="Points per request.")
-@click.option("--timeout", type=int, default=None, help="Server request timeout in seconds.")
+@timeout_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary; errors still go to stderr.")
 def copy(from_path, from_url, to_path, to_url, collection, to_collection, batch, timeout, as_json, quiet):
@@ -337,11 +336,10 @@ def copy(from_path, from_url, to_path, to_url, collection, to_collection, batch,
             raise MigrationError("give exactly one of --from-path and --from-url")
         if (to_path is None) == (to_url is None):
             raise MigrationError("give exactly one of --to-path and --to-url")
-        api_key = qc.api_key_from_env()
-        _secrets.append(api_key)
-        return copy_stores(from_path=from_path, from_url=from_url, to_path=to_path, to_url=to_url,
-                           collection=collection, to_collection=to_collection, batch=batch, timeout=timeout,
-                           api_key=api_key, progress=bar)
+        source, target = store_target(from_path, from_url, timeout=timeout), store_target(to_path, to_url, timeout=timeout)
+        _secrets.append(source.api_key)
+        return copy_stores(source=source, target=target, collection=collection, to_collection=to_collection,
+                           batch=batch, progress=bar)
 
     sys.exit(_run(work, as_json=as_json, quiet=quiet,
                   interrupted="the points copied so far are consistent: run the same command again to finish"))

@@ -50,11 +50,11 @@ def examples_store(tmp_path_factory, tiny_model_dir):
     """examples/docs ingested through the Python pipeline into an embedded store (tiny model)."""
     from pathlib import Path
 
-    from sgpt_qdrant.ingest import ingest_paths
+    from sgpt_qdrant.ingest import StoreTarget, ingest_paths
 
     path = tmp_path_factory.mktemp("examples") / "qdrant"
     docs = Path(__file__).resolve().parents[1] / "examples" / "docs"
-    summary = ingest_paths([str(docs)], path=str(path), model=str(tiny_model_dir))
+    summary = ingest_paths([str(docs)], store=StoreTarget(str(path)), model=str(tiny_model_dir))
     assert summary.ingested == len(list(docs.iterdir())) and summary.failed == 0
     return path
 

@@ -17,7 +17,9 @@ from click.testing import CliRunner
 
 from sgpt_qdrant.ingest import pipeline
 from sgpt_qdrant.ingest.cli import SUMMARY_WIDTH, _summary_lines, cli
-from sgpt_qdrant.ingest.sync import Summary
+from sgpt_qdrant.ingest.client import StoreTarget
+from sgpt_qdrant.ingest.distributed import RayOptions
+from sgpt_qdrant.ingest.run import Summary
 
 BIN = Path(sys.executable).parent
 
@@ -58,7 +60,7 @@ def test_sgpt_train_refuses_before_importing_torch(tmp_path, args, message):
 @pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_ray_with_nothing_to_embed_runs_in_process(tmp_path, tiny_model_dir, monkeypatch):
     docs = _docs(tmp_path / "docs")
-    common = dict(path=str(tmp_path / "q"), model=str(tiny_model_dir))
+    common = dict(store=StoreTarget(tmp_path / "q"), model=str(tiny_model_dir))
     first = pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(device="cpu"))
     assert first.new == 2
 
@@ -66,14 +68,14 @@ def test_ray_with_nothing_to_embed_runs_in_process(tmp_path, tiny_model_dir, mon
         raise AssertionError("Ray was started for an unchanged corpus")
 
     monkeypatch.setattr(pipeline, "ray_sync", no_ray)
-    again = pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(ray={}, prune=True))
+    again = pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(ray=RayOptions(), prune=True))
     assert (again.unchanged, again.new, again.chunks_written) == (2, 0, 0)
     (docs / "b.txt").unlink()  # a prune alone embeds nothing either
-    pruned = pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(ray={}, prune=True))
+    pruned = pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(ray=RayOptions(), prune=True))
     assert (pruned.unchanged, pruned.documents_deleted) == (1, 1)
     (docs / "c.txt").write_text("Lighthouses warn ships at night.\n")
     with pytest.raises(AssertionError, match="Ray was started"):  # something to embed: Ray it is
-        pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(ray={}))
+        pipeline.ingest_paths([docs], **common, options=pipeline.IngestOptions(ray=RayOptions()))
 
 
 def test_summary_fits_80_columns_and_a_dry_run_says_would():

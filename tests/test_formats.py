@@ -16,6 +16,8 @@ from sgpt_qdrant.ingest.blocks import units
 from sgpt_qdrant.ingest.chunk import chunk_sections
 from sgpt_qdrant.ingest.collection_config import ensure_collection
 from sgpt_qdrant.ingest.read import SourceFile, Skipped, find_files, read_document
+from sgpt_qdrant.ingest.plan import ChunkSettings
+from sgpt_qdrant.ingest.run import Run
 from sgpt_qdrant.ingest.sync import sync
 from sgpt_qdrant.ingest.upload import Uploader
 from sgpt_qdrant.testing import gpt2_tokenizer
@@ -119,8 +121,8 @@ def test_bad_pdfs_fail_alone_with_one_line_each(tmp_path):
     (root / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj garbage")
     (root / "notes.md").write_text("# Notes\n\nThe good file.")
     messages = []
-    summary = sync(list(find_files([root])), {}, tokenizer=REF, max_tokens=75, model="tiny", dry_run=True,
-                   on_message=messages.append)
+    summary = sync(list(find_files([root])), ChunkSettings(REF, 75, "tiny"),
+                   Run({}, dry_run=True, on_message=messages.append))
     assert summary.failed == 3 and summary.ingested == 2
     errors = sorted(m for m in messages if m.startswith("error:"))
     assert len(errors) == 3 and all("\n" not in m for m in errors)
@@ -149,8 +151,8 @@ def test_payload_of_a_pdf_chunk_carries_its_page_label(tmp_path, tiny_encoder):
         embedded.extend(texts)
         return tiny_encoder.encode(texts)
 
-    sync(list(find_files([root])), {}, tokenizer=tiny_encoder.tokenizer, max_tokens=tiny_encoder.max_length,
-         model="tiny", encode=encode, writer=Uploader(client, "c"))
+    sync(list(find_files([root])), ChunkSettings(tiny_encoder.tokenizer, tiny_encoder.max_length, "tiny"),
+         Run({}, Uploader(client, "c")), encode=encode)
     points, _ = client.scroll("c", limit=1000, with_payload=True)
     doc = read(root / "r.pdf")
     assert {p.payload["page_label"] for p in points} == {"7", "8"}
@@ -169,8 +171,8 @@ def test_a_missing_extra_skips_with_the_install_line(tmp_path, monkeypatch):
     with pytest.raises(Skipped, match=re.escape('needs pypdfium2: pip install "sgpt-qdrant[docs]"')):
         read(path)
     messages = []
-    summary = sync(list(find_files([tmp_path])), {}, tokenizer=REF, max_tokens=75,
-                   model="tiny", dry_run=True, on_message=messages.append)
+    summary = sync(list(find_files([tmp_path])), ChunkSettings(REF, 75, "tiny"),
+                   Run({}, dry_run=True, on_message=messages.append))
     assert summary.skipped == 1 and messages == [f"skipped: {path}: reading .pdf files needs pypdfium2: "
                                                  'pip install "sgpt-qdrant[docs]"']
 
@@ -318,7 +320,7 @@ def test_notebook_markdown_and_code_cells_without_outputs(tmp_path):
 
 def test_plain_text_documents_keep_their_version(tmp_path):
     """Text files have no reader: their version is what it was before formats existed."""
-    from sgpt_qdrant.ingest.sync import version_of
+    from sgpt_qdrant.ingest.plan import version_of
 
     (tmp_path / "a.md").write_text("# A\n\ntext")
     doc = read(tmp_path / "a.md")
@@ -357,9 +359,8 @@ def test_an_unchanged_pdf_is_not_extracted_again(tmp_path, tiny_encoder, monkeyp
     monkeypatch.setattr(formats, "extract", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
 
     def run():
-        return sync(list(find_files([root])), store.read_state(client, "c"), tokenizer=tiny_encoder.tokenizer,
-                    max_tokens=tiny_encoder.max_length, model="tiny", encode=tiny_encoder.encode,
-                    writer=Uploader(client, "c"))
+        return sync(list(find_files([root])), ChunkSettings(tiny_encoder.tokenizer, tiny_encoder.max_length, "tiny"),
+                    Run(store.read_state(client, "c"), Uploader(client, "c")), encode=tiny_encoder.encode)
 
     assert run().new == 1 and len(calls) == 1
     assert run().unchanged == 1 and len(calls) == 1  # hashed, found complete, never extracted

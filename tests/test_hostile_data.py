@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from qdrant_client import QdrantClient
 
-from sgpt_qdrant.ingest import IngestError, IngestOptions, ingest_paths
+from sgpt_qdrant.ingest import IngestError, IngestOptions, StoreTarget, ingest_paths
 from sgpt_qdrant.ingest import read as read_mod
 from sgpt_qdrant.ingest.cli import cli
 from sgpt_qdrant.ingest.read import SourceFile, Skipped, read_document, walk
@@ -20,7 +20,7 @@ TEXT = "Some words about the topic, enough for a chunk or two. " * 6
 
 
 def _run(client, paths, encoder, **options):
-    return ingest_paths([str(p) for p in paths], client=client, collection=COLLECTION, encoder=encoder,
+    return ingest_paths([str(p) for p in paths], store=client, collection=COLLECTION, encoder=encoder,
                         model="tiny", options=IngestOptions(batch_size=8, **options))
 
 
@@ -202,9 +202,9 @@ def test_a_link_swapped_after_it_was_found_is_checked_where_it_was_opened(tmp_pa
 def test_empty_path_and_bare_string_are_refused(tmp_path, tiny_encoder, tiny_model_dir):
     client = QdrantClient(":memory:")
     with pytest.raises(IngestError, match="not one path"):
-        ingest_paths(str(tmp_path), client=client, encoder=tiny_encoder, model="tiny")
+        ingest_paths(str(tmp_path), store=client, encoder=tiny_encoder, model="tiny")
     with pytest.raises(IngestError, match="empty path"):
-        ingest_paths([""], client=client, encoder=tiny_encoder, model="tiny")
+        ingest_paths([""], store=client, encoder=tiny_encoder, model="tiny")
     result = CliRunner().invoke(cli, ["", "--prune", "--model", str(tiny_model_dir), "--qdrant-path",
                                       str(tmp_path / "q")])
     assert result.exit_code == 2 and "empty path" in result.output
@@ -216,14 +216,16 @@ def test_a_server_that_drops_writes_is_noticed(tmp_path, tiny_encoder, standin, 
     tree = _tree(tmp_path)
     standin.drop_writes = True
     with pytest.raises(WriteCheckError, match="acknowledged the writes but does not hold them"):
-        ingest_paths([str(tree)], url=standin.url, collection=COLLECTION, encoder=tiny_encoder, model="tiny")
+        ingest_paths([str(tree)], store=StoreTarget(url=standin.url), collection=COLLECTION, encoder=tiny_encoder,
+                     model="tiny")
     result = CliRunner().invoke(cli, [str(tree), "--qdrant-url", standin.url, "--model", str(tiny_model_dir),
                                       "--collection", "d", "-q"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "does not hold them" in lines[0]
     standin.drop_writes = False  # a healthy server: the same check passes
-    summary = ingest_paths([str(tree)], url=standin.url, collection=COLLECTION, encoder=tiny_encoder, model="tiny")
+    summary = ingest_paths([str(tree)], store=StoreTarget(url=standin.url), collection=COLLECTION,
+                           encoder=tiny_encoder, model="tiny")
     assert summary.new == 2 and summary.failed == 0
 
 
@@ -236,13 +238,14 @@ def test_options_of_the_wrong_type_are_one_line(options, match):
         IngestOptions(**options)
 
 
-def test_options_as_a_dict(tmp_path, tiny_encoder):
+def test_options_are_an_ingest_options_value(tmp_path, tiny_encoder):
     tree = _tree(tmp_path)
-    summary = ingest_paths([str(tree)], client=QdrantClient(":memory:"), encoder=tiny_encoder, model="tiny",
-                           options={"dry_run": True})
+    summary = ingest_paths([str(tree)], store=QdrantClient(":memory:"), encoder=tiny_encoder, model="tiny",
+                           options=IngestOptions(dry_run=True))
     assert summary.dry_run and summary.documents["new"] == ["tree/a.md", "tree/sub/b.md"]
-    with pytest.raises(IngestError, match="IngestOptions"):
-        ingest_paths([str(tree)], client=QdrantClient(":memory:"), encoder=tiny_encoder, options=3)
+    for wrong in ({"dry_run": True}, 3):  # a dict of its fields is refused too: the caller builds the value
+        with pytest.raises(IngestError, match="options must be an IngestOptions"):
+            ingest_paths([str(tree)], store=QdrantClient(":memory:"), encoder=tiny_encoder, options=wrong)
 
 
 @pytest.mark.slow  # multi-second

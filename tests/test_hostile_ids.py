@@ -29,7 +29,7 @@ class _NoEmbed:
 
 
 def _run(client, paths, encoder, **options):
-    return ingest_paths([str(p) for p in paths], client=client, collection=COLLECTION, encoder=encoder,
+    return ingest_paths([str(p) for p in paths], store=client, collection=COLLECTION, encoder=encoder,
                         model="tiny", options=IngestOptions(batch_size=8, **options))
 
 
@@ -154,11 +154,11 @@ def test_an_older_store_is_rekeyed_once_without_embedding(tmp_path, tiny_encoder
     copied = {(p["doc_id"], p["chunk_index"]): v for p, v in _stored(old).values()}
     owl = _llamaindex_node(old, "sub/b.md-notes")
     messages = []
-    dry = ingest_paths([str(docs)], client=old, collection=COLLECTION, encoder=_NoEmbed(tiny_encoder),
+    dry = ingest_paths([str(docs)], store=old, collection=COLLECTION, encoder=_NoEmbed(tiny_encoder),
                        model="tiny", options=IngestOptions(dry_run=True, prune=True), on_message=messages.append)
     assert dry.unchanged == 2 and dry.documents["pruned"] == [] and _docs(old) == {"a.md", "sub/b.md",
                                                                                  "sub/b.md-notes"}
-    summary = ingest_paths([str(docs)], client=old, collection=COLLECTION, encoder=_NoEmbed(tiny_encoder),
+    summary = ingest_paths([str(docs)], store=old, collection=COLLECTION, encoder=_NoEmbed(tiny_encoder),
                            model="tiny", options=IngestOptions(prune=True), on_message=messages.append)
     assert summary.unchanged == 2 and summary.chunks_written == 0 and summary.documents_deleted == 0
     assert [m for m in messages if m.startswith("re-keyed")] == [
@@ -169,7 +169,7 @@ def test_an_older_store_is_rekeyed_once_without_embedding(tmp_path, tiny_encoder
     assert {i: p for i, (p, _) in got.items()} == {i: p for i, (p, _) in expected.items()}
     for p, v in got.values():  # the stored vector, copied (a cosine store renormalises it: float rounding)
         assert max(abs(a - b) for a, b in zip(v, copied[(p["doc_id"].removeprefix("docs/"), p["chunk_index"])])) < 1e-6
-    again = ingest_paths([str(docs)], client=old, collection=COLLECTION, encoder=_NoEmbed(tiny_encoder),
+    again = ingest_paths([str(docs)], store=old, collection=COLLECTION, encoder=_NoEmbed(tiny_encoder),
                          model="tiny", options=IngestOptions(prune=True), on_message=messages.append)
     assert again.unchanged == 2 and sum(m.startswith("re-keyed") for m in messages) == 1
 

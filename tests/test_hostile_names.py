@@ -8,7 +8,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from sgpt_qdrant.ingest import IngestError, ingest_paths
+from sgpt_qdrant.ingest import IngestError, StoreTarget, ingest_paths
 from sgpt_qdrant.ingest.cli import cli
 from sgpt_qdrant.ingest.edge import EdgeClient
 
@@ -57,7 +57,7 @@ def test_api_nul_and_non_text_names_are_refused(tmp_path, tiny_encoder):
     docs = _tree(tmp_path)
     for name in ("a\x00b", 3, "\ud800"):
         with pytest.raises(IngestError, match="--collection"):
-            ingest_paths([str(docs)], path=str(tmp_path / "store"), collection=name, encoder=tiny_encoder)
+            ingest_paths([str(docs)], store=StoreTarget(str(tmp_path / "store")), collection=name, encoder=tiny_encoder)
     assert not (tmp_path / "store").exists()
 
 

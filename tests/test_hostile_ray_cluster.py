@@ -16,6 +16,7 @@ ray_exceptions = pytest.importorskip("ray.exceptions")
 
 from sgpt_qdrant.ingest import distributed  # noqa: E402
 from sgpt_qdrant.ingest.cli import cli  # noqa: E402
+from sgpt_qdrant.ingest.ray_cluster import is_cluster_failure  # noqa: E402
 
 FAILURES = {
     "raylet": lambda: ray_exceptions.RaySystemError("System error: the raylet at 127.0.0.1 died"),
@@ -81,10 +82,10 @@ def test_our_own_error_in_a_task_is_not_a_cluster_failure():
     import ray
 
     task_error = ray_exceptions.RayTaskError("f", "tb", ValueError("our bug"))
-    assert not distributed._cluster_failure(ray, task_error)
-    assert not distributed._cluster_failure(ray, ValueError("our bug"))
-    assert distributed._cluster_failure(ray, ray_exceptions.RayTaskError("f", "tb", ray_exceptions.ActorDiedError()))
-    assert distributed._cluster_failure(ray, ray_exceptions.WorkerCrashedError())
+    assert not is_cluster_failure(ray, task_error)
+    assert not is_cluster_failure(ray, ValueError("our bug"))
+    assert is_cluster_failure(ray, ray_exceptions.RayTaskError("f", "tb", ray_exceptions.ActorDiedError()))
+    assert is_cluster_failure(ray, ray_exceptions.WorkerCrashedError())
 
 
 @pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
@@ -112,9 +113,11 @@ def test_a_killed_raylet_is_one_line_and_exit_1_and_a_rerun_finishes(tmp_path, t
         (docs / f"d{i}.md").write_text(f"doc {i} " + "word " * 200)
     base = [str(Path(sys.executable).with_name("sgpt-ingest")), str(docs), "--qdrant-path", str(tmp_path / "store"),
             "--model", str(tiny_model_dir), "-q"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"SGPT_INGEST_TEST_PAUSE": "1"}
-    proc = subprocess.Popen([*base, "--ray", "--batch-size", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    import paused_ingest  # tests/: sgpt-ingest pausing after each batch
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(paused_ingest.command(1, *base[1:], "--ray", "--batch-size", "4"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
     raylet, deadline = None, time.time() + 180
     while raylet is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
@@ -128,8 +131,7 @@ def test_a_killed_raylet_is_one_line_and_exit_1_and_a_rerun_finishes(tmp_path, t
     errors = [line for line in err.splitlines() if line.startswith("sgpt-ingest: error")]
     assert len(errors) == 1 and "the Ray cluster stopped during the run" in errors[0], err
     assert errors[0].endswith("what was written is consistent: run the same command again")
-    again = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=300,
-                           env={k: v for k, v in env.items() if k != "SGPT_INGEST_TEST_PAUSE"})
+    again = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 0, again.stderr
     import json
 

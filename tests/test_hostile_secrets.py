@@ -10,7 +10,9 @@ import pytest
 pytest.importorskip("ray.data")
 pd = pytest.importorskip("pandas")
 
+from sgpt_qdrant.ingest.client import StoreTarget  # noqa: E402
 from sgpt_qdrant.ingest.distributed import CHUNK, ServerTarget, WorkerWriteError, _make_sink  # noqa: E402
+from sgpt_qdrant.ingest.plan import BLANK_ROW, ChunkSettings  # noqa: E402
 
 KEY = "SECRET-XYZ-123"
 
@@ -19,11 +21,11 @@ KEY = "SECRET-XYZ-123"
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version")
 def test_a_write_task_failure_carries_no_key_and_no_server_body(standin):
     standin.api_key = "the-server-key"  # a 401 whose body echoes the request's headers, our key included
-    row = {"file": 0, "kind": CHUNK, "key": "docs/a.md", "message": "", "warnings": "", "size": 5, "chunk_count": 1,
-           "stale": "", "doc_id": "docs/a.md", "path": "/x/docs/a.md", "text": "hello", "index": 0, "start": 0,
-           "end": 5, "content_hash": "h", "version": "v", "actor": "a", "embed_seconds": 0.0,
-           "meta": "", "vector": np.ones(4, dtype=np.float32)}
-    sink = _make_sink(ServerTarget(standin.url, "c", api_key=KEY, timeout=2), "tiny")
+    row = {"file": 0, **BLANK_ROW, "kind": CHUNK, "chunk_count": 1, "doc_id": "docs/a.md", "path": "/x/docs/a.md",
+           "text": "hello", "index": 0, "start": 0, "end": 5, "content_hash": "h", "version": "v", "actor": "a",
+           "embed_seconds": 0.0, "vector": np.ones(4, dtype=np.float32)}
+    sink = _make_sink(ServerTarget(StoreTarget(url=standin.url, api_key=KEY, timeout=2), "c"),
+                      ChunkSettings(None, 75, "tiny"))
     with pytest.raises(WorkerWriteError) as caught:
         sink.write([pd.DataFrame([row])], None)
     text = "".join(traceback.format_exception(caught.value))

@@ -18,6 +18,8 @@ from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.ingest.cli import cli
 from sgpt_qdrant.testing import gpt2_tokenizer
 
+import paused_ingest  # tests/: sgpt-ingest pausing after each batch
+
 BIN = Path(sys.executable).parent / "sgpt-ingest"
 REF = gpt2_tokenizer()
 COLLECTION = "documents"
@@ -153,8 +155,8 @@ def test_wrong_dimension_refused_up_front(tmp_path, tiny_model_dir):
 
 
 def _start_paused(args):
-    return subprocess.Popen([str(BIN), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "SGPT_INGEST_TEST_PAUSE": "30"})
+    return subprocess.Popen(paused_ingest.command(30, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _wait_for_batch(proc, n):
@@ -337,11 +339,12 @@ def test_bulk_load_restores_index_settings_after_a_normal_and_a_killed_run(tmp_p
 @pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_python_api_creates_the_collection_with_the_given_settings(tmp_path, tiny_model_dir):
     from sgpt_qdrant import IngestOptions, ingest_paths
+    from sgpt_qdrant.ingest import CollectionSettings, StoreTarget
 
     (tmp_path / "a.txt").write_text("Vectors on disk, please.")
     store = tmp_path / "q"
-    summary = ingest_paths([tmp_path / "a.txt"], model=tiny_model_dir, path=store,
-                           options=IngestOptions(settings={"on_disk": True}))
+    summary = ingest_paths([tmp_path / "a.txt"], model=tiny_model_dir, store=StoreTarget(store),
+                           options=IngestOptions(settings=CollectionSettings(on_disk=True)))
     assert summary.ingested == summary.new == summary.chunks_written == 1 and summary.failed == 0
     with closing(EdgeClient(store)) as client:
         params = client.get_collection(COLLECTION).config.params.vectors["text-dense"]
@@ -432,6 +435,7 @@ def test_long_paragraph_does_not_print_the_tokenizer_length_warning(tmp_path, ti
     import logging
 
     from sgpt_qdrant import IngestOptions, ingest_paths
+    from sgpt_qdrant.ingest import StoreTarget
 
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
@@ -440,7 +444,7 @@ def test_long_paragraph_does_not_print_the_tokenizer_length_warning(tmp_path, ti
     logger.addHandler(handler)
     try:
         (tmp_path / "a.txt").write_text("word " * 5000)  # one paragraph of 5,000 tokens > the tokenizer's 2,048
-        summary = ingest_paths([tmp_path / "a.txt"], model=tiny_model_dir, path=tmp_path / "q",
+        summary = ingest_paths([tmp_path / "a.txt"], model=tiny_model_dir, store=StoreTarget(tmp_path / "q"),
                                options=IngestOptions())
     finally:
         logger.removeHandler(handler)

@@ -15,6 +15,8 @@ from sgpt_qdrant.ingest.client import open_client
 from sgpt_qdrant.ingest.collection_config import CollectionMismatchError, check_collection, ensure_collection
 from sgpt_qdrant.ingest.chunk import chunk_text
 from sgpt_qdrant.ingest.read import SourceFile, Skipped, find_files, html_to_text, read_document, walk
+from sgpt_qdrant.ingest.plan import ChunkSettings
+from sgpt_qdrant.ingest.run import Run
 from sgpt_qdrant.ingest.sync import sync
 from sgpt_qdrant.ingest.upload import Uploader
 from sgpt_qdrant.testing import gpt2_tokenizer
@@ -165,10 +167,9 @@ def _write_docs(root, docs):
 def _run(client, root, encoder, writer=None, prune=True):
     ensure_collection(client, "c", encoder.dimension, vector_name=schema.VECTOR_NAME)
     found = walk([root])
-    return sync(found.files, store.read_state(client, "c"), tokenizer=encoder.tokenizer,
-                max_tokens=encoder.max_length, model="tiny", encode=encoder.encode,
-                writer=writer or _writer(client), batch_size=3, prune=prune, prune_scope=found.covers,
-                on_message=lambda m: None)
+    run = Run(store.read_state(client, "c"), writer or _writer(client), prune_scope=found.covers if prune else None)
+    return sync(found.files, ChunkSettings(encoder.tokenizer, encoder.max_length, "tiny"), run, encode=encoder.encode,
+                batch_size=3)
 
 
 def _points(client):

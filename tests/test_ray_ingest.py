@@ -26,12 +26,14 @@ from qdrant_client import QdrantClient  # noqa: E402
 from sgpt_qdrant.ingest.edge import EdgeClient
 from sgpt_qdrant.ingest import schema  # noqa: E402
 from sgpt_qdrant.ingest.distributed import RayOptions  # noqa: E402
+from sgpt_qdrant.ingest.client import StoreTarget  # noqa: E402
 from sgpt_qdrant.ingest.pipeline import IngestOptions, ingest_paths  # noqa: E402
+
+import paused_ingest  # noqa: E402 - tests/: sgpt-ingest pausing after each batch
 
 pytestmark = pytest.mark.slow
 COLLECTION = "documents"
 TIMING = {"seconds", "embed_seconds", "model_load_seconds"}
-BIN = Path(sys.executable).parent / "sgpt-ingest"
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +71,7 @@ def run(store_path: Path | None, inputs, model_dir, *, use_ray: bool, prune: boo
     """``ingest_paths`` in-process or on the session's Ray; the messages without model-loading notes."""
     messages: list[str] = []
     options = IngestOptions(batch_size=batch_size, prune=prune, device="cpu", ray=RayOptions() if use_ray else None)
-    summary = ingest_paths(inputs, path=store_path, url=url, model=str(model_dir), options=options,
+    summary = ingest_paths(inputs, store=StoreTarget(store_path, url), model=str(model_dir), options=options,
                            on_message=messages.append, writer_hook=writer_hook)
     return summary, sorted(m for m in messages if not m.startswith(("loading the model", "model loaded", "ray:")))
 
@@ -186,8 +188,8 @@ def test_driver_killed_then_rerun_equals_a_clean_run(tmp_path, ray_address, tiny
 
     args = [*inputs, f"--ray={ray_address}", "--model", tiny_model_dir, "--qdrant-path", store_path, "--device", "cpu",
             "--batch-size", 2, "--prune"]
-    proc = subprocess.Popen([str(BIN), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "SGPT_INGEST_TEST_PAUSE": "60"})
+    proc = subprocess.Popen(paused_ingest.command(60, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         lines = []
         for line in proc.stderr:
@@ -229,10 +231,10 @@ def test_setup_problems_are_one_line_errors_before_any_embedding(tmp_path, ray_a
     (tmp_path / "a.txt").write_text("Some text.")
     options = IngestOptions(device="cpu", ray=RayOptions(actors=2))  # 2 actors x 1 CPU = every CPU of the cluster
     with pytest.raises(IngestError, match="leave no CPU of the Ray cluster's 2 for reading"):
-        ingest_paths([tmp_path / "a.txt"], path=tmp_path / "q", model=str(tiny_model_dir), options=options)
+        ingest_paths([tmp_path / "a.txt"], store=StoreTarget(tmp_path / "q"), model=str(tiny_model_dir), options=options)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the [ray] extra were not installed
     with pytest.raises(IngestError, match=r"pip install 'sgpt-qdrant\[ray\]'"):
-        ingest_paths([tmp_path / "a.txt"], path=tmp_path / "q", model=str(tiny_model_dir), options=options)
+        ingest_paths([tmp_path / "a.txt"], store=StoreTarget(tmp_path / "q"), model=str(tiny_model_dir), options=options)
     with closing(EdgeClient(tmp_path / "q")) as client:
         assert client.count(COLLECTION).count == 0
 

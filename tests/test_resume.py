@@ -10,6 +10,8 @@ from qdrant_client import QdrantClient
 from sgpt_qdrant.ingest import schema, store
 from sgpt_qdrant.ingest.collection_config import ensure_collection
 from sgpt_qdrant.ingest.read import find_files, walk
+from sgpt_qdrant.ingest.plan import ChunkSettings
+from sgpt_qdrant.ingest.run import Run
 from sgpt_qdrant.ingest.sync import sync
 from sgpt_qdrant.ingest.upload import Uploader
 from test_ingest_units import _DyingWriter, _Stop  # stops after n requests, as a Ctrl-C would
@@ -33,10 +35,10 @@ def _run(client, root, encoder, writer=None):
     ensure_collection(client, "c", encoder.dimension, vector_name=schema.VECTOR_NAME)
     encode = _Counting(encoder)
     found = walk([root])
-    summary = sync(found.files, store.read_state(client, "c"), tokenizer=encoder.tokenizer,
-                   max_tokens=encoder.max_length, model="tiny", encode=encode,
-                   writer=writer or Uploader(client, "c", batch_size=4, barrier_deletes=False), batch_size=3,
-                   prune=True, prune_scope=found.covers, on_message=lambda m: None)
+    run = Run(store.read_state(client, "c"), writer or Uploader(client, "c", batch_size=4, barrier_deletes=False),
+              prune_scope=found.covers)
+    summary = sync(found.files, ChunkSettings(encoder.tokenizer, encoder.max_length, "tiny"), run, encode=encode,
+                   batch_size=3)
     return summary, encode.texts
 
 
@@ -111,9 +113,9 @@ def test_a_chunk_stored_with_other_text_is_embedded_again(tmp_path, tiny_encoder
     doc = state["docs/long.txt"]
     assert doc.marks and not doc.complete(next(iter(doc.versions)))
     encode = _Counting(tiny_encoder)
-    summary = sync(list(find_files([root])), state, tokenizer=tiny_encoder.tokenizer,
-                   max_tokens=tiny_encoder.max_length, model="another-name", encode=encode,
-                   writer=Uploader(client, "c", batch_size=4), batch_size=3)
+    summary = sync(list(find_files([root])), ChunkSettings(tiny_encoder.tokenizer, tiny_encoder.max_length,
+                                                           "another-name"),
+                   Run(state, Uploader(client, "c", batch_size=4)), encode=encode, batch_size=3)
     assert summary.chunks_kept == 0 and len(encode.texts) == clean_summary.chunks_written
 
 

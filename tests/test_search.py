@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from qdrant_client import QdrantClient, models
 
-from sgpt_qdrant.ingest import IngestOptions, ingest_paths
+from sgpt_qdrant.ingest import IngestOptions, StoreTarget, ingest_paths
 from sgpt_qdrant.ingest import search as s  # the module (ingest exports no name "search")
 from sgpt_qdrant.ingest.schema import SPARSE_VECTOR_NAME, VECTOR_NAME
 from sgpt_qdrant.ingest.sparse import query_vector
@@ -22,7 +22,7 @@ QUERIES = ["why are there two tides a day", "how do bees find flowers", "sourdou
 @pytest.fixture(scope="module")
 def client(tiny_encoder, tiny_model_dir):
     client = QdrantClient(":memory:")
-    ingest_paths([EXAMPLES / "docs"], client=client, encoder=tiny_encoder, model=str(tiny_model_dir))
+    ingest_paths([EXAMPLES / "docs"], store=client, encoder=tiny_encoder, model=str(tiny_model_dir))
     yield client
     client.close()
 
@@ -91,7 +91,8 @@ def test_example_modes(name, examples_store, tiny_model_dir, tmp_path):
         assert out.exit_code == 0, out.output
         assert "tides.html" in out.stdout.splitlines()[0] or mode == "dense"  # BM25 finds the keywords
     dense_only = tmp_path / "store"
-    ingest_paths([EXAMPLES / "docs"], path=dense_only, model=str(tiny_model_dir), options=IngestOptions(sparse="none"))
+    ingest_paths([EXAMPLES / "docs"], store=StoreTarget(dense_only), model=str(tiny_model_dir),
+                 options=IngestOptions(sparse="none"))
     out = runner.invoke(main, ["tides", "--qdrant-path", str(dense_only), "--model", str(tiny_model_dir),
                                "--mode", "hybrid"])
     assert out.exit_code == 2 and "has no BM25 vectors" in out.stderr and out.stderr.count("\n") == 1

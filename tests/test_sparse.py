@@ -9,7 +9,7 @@ import math
 import pytest
 from qdrant_client import QdrantClient, models
 
-from sgpt_qdrant.ingest import IngestError, IngestOptions, ingest_paths
+from sgpt_qdrant.ingest import IngestError, IngestOptions, StoreTarget, ingest_paths
 from sgpt_qdrant.ingest import sparse
 from sgpt_qdrant.ingest.client import open_client
 from sgpt_qdrant.ingest.schema import SPARSE_VECTOR_NAME, VECTOR_NAME
@@ -76,7 +76,7 @@ def test_collection_layout_is_what_llamaindex_hybrid_reads(tmp_path, tiny_encode
     (tmp_path / "docs" / "a.md").write_text("The lighthouse keeper lit the lamp at dusk.\n")
     (tmp_path / "docs" / "b.md").write_text("Error ERR_CONNECTION_REFUSED means the server is down.\n")
     client = QdrantClient(":memory:")
-    ingest_paths([tmp_path / "docs"], client=client, encoder=tiny_encoder, model=str(tiny_model_dir))
+    ingest_paths([tmp_path / "docs"], store=client, encoder=tiny_encoder, model=str(tiny_model_dir))
     info = client.get_collection("documents")
     assert info.config.params.sparse_vectors[SPARSE_VECTOR_NAME].modifier == models.Modifier.IDF
     store = QdrantVectorStore(client=client, collection_name="documents", enable_hybrid=True,
@@ -109,15 +109,15 @@ def _docs(tmp_path):
 
 def test_sparse_none_writes_no_sparse_vectors_and_bm25_is_refused_later(tmp_path, tiny_encoder, tiny_model_dir):
     folder, store = _docs(tmp_path), tmp_path / "store"
-    ingest_paths([folder], path=store, encoder=tiny_encoder, model=str(tiny_model_dir),
+    ingest_paths([folder], store=StoreTarget(store), encoder=tiny_encoder, model=str(tiny_model_dir),
                  options=IngestOptions(sparse="none"))
     with pytest.raises(IngestError, match="made without sparse vectors.*--sparse bm25"):
-        ingest_paths([folder], path=store, encoder=tiny_encoder, model=str(tiny_model_dir),
+        ingest_paths([folder], store=StoreTarget(store), encoder=tiny_encoder, model=str(tiny_model_dir),
                      options=IngestOptions(sparse="bm25"))
     with pytest.raises(IngestError, match="made without sparse vectors"):  # dry runs check too
-        ingest_paths([folder], path=store, encoder=tiny_encoder, model=str(tiny_model_dir),
+        ingest_paths([folder], store=StoreTarget(store), encoder=tiny_encoder, model=str(tiny_model_dir),
                      options=IngestOptions(sparse="bm25", dry_run=True))
-    again = ingest_paths([folder], path=store, encoder=tiny_encoder, model=str(tiny_model_dir))  # auto: as made
+    again = ingest_paths([folder], store=StoreTarget(store), encoder=tiny_encoder, model=str(tiny_model_dir))  # auto: as made
     assert again.unchanged == 1 and again.chunks_written == 0
     with open_client(str(store)) as client:
         assert not client.get_collection("documents").config.params.sparse_vectors
@@ -128,15 +128,15 @@ def test_sparse_none_writes_no_sparse_vectors_and_bm25_is_refused_later(tmp_path
 @pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_switching_sparse_off_rewrites_every_document(tmp_path, tiny_encoder, tiny_model_dir):
     folder, store = _docs(tmp_path), tmp_path / "store"
-    first = ingest_paths([folder], path=store, encoder=tiny_encoder, model=str(tiny_model_dir))
+    first = ingest_paths([folder], store=StoreTarget(store), encoder=tiny_encoder, model=str(tiny_model_dir))
     assert first.new == 1
     with open_client(str(store)) as client:
         point = client.scroll("documents", with_vectors=True)[0][0]
         assert set(point.vector) == {VECTOR_NAME, SPARSE_VECTOR_NAME}
         text = json.loads(point.payload["_node_content"])["text"]
         assert point.vector[SPARSE_VECTOR_NAME] == sparse.document_vectors([text])[0]
-    assert ingest_paths([folder], path=store, encoder=tiny_encoder, model=str(tiny_model_dir)).unchanged == 1
-    off = ingest_paths([folder], path=store, encoder=tiny_encoder, model=str(tiny_model_dir),
+    assert ingest_paths([folder], store=StoreTarget(store), encoder=tiny_encoder, model=str(tiny_model_dir)).unchanged == 1
+    off = ingest_paths([folder], store=StoreTarget(store), encoder=tiny_encoder, model=str(tiny_model_dir),
                        options=IngestOptions(sparse="none"))
     assert off.changed == 1 and off.chunks_written == first.chunks_written
     with open_client(str(store)) as client:
@@ -151,13 +151,13 @@ def test_unknown_sparse_setting_is_one_line():
 def test_server_gets_the_sparse_config_and_vectors(tmp_path, tiny_encoder, tiny_model_dir, standin):
     folder = _docs(tmp_path)
     client = QdrantClient(url=standin.url, timeout=5, check_compatibility=False)
-    summary = ingest_paths([folder], client=client, encoder=tiny_encoder, model=str(tiny_model_dir))
+    summary = ingest_paths([folder], store=client, encoder=tiny_encoder, model=str(tiny_model_dir))
     assert summary.new == 1
     params = standin.collections["documents"]["params"]
     assert params["sparse_vectors"] == {SPARSE_VECTOR_NAME: {"modifier": "idf"}}
     stored = list(standin.points("documents").values())
     assert stored and all(set(p["vector"]) == {VECTOR_NAME, SPARSE_VECTOR_NAME} for p in stored)
-    again = ingest_paths([folder], client=client, encoder=tiny_encoder, model=str(tiny_model_dir))
+    again = ingest_paths([folder], store=client, encoder=tiny_encoder, model=str(tiny_model_dir))
     assert again.unchanged == 1 and again.chunks_written == 0
     client.close()
 
@@ -174,7 +174,7 @@ def test_llamaindex_hybrid_on_the_embedded_store(tmp_path, tiny_model_dir):
     folder.mkdir()
     (folder / "a.md").write_text("The lighthouse keeper lit the lamp at dusk.\n")
     (folder / "b.md").write_text("Error ERR_CONNECTION_REFUSED means the server is down.\n")
-    ingest_paths([folder], path=store, model=str(tiny_model_dir))
+    ingest_paths([folder], store=StoreTarget(store), model=str(tiny_model_dir))
     embed = SGPTEmbedding(model_name=str(tiny_model_dir), device="cpu")
     with vector_store.EdgeVectorStore.open(store, enable_hybrid=True, sparse_doc_fn=sparse.llama_sparse_doc_fn,
                                            sparse_query_fn=sparse.llama_sparse_query_fn) as vs:

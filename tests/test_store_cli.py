@@ -25,7 +25,7 @@ from sgpt_qdrant.ingest import client as qc
 from sgpt_qdrant.ingest import store_cli
 from sgpt_qdrant.ingest.edge import is_edge_store
 from sgpt_qdrant.ingest.copy import KEYWORD_FIELDS, CopyError, copy_collection
-from sgpt_qdrant.ingest.client import legacy_local_store
+from sgpt_qdrant.ingest.client import StoreTarget, legacy_local_store
 from sgpt_qdrant.ingest.legacy_local import LegacyLocalStore
 from sgpt_qdrant.ingest.store_cli import cli, migration_paths
 from test_legacy_store import COLLECTION, DIM, Evil, _points, plant, storage_file, write_store
@@ -262,7 +262,7 @@ def ingested_legacy(tmp_path, tiny_model_dir) -> tuple[Path, dict]:
     path = tmp_path / "qdrant_storage"
     client = QdrantClient(path=str(path))
     try:
-        summary = ingest_paths([str(DOCS)], client=client, model=str(tiny_model_dir))
+        summary = ingest_paths([str(DOCS)], store=client, model=str(tiny_model_dir))
         assert summary.ingested == len(list(DOCS.iterdir())) and summary.chunks_written > 0
         want = {str(r.id): (r.payload, r.vector) for r in scroll_all(client, limit=256)}
     finally:
@@ -295,7 +295,7 @@ def test_migrate_a_store_written_by_ingest(ingested_legacy, tiny_model_dir):
     with embedded(path) as client:
         assert_holds(client, want)
         assert set(client.get_collection(COLLECTION).payload_schema or {}) >= set(KEYWORD_FIELDS)
-    summary = ingest_paths([str(DOCS)], path=str(path), model=str(tiny_model_dir))
+    summary = ingest_paths([str(DOCS)], store=StoreTarget(str(path)), model=str(tiny_model_dir))
     assert summary.unchanged == len(list(DOCS.iterdir())) and summary.chunks_written == 0 and summary.ingested == 0
     again = invoke("migrate", "--qdrant-path", path)
     assert again.exit_code == 0 and "nothing to migrate" in last_line(again)
@@ -473,7 +473,7 @@ def test_a_tampered_legacy_store_runs_nothing_in_any_command(legacy, tmp_path, t
         from sgpt_qdrant.ingest import IngestError, StoreError, ingest_paths
 
         with pytest.raises((IngestError, StoreError), match=migrate_hint):
-            ingest_paths([str(DOCS)], path=str(legacy), model=str(tiny_model_dir))
+            ingest_paths([str(DOCS)], store=StoreTarget(str(legacy)), model=str(tiny_model_dir))
     elif command.startswith("query_"):
         from test_examples import _example
 
