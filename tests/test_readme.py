@@ -150,3 +150,15 @@ def test_readme_block_runs_as_written(line, lang, body, workdir):
             env[name] = value  # later blocks see it, as in the reader's shell
             continue
         _run(["bash", "-e", "-o", "pipefail", "-c", command], root, env, f"{where}: {command}")
+
+
+def test_layout_names_every_module():
+    """The Layout section is the map of the code: every module of the package is on it."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):text.index("## Tests")]
+    root = Path(__file__).resolve().parents[1]
+    modules = [p for folder in ("sgpt_qdrant", "ingest") for p in (root / folder).rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py") and "__pycache__" not in p.parts]
+    assert len(modules) > 40
+    missing = sorted(str(p.relative_to(root)) for p in modules if p.name not in layout)
+    assert not missing, f"README Layout does not name: {', '.join(missing)}"
