@@ -275,9 +275,8 @@ def _prepare_collection(handle, collection: str, dim: int, options: IngestOption
     """Check (dry run) or create the collection before any work: (a bulk load began, the run's
     sparse setting). ``where``: the store, for messages."""
     try:
-        exists = cc.check_collection(handle, collection, dim, vector_name=schema.VECTOR_NAME)
-        sparse = resolve_sparse(options.sparse, handle.get_collection(collection) if exists else None, collection,
-                                where)
+        layout = cc.check_collection(handle, collection, dim, vector_name=schema.VECTOR_NAME)  # None: no collection
+        sparse = resolve_sparse(options.sparse, layout, collection, where)
         if options.dry_run:
             return False, sparse
         created = cc.ensure_collection(handle, collection, dim, options.settings, vector_name=schema.VECTOR_NAME,
