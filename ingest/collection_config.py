@@ -18,6 +18,11 @@ load changes nothing there, but its marker is kept in the collection's settings 
 
 Every collection gets keyword payload indexes on the fields readers filter on
 (:data:`KEYWORD_INDEXES`): a filtered query or delete then reads an index, not every payload.
+
+The checks read a :class:`CollectionLayout`, plain values: on the embedded store from its own
+settings file (:meth:`ingest.edge.EdgeClient.collection_settings`), so a run that only checks and
+reads never imports qdrant-client (a second or more of start-up); on a server from its
+``CollectionInfo``. qdrant-client is imported where its objects are built (creation, bulk load).
 """
 
 from __future__ import annotations
@@ -25,13 +30,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
+from typing import TYPE_CHECKING, Any
 
 from .client import client_url, is_embedded, is_local
 from .schema import DOC_ID_FIELD
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient, models
 
 #: Payload fields that get a keyword index (what LlamaIndex deletes by, what the examples filter on).
 KEYWORD_INDEXES = (DOC_ID_FIELD, "ref_doc_id", "file_name", "file_path")
@@ -41,11 +46,13 @@ __all__ = [
     "BULK_LOAD_KEY",
     "DEFAULT_INDEXING_THRESHOLD",
     "KEYWORD_INDEXES",
+    "CollectionLayout",
     "CollectionSettings",
     "CollectionState",
     "CollectionMismatchError",
     "BulkLoadError",
     "check_collection",
+    "collection_layout",
     "ensure_collection",
     "begin_bulk_load",
     "end_bulk_load",
@@ -92,11 +99,15 @@ class CollectionSettings:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 0, got {value}")
 
     def vector_params(self, dim: int) -> models.VectorParams:
+        from qdrant_client import models
+
         return models.VectorParams(size=dim, distance=models.Distance.COSINE, on_disk=self.on_disk)
 
     def create_kwargs(self, dim: int, vector_name: str | None = None, sparse: bool = False) -> dict[str, Any]:
         """Keyword arguments for `QdrantClient.create_collection` (besides the name); ``sparse``:
         the BM25 sparse vector with the IDF modifier (:mod:`ingest.sparse`)."""
+        from qdrant_client import models
+
         params = self.vector_params(dim)
         kwargs: dict[str, Any] = {"vectors_config": params if vector_name is None else {vector_name: params}}
         if sparse:
@@ -143,32 +154,74 @@ class CollectionState:
     local: bool = False
 
 
+@dataclass(frozen=True)
+class CollectionLayout:
+    """What the checks read of an existing collection, as plain values (see the module's docstring)."""
+
+    #: dense vector name ("" for the unnamed one) → (size, distance as Qdrant names it: "Cosine")
+    vectors: dict[str, tuple[int, str]]
+    unnamed: bool  # one unnamed dense vector
+    sparse_vectors: dict[str, str | None]  # name → modifier ("idf") or None
+    metadata: dict
+    payload_indexes: frozenset[str]
+    indexing_threshold: int | None
+    #: a server's ``models.CollectionInfo`` (what :func:`_differences` compares); None on the embedded store
+    info: Any = field(default=None, repr=False, compare=False)
+
+
+def collection_layout(client: QdrantClient, name: str) -> CollectionLayout:
+    """The layout of the existing collection ``name``; on the embedded store without qdrant-client."""
+    from .edge import EdgeClient
+
+    if isinstance(client, EdgeClient):
+        meta = client.collection_settings(name)
+        return CollectionLayout(
+            vectors={n: (int(v["size"]), str(v["distance"])) for n, v in meta["vectors"].items()},
+            unnamed=bool(meta.get("unnamed")),
+            sparse_vectors={n: (s or {}).get("modifier") for n, s in (meta.get("sparse_vectors") or {}).items()},
+            metadata=meta.get("metadata") or {}, payload_indexes=frozenset(meta.get("payload_indexes") or ()),
+            indexing_threshold=meta.get("indexing_threshold"))
+    from qdrant_client import models
+
+    info = client.get_collection(name)
+    vectors = info.config.params.vectors
+    unnamed = isinstance(vectors, models.VectorParams)
+    dense = {"": vectors} if unnamed else dict(vectors or {})
+    return CollectionLayout(
+        vectors={n: (int(p.size), str(getattr(p.distance, "value", p.distance))) for n, p in dense.items()},
+        unnamed=unnamed,
+        sparse_vectors={n: getattr(p.modifier, "value", p.modifier) if p is not None and p.modifier else None
+                        for n, p in (info.config.params.sparse_vectors or {}).items()},
+        metadata=info.config.metadata or {}, payload_indexes=frozenset(info.payload_schema or ()),
+        indexing_threshold=info.config.optimizer_config.indexing_threshold, info=info)
+
+
+def _check_vectors(name: str, where: str, layout: CollectionLayout, dim: int, vector_name: str | None) -> None:
+    params = layout.vectors.get(vector_name or "")
+    label = "unnamed vector" if not vector_name else f"vector {vector_name!r}"
+    if params is None:
+        have = ["(unnamed)"] if layout.unnamed else sorted(layout.vectors)
+        raise CollectionMismatchError(
+            f"collection {name!r} at {where} has no {label} (it has {', '.join(map(str, have)) or 'none'}): "
+            "use another --collection"
+        )
+    size, distance = params
+    if size != dim or distance != "Cosine":
+        raise CollectionMismatchError(
+            f"collection {name!r} at {where} stores {size}-d {distance} vectors, this model makes "
+            f"{dim}-d Cosine vectors: use another --collection (or delete that one)"
+        )
+
+
 def _vector_params(info: models.CollectionInfo, vector_name: str | None) -> models.VectorParams | None:
+    from qdrant_client import models
+
     vectors = info.config.params.vectors
     if isinstance(vectors, models.VectorParams):
         return vectors if vector_name in (None, "") else None
     if isinstance(vectors, dict):
         return vectors.get(vector_name or "")
     return None
-
-
-def _check_vectors(name: str, where: str, info: models.CollectionInfo, dim: int, vector_name: str | None) -> models.VectorParams:
-    params = _vector_params(info, vector_name)
-    label = "unnamed vector" if not vector_name else f"vector {vector_name!r}"
-    if params is None:
-        vectors = info.config.params.vectors
-        have = sorted(vectors) if isinstance(vectors, dict) else ["(unnamed)"]
-        raise CollectionMismatchError(
-            f"collection {name!r} at {where} has no {label} (it has {', '.join(map(str, have)) or 'none'}): "
-            "use another --collection"
-        )
-    distance = getattr(params.distance, "value", params.distance)
-    if params.size != dim or params.distance != models.Distance.COSINE:
-        raise CollectionMismatchError(
-            f"collection {name!r} at {where} stores {params.size}-d {distance} vectors, this model makes "
-            f"{dim}-d Cosine vectors: use another --collection (or delete that one)"
-        )
-    return params
 
 
 def _differences(info: models.CollectionInfo, params: models.VectorParams, s: CollectionSettings) -> list[str]:
@@ -185,21 +238,20 @@ def _differences(info: models.CollectionInfo, params: models.VectorParams, s: Co
         ("HNSW m", s.hnsw_m, getattr(hnsw, "m", None)),
         ("HNSW ef_construct", s.hnsw_ef_construct, getattr(hnsw, "ef_construct", None)),
     ]
-    if s.indexing_threshold is not None and not _marker(info):
+    if s.indexing_threshold is not None and not _marker(cfg.metadata):
         checks.append(("indexing threshold", s.indexing_threshold, cfg.optimizer_config.indexing_threshold))
     return [f"{what}: asked {want}, the collection has {have}" for what, want, have in checks
             if want is not None and want != have]
 
 
-def _marker(info: models.CollectionInfo) -> dict | None:
-    meta = info.config.metadata or {}
-    marker = meta.get(BULK_LOAD_KEY)
+def _marker(metadata: dict | None) -> dict | None:
+    marker = (metadata or {}).get(BULK_LOAD_KEY)
     return marker if isinstance(marker, dict) and marker.get("active") else None
 
 
 def bulk_load_pending(client: QdrantClient, name: str) -> dict | None:
     """The marker of a bulk load that has not been ended (running elsewhere, or killed), if any."""
-    return _marker(client.get_collection(name))
+    return _marker(collection_layout(client, name).metadata)
 
 
 def begin_bulk_load(client: QdrantClient, name: str) -> dict:
@@ -208,15 +260,18 @@ def begin_bulk_load(client: QdrantClient, name: str) -> dict:
     A marker left by an interrupted run is kept as it is: its recorded values are the
     configured ones (the current threshold is the deferred 0). Returns the marker.
     """
-    info = client.get_collection(name)
-    marker = _marker(info)
+    from qdrant_client import models
+    from qdrant_client.http.exceptions import UnexpectedResponse
+
+    layout = collection_layout(client, name)
+    marker = _marker(layout.metadata)
     where = client_url(client)
     if marker is None:
-        current = info.config.optimizer_config.indexing_threshold
+        current = layout.indexing_threshold
         marker = {"active": True, "indexing_threshold": current, "started": time.time()}
         try:
             client.update_collection(name, metadata={BULK_LOAD_KEY: marker})
-            kept = _marker(client.get_collection(name)) is not None
+            kept = bulk_load_pending(client, name) is not None
         except UnexpectedResponse as exc:
             if exc.status_code is None or exc.status_code >= 500:
                 raise
@@ -239,9 +294,11 @@ def begin_bulk_load(client: QdrantClient, name: str) -> dict:
 
 def end_bulk_load(client: QdrantClient, name: str, *, interrupted: bool = False) -> bool:
     """Restore the recorded index settings and clear the marker; False when there was none."""
-    marker = _marker(client.get_collection(name))
+    marker = bulk_load_pending(client, name)
     if marker is None:
         return False
+    from qdrant_client import models
+
     threshold = marker.get("indexing_threshold")
     if threshold is None:
         threshold = DEFAULT_INDEXING_THRESHOLD
@@ -280,13 +337,25 @@ class bulk_load:  # noqa: N801 - used like a function: `with bulk_load(client, n
             )
 
 
-def check_collection(client: QdrantClient | None, name: str, dim: int, *, vector_name: str | None = None) -> bool:
-    """Read-only check before any work (dry runs too): True when the collection exists and can
-    hold this model's vectors, False when it does not exist, CollectionMismatchError otherwise."""
+def check_collection(client: QdrantClient | None, name: str, dim: int, *,
+                     vector_name: str | None = None) -> CollectionLayout | None:
+    """Read-only check before any work (dry runs too): the collection's layout when it exists and can
+    hold this model's vectors, None when it does not exist, CollectionMismatchError otherwise."""
     if client is None or not client.collection_exists(name):
-        return False
-    _check_vectors(name, client_url(client), client.get_collection(name), dim, vector_name)
-    return True
+        return None
+    layout = collection_layout(client, name)
+    _check_vectors(name, client_url(client), layout, dim, vector_name)
+    return layout
+
+
+def _add_keyword_indexes(client: QdrantClient, name: str, have: frozenset[str], doc_id_field: str) -> None:
+    missing = [key for key in dict.fromkeys((doc_id_field, *KEYWORD_INDEXES)) if key not in have]
+    if not missing:
+        return
+    from qdrant_client import models
+
+    for key in missing:
+        client.create_payload_index(name, key, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
 
 
 def ensure_collection(
@@ -320,27 +389,20 @@ def ensure_collection(
             if not client.collection_exists(name):
                 raise
             # another worker created it at the same moment: check it like any existing one
-    if state.created:
-        info = client.get_collection(name)
-        _check_vectors(name, where, info, dim, vector_name)
-    else:
-        info = client.get_collection(name)
-        params = _check_vectors(name, where, info, dim, vector_name)
-        if not state.local:
-            state.differences = _differences(info, params, settings)
-            for difference in state.differences:
-                log.warning("collection %r at %s is used as it is; %s", name, where, difference)
+    layout = collection_layout(client, name)
+    _check_vectors(name, where, layout, dim, vector_name)
+    if not state.created and layout.info is not None and not state.local:
+        state.differences = _differences(layout.info, _vector_params(layout.info, vector_name), settings)
+        for difference in state.differences:
+            log.warning("collection %r at %s is used as it is; %s", name, where, difference)
     if state.local and settings.server_only:
         log.warning(
             "the embedded store ignores server settings (shards, replication, quantisation, HNSW); "
             "use --qdrant-url for them"
         )
     if not is_local(client):
-        have = info.payload_schema or {}
-        for key in dict.fromkeys((doc_id_field, *KEYWORD_INDEXES)):
-            if key not in have:
-                client.create_payload_index(name, key, field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
-    if _marker(info) is not None and not bulk_load:
+        _add_keyword_indexes(client, name, layout.payload_indexes, doc_id_field)
+    if _marker(layout.metadata) is not None and not bulk_load:
         state.restored_bulk_load = end_bulk_load(client, name, interrupted=True)
     if bulk_load:
         begin_bulk_load(client, name)

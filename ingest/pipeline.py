@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sgpt_qdrant.checkpoint import CheckpointError
+
 from . import client as qc
 from . import collection_config as cc
 from . import schema
@@ -150,7 +152,7 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
     name = ckpt.resolve_model_name(model)
     try:
         root, dim, max_len = ckpt.peek(name)
-        tokenizer, _ = ckpt.load_tokenizer(root)
+        tokenizer = ckpt.LazyTokenizer(root)  # loaded at the first file to chunk: none on an unchanged re-run
         model_id = model_fingerprint(root)
     except (ckpt.CheckpointError, OSError, ValueError) as exc:
         raise IngestError(str(exc)) from None
@@ -267,7 +269,7 @@ def ingest_paths(
                 target, collection, options.upsert_batch, options.in_flight)  # Ray workers write there
             return _write(handle, collection, found, state, summary, m, options, bulk, on_progress, say, writer_hook,
                           server)
-    except (IngestError, qc.StoreError) as exc:  # set-up problems: no secret in their text, whatever raised them
+    except (IngestError, qc.StoreError, CheckpointError) as exc:  # set-up problems: no secret in their text
         raise IngestError(qc.redact(str(exc), [target.api_key if target is not None else None])) from exc
 
 
@@ -275,9 +277,8 @@ def _prepare_collection(handle, collection: str, dim: int, options: IngestOption
     """Check (dry run) or create the collection before any work: (a bulk load began, the run's
     sparse setting). ``where``: the store, for messages."""
     try:
-        exists = cc.check_collection(handle, collection, dim, vector_name=schema.VECTOR_NAME)
-        sparse = resolve_sparse(options.sparse, handle.get_collection(collection) if exists else None, collection,
-                                where)
+        layout = cc.check_collection(handle, collection, dim, vector_name=schema.VECTOR_NAME)  # None: no collection
+        sparse = resolve_sparse(options.sparse, layout, collection, where)
         if options.dry_run:
             return False, sparse
         created = cc.ensure_collection(handle, collection, dim, options.settings, vector_name=schema.VECTOR_NAME,

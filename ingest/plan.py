@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sgpt_qdrant.checkpoint import CheckpointError
+
 from . import schema
 from .chunk import CHUNKER_VERSION, Chunk, chunk_sections
 from .read import Document, ReadOptions, Skipped, SourceFile, read_document
@@ -228,6 +230,8 @@ class ChunkSettings:
         warnings = tuple(schema.display(w) for w in doc.warnings)
         try:
             chunks = chunk_sections(doc.text, doc.sections, self.tokenizer, self.max_tokens, self.overlap)
+        except CheckpointError:  # the model's tokenizer, loaded at the first file to chunk: no file's fault
+            raise
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
             return Outcome(FAILED, key, message=f"{where}: cannot chunk: {exc}", warnings=warnings, size=size)
         if not chunks and stored is None:

@@ -35,6 +35,8 @@ from .schema import SPARSE_VECTOR_NAME
 if TYPE_CHECKING:
     from qdrant_client import models
 
+    from .collection_config import CollectionLayout
+
 #: The ``--sparse`` choices; "auto" (the CLI's default) is resolved against the collection.
 SPARSE_MODES = ("bm25", "none")
 DEFAULT_SPARSE = "bm25"
@@ -100,26 +102,23 @@ def sparse_params() -> models.SparseVectorParams:
     return models.SparseVectorParams(modifier=models.Modifier.IDF)
 
 
-def has_idf_sparse(info: models.CollectionInfo) -> bool | None:
+def has_idf_sparse(layout: CollectionLayout) -> bool | None:
     """True: the collection has our sparse vector with IDF; False: it has none;
     None: it has one under that name without the IDF modifier (BM25 scores would be wrong)."""
-    from qdrant_client import models
-
-    params = (info.config.params.sparse_vectors or {}).get(SPARSE_VECTOR_NAME)
-    if params is None:
+    if SPARSE_VECTOR_NAME not in layout.sparse_vectors:
         return False
-    return True if params.modifier == models.Modifier.IDF else None
+    return True if layout.sparse_vectors[SPARSE_VECTOR_NAME] == "idf" else None
 
 
-def resolve_mode(asked: str | None, info: models.CollectionInfo | None, name: str, where: str) -> str:
+def resolve_mode(asked: str | None, layout: CollectionLayout | None, name: str, where: str) -> str:
     """The ``--sparse`` setting of this run: ``asked``, or (None) bm25 for a new collection and
     what an existing one was made with. Asking bm25 of a collection made without it is refused:
     a sparse vector cannot be added to an existing collection on every store."""
     if asked is not None:
         check_mode(asked)
-    if info is None:
+    if layout is None:
         return asked or DEFAULT_SPARSE
-    has = has_idf_sparse(info)
+    has = has_idf_sparse(layout)
     if has is None and asked != "none":
         raise SparseError(f"collection {name!r} at {where} has a sparse vector {SPARSE_VECTOR_NAME!r} without "
                           "Qdrant's IDF modifier, so BM25 scores would be wrong: use another --collection, or "

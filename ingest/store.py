@@ -9,19 +9,23 @@ filter pass over the collection per document.
 For a document left half-written it keeps which points are stored as this run would write them
 (``marks``: version and chunk hash per id), so a resumed run embeds only the missing chunks.
 
-The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`.
+The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`. On the embedded store the
+payloads come from Edge as plain dicts (:meth:`ingest.edge.EdgeClient.iter_payloads`): no
+qdrant-client import, no pydantic record per point.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-
-from qdrant_client import QdrantClient
+from typing import TYPE_CHECKING
 
 from .schema import (CHUNK_HASH_FIELD, COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, RESUME_FIELDS, SOURCE_FIELD,
                      VERSION_FIELD)
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
 
 @dataclass
 class DocState:
@@ -68,37 +72,48 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
     others: set[str] = set()  # documents of other partitions
     if client is None or not client.collection_exists(name):
         return state
-    page = page or 8192
+    for point_id, payload in _payloads(client, name, page or 8192):
+        doc_id = payload.get(DOC_ID_FIELD)
+        if not isinstance(doc_id, str):  # not a document's point (written by something else): leave it
+            continue
+        doc = state.get(doc_id)
+        if doc is None:
+            if doc_id in others:
+                continue
+            if owns is not None and not owns(doc_id):
+                others.add(doc_id)
+                continue
+            doc = state[doc_id] = DocState()
+        point_id = str(point_id)
+        doc.ids.append(point_id)
+        index = payload.get(INDEX_FIELD)
+        doc.indices.add(index if isinstance(index, int) else -1)
+        version = str(payload.get(VERSION_FIELD))
+        doc.versions.add(version)
+        count = payload.get(COUNT_FIELD, -1)
+        doc.chunk_counts.add(count if isinstance(count, int) else -1)
+        source = payload.get(SOURCE_FIELD)
+        doc.sources.add(source if isinstance(source, str) else "")
+        if isinstance(chunk_hash := payload.get(CHUNK_HASH_FIELD), str):
+            doc.marks[point_id] = mark(version, chunk_hash)
+    for doc in state.values():
+        if len(doc.versions) == 1 and doc.complete(next(iter(doc.versions))):
+            doc.marks = {}  # unchanged (skipped) or rewritten whole: nothing to keep
+    return state
+
+
+def _payloads(client, name: str, page: int) -> Iterator[tuple[object, dict]]:
+    """(point id, the :data:`RESUME_FIELDS` it has) of every stored point, a page of ``page`` at a time."""
+    from .edge import EdgeClient
+
+    if isinstance(client, EdgeClient):
+        yield from client.iter_payloads(name, RESUME_FIELDS, page=page)
+        return
     offset = None
     while True:
         points, offset = client.scroll(name, limit=page, offset=offset, with_payload=RESUME_FIELDS,
                                        with_vectors=False)
         for p in points:
-            payload = p.payload or {}
-            doc_id = payload.get(DOC_ID_FIELD)
-            if not isinstance(doc_id, str):  # not a document's point (written by something else): leave it
-                continue
-            doc = state.get(doc_id)
-            if doc is None:
-                if doc_id in others:
-                    continue
-                if owns is not None and not owns(doc_id):
-                    others.add(doc_id)
-                    continue
-                doc = state[doc_id] = DocState()
-            doc.ids.append(str(p.id))
-            index = payload.get(INDEX_FIELD)
-            doc.indices.add(index if isinstance(index, int) else -1)
-            version = str(payload.get(VERSION_FIELD))
-            doc.versions.add(version)
-            count = payload.get(COUNT_FIELD, -1)
-            doc.chunk_counts.add(count if isinstance(count, int) else -1)
-            source = payload.get(SOURCE_FIELD)
-            doc.sources.add(source if isinstance(source, str) else "")
-            if isinstance(chunk_hash := payload.get(CHUNK_HASH_FIELD), str):
-                doc.marks[doc.ids[-1]] = mark(version, chunk_hash)
+            yield p.id, p.payload or {}
         if offset is None:
-            for doc in state.values():
-                if len(doc.versions) == 1 and doc.complete(next(iter(doc.versions))):
-                    doc.marks = {}  # unchanged (skipped) or rewritten whole: nothing to keep
-            return state
+            return

@@ -24,6 +24,8 @@ see the same order.
 
 An embedded store (Qdrant Edge's :class:`ingest.edge.EdgeClient`, or qdrant-client's ":memory:") has
 no network to hide and one writer: there the Uploader writes synchronously in the caller's thread.
+An Uploader that is given nothing sends nothing (no final request either) and never imports
+qdrant-client: an unchanged re-run pays for neither.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
+from .._lazy import lazy_module
 from .client import client_url, describe as _describe, grpc_code_name as _grpc_code_name, is_embedded, is_local
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient, models
+else:  # imported where a request is built: an Uploader given nothing never needs it
+    models = lazy_module("qdrant_client.models")
 
 __all__ = ["Uploader", "UploadError", "is_retryable", "is_embedded", "is_local", "client_url", "FLUSH_MARKER_ID"]
 
@@ -58,6 +63,8 @@ class UploadError(RuntimeError):
 
 def is_retryable(exc: BaseException) -> bool:
     """Transient failures worth another try; 4xx and programming errors are not."""
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
     if isinstance(exc, UnexpectedResponse):
         return exc.status_code is not None and (exc.status_code >= 500 or exc.status_code == 429)
     if isinstance(exc, ResponseHandlingException):
@@ -204,11 +211,14 @@ class Uploader:
         self._drain()
 
     def close(self) -> None:
-        """Flush, then one `wait=True` request: acknowledged writes are applied on return."""
+        """Flush, then one `wait=True` request: acknowledged writes are applied on return (none
+        when nothing was ever sent: nothing to wait for)."""
         if self._closed:
             return
         try:
             self._drain()
+            if not self.requests:
+                return
             self._call(
                 "final consistency wait",
                 lambda: self.client.delete(

@@ -52,10 +52,10 @@ def _spread(items: list, n: int) -> list:
 
 def check(client, collection: str, written: dict[str, set[str]], where: str) -> None:
     """Raise :class:`WriteCheckError` when a sample of ``written`` is not stored as written."""
+    if not written:  # an unchanged re-run: nothing to check, and no qdrant-client import for it
+        return
     from qdrant_client import models
 
-    if not written:
-        return
     docs = _spread(sorted(written), SAMPLE_DOCS)
     expected = sum(len(written[d]) for d in docs)
     flt = models.Filter(must=[models.FieldCondition(key=schema.DOC_ID_FIELD, match=models.MatchAny(any=docs))])

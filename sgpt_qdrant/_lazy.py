@@ -1,7 +1,9 @@
-"""Lazy package exports (PEP 562), the one way this project's packages export names.
+"""Lazy package exports (PEP 562), the one way this project's packages export names; lazy modules.
 
 A package's public names resolve on first use, so light entry points (``--help``, the checkpoint
 reader, the query examples) do not pay for torch, transformers or LlamaIndex they never touch.
+:func:`lazy_module` does the same for a module another one uses in many places but only on some
+paths (``qdrant_client.models``, a second of start-up, in the embedded store's conversions).
 """
 
 from __future__ import annotations
@@ -30,3 +32,27 @@ def lazy_exports(package: str, exports: dict[str, str | tuple[str, str]]) -> tup
         return sorted(set(namespace) | set(exports))
 
     return __getattr__, __dir__
+
+
+class _LazyModule:
+    """A stand-in for a module, imported at the first read of one of its names."""
+
+    def __init__(self, name: str) -> None:
+        self.__dict__["_lazy_name"] = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__"):  # copy / pickle / inspect probes: no import for them
+            raise AttributeError(attribute)
+        value = getattr(importlib.import_module(self.__dict__["_lazy_name"]), attribute)
+        self.__dict__[attribute] = value  # resolved once: later reads are a plain attribute read
+        return value
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self.__dict__['_lazy_name']!r}>"
+
+
+def lazy_module(name: str) -> Any:
+    """``name`` (absolute), imported when one of its attributes is first read, e.g.
+    ``models = lazy_module("qdrant_client.models")``; ``models.Filter`` then imports it. Type
+    checkers should see the real import: put it under ``if TYPE_CHECKING:``, this in the ``else``."""
+    return _LazyModule(name)

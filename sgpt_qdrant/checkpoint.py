@@ -8,7 +8,8 @@ anything is built from it (the config against the weights' names and shapes, fin
 module paths inside the folder), so a hostile or corrupt one fails in one line naming the file.
 
 torch and transformers are imported where they are used, so importing this module (as the
-ingest CLI's ``--help`` does) stays cheap.
+ingest CLI's ``--help`` does) stays cheap; :class:`LazyTokenizer` puts off transformers until a
+text is tokenised.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -343,10 +345,14 @@ def _read_pooling(folder: Path) -> str:
     return POOLING_FLAGS[on[0]]
 
 
-def load_tokenizer(folder: Path) -> tuple[PreTrainedTokenizerBase, int]:
-    """The GPT-2 BPE tokenizer, set to add no BOS/EOS, and its pad id."""
+def _check_tokenizer_files(folder: Path) -> None:
     if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
         raise CheckpointError(f"{folder}: missing file tokenizer.json (or vocab.json + merges.txt)")
+
+
+def load_tokenizer(folder: Path) -> tuple[PreTrainedTokenizerBase, int]:
+    """The GPT-2 BPE tokenizer, set to add no BOS/EOS, and its pad id."""
+    _check_tokenizer_files(folder)
     from transformers import GPT2TokenizerFast
 
     try:
@@ -362,6 +368,72 @@ def load_tokenizer(folder: Path) -> tuple[PreTrainedTokenizerBase, int]:
         tokenizer.pad_token = pad or PAD_FALLBACK
     tokenizer.padding_side = "right"
     return tokenizer, int(tokenizer.pad_token_id)
+
+
+class LazyTokenizer:
+    """:func:`load_tokenizer`'s tokenizer, loaded at its first use: a caller that may tokenise nothing
+    (an unchanged ``sgpt-ingest`` re-run) never imports transformers (half a second of start-up).
+
+    Used like the tokenizer: called, its attributes read and set (one set before the load is set on
+    it when it loads). A folder without tokenizer files is refused at once, as :func:`load_tokenizer`
+    refuses it; a damaged file at the first use, with the same :class:`CheckpointError` at every use
+    after. Pickled (to Ray workers) as the loaded tokenizer itself, which needs no model folder there."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        folder = Path(folder)
+        _check_tokenizer_files(folder)
+        self.__dict__.update(_folder=folder, _tokenizer=None, _error=None, _pending={}, _lock=threading.Lock())
+
+    @property
+    def loaded(self) -> bool:
+        return self.__dict__["_tokenizer"] is not None
+
+    def get(self) -> PreTrainedTokenizerBase:
+        """The tokenizer, loaded now if it is not yet."""
+        tokenizer = self.__dict__["_tokenizer"]
+        if tokenizer is not None:
+            return tokenizer
+        with self.__dict__["_lock"]:
+            if self.__dict__["_tokenizer"] is None:
+                if self.__dict__["_error"] is not None:
+                    raise CheckpointError(self.__dict__["_error"])
+                try:
+                    tokenizer, _ = load_tokenizer(self.__dict__["_folder"])
+                except CheckpointError as exc:
+                    self.__dict__["_error"] = str(exc)
+                    raise
+                for name, value in self.__dict__["_pending"].items():
+                    setattr(tokenizer, name, value)
+                self.__dict__["_tokenizer"] = tokenizer
+        return self.__dict__["_tokenizer"]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get()(*args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.get())
+
+    def __getattr__(self, name: str) -> Any:  # only for names the stand-in itself lacks
+        if name.startswith("__"):  # copy / pickle / inspect probes load nothing
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.loaded:
+            setattr(self.__dict__["_tokenizer"], name, value)
+        else:
+            self.__dict__["_pending"][name] = value
+
+    def __reduce__(self) -> tuple:
+        return _same, (self.get(),)
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "not loaded yet"
+        return f"LazyTokenizer({str(self.__dict__['_folder'])!r}, {state})"
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _read_modules(modules_path: Path) -> list[dict[str, Any]]:

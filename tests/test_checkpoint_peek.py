@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 
 import pytest
@@ -50,3 +51,39 @@ def test_peek_refuses_a_module_load_refuses(tiny_model_dir, tmp_path):
     for read in (peek, load_checkpoint):
         with pytest.raises(CheckpointError, match=r"modules.json: module type .*CNN.* is not supported"):
             read(root)
+
+
+@pytest.mark.slow  # a tokenizer load and a pickle round trip: about a second
+def test_lazy_tokenizer_loads_at_its_first_use_and_then_is_the_tokenizer(tiny_model_dir):
+    from sgpt_qdrant.checkpoint import LazyTokenizer
+
+    lazy = LazyTokenizer(tiny_model_dir)
+    lazy.model_max_length = 10**30  # set before the load: set on the tokenizer when it loads
+    assert not lazy.loaded
+    assert lazy("hello world", add_special_tokens=False)["input_ids"] == [31373, 995]  # GPT-2's own ids
+    assert lazy.loaded and lazy.get().model_max_length == 10**30 and lazy.padding_side == "right"
+    assert len(lazy) == 50257  # GPT-2's vocabulary
+    shipped = pickle.loads(pickle.dumps(lazy))  # to a Ray worker: the tokenizer itself, no model folder needed
+    assert not isinstance(shipped, LazyTokenizer)
+    assert shipped("hello world", add_special_tokens=False)["input_ids"] == [31373, 995]
+
+
+def test_lazy_tokenizer_refuses_a_folder_without_one_at_once_and_a_damaged_one_at_each_use(
+        tiny_model_dir, tmp_path, monkeypatch):
+    from sgpt_qdrant import checkpoint
+    from sgpt_qdrant.checkpoint import LazyTokenizer
+
+    root = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    (root / "tokenizer.json").write_text("{broken")
+    loads = []
+    real = checkpoint.load_tokenizer
+    monkeypatch.setattr(checkpoint, "load_tokenizer", lambda folder: loads.append(folder) or real(folder))
+    lazy = LazyTokenizer(root)  # files present: nothing read yet
+    for _ in range(2):
+        with pytest.raises(CheckpointError, match=r"tokenizer\.json: cannot be read as a GPT-2 tokenizer"):
+            lazy("hello")
+    assert len(loads) == 1  # the second use repeats the first answer, it does not parse the file again
+    for name in ("tokenizer.json", "vocab.json"):
+        (root / name).unlink()
+    with pytest.raises(CheckpointError, match="missing file tokenizer.json"):
+        LazyTokenizer(root)

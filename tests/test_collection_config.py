@@ -20,6 +20,8 @@ from sgpt_qdrant.ingest.collection_config import (
     CollectionSettings,
     bulk_load,
     bulk_load_pending,
+    check_collection,
+    collection_layout,
     end_bulk_load,
     ensure_collection,
 )
@@ -78,6 +80,36 @@ def test_named_vector_must_exist(tmp_path):
         with pytest.raises(CollectionMismatchError, match="no vector 'text-dense'.*other"):
             ensure_collection(client, "docs", 16, vector_name="text-dense")
         assert not ensure_collection(client, "docs", 16, vector_name="other").created
+
+
+@pytest.mark.parametrize("vectors, sparse", [
+    ({"text-dense": models.VectorParams(size=16, distance=models.Distance.COSINE)},
+     {"text-sparse-new": models.SparseVectorParams(modifier=models.Modifier.IDF)}),
+    (models.VectorParams(size=8, distance=models.Distance.DOT), None),
+    ({"a": models.VectorParams(size=4, distance=models.Distance.EUCLID),
+      "b": models.VectorParams(size=5, distance=models.Distance.COSINE)}, {"s": models.SparseVectorParams()}),
+])
+def test_embedded_layout_read_from_its_settings_file_is_the_one_qdrant_client_reports(tmp_path, vectors, sparse):
+    """The embedded store's layout comes from collection.json, not qdrant-client's objects: it must
+    equal the layout qdrant-client's own CollectionInfo gives for the same collection (in-memory mode)."""
+    ref = QdrantClient(":memory:")
+    with closing(EdgeClient(tmp_path / "store")) as edge:
+        for client in (ref, edge):
+            client.create_collection("docs", vectors_config=vectors, sparse_vectors_config=sparse)
+        got, want = collection_layout(edge, "docs"), collection_layout(ref, "docs")
+        assert want.info is not None and got.info is None
+        assert (got.vectors, got.unnamed, got.sparse_vectors) == (want.vectors, want.unnamed, want.sparse_vectors)
+        named = None if isinstance(vectors, models.VectorParams) else next(iter(vectors))
+        params = vectors if named is None else vectors[named]
+        dim, distance = params.size, params.distance.value
+        for client in (ref, edge):
+            if distance == "Cosine":
+                assert check_collection(client, "docs", dim, vector_name=named) == collection_layout(client, "docs")
+            else:
+                with pytest.raises(CollectionMismatchError, match=rf"stores {dim}-d {distance} vectors"):
+                    check_collection(client, "docs", dim, vector_name=named)
+            assert check_collection(client, "other", dim) is None
+    ref.close()
 
 
 def test_server_creation_sends_the_settings_and_a_doc_id_index(standin):

@@ -154,6 +154,22 @@ def test_retrieve_scroll_pages_and_collection_info(pair):
     assert info.payload_schema["doc_id"].data_type == models.PayloadSchemaType.KEYWORD
 
 
+def test_plain_value_calls_match_the_reference(pair):
+    """What an unchanged re-run reads without qdrant-client objects: every point's id and payload subset
+    as the reference's scroll gives them, and the collection's settings as its get_collection says."""
+    ref, edge, _ = pair
+    fields = ["doc_id", "n", "opt", "absent"]
+    want = [(r.id, r.payload) for r in ref.scroll("c", limit=1000, with_payload=fields)[0]]
+    assert list(edge.iter_payloads("c", fields, page=17)) == want and len(want) == N
+    assert {type(i) for i, _ in want} == {int, str}  # both kinds of id, as a server's client gives them
+    settings, info = edge.collection_settings("c"), ref.get_collection("c")
+    dense = info.config.params.vectors["text-dense"]
+    assert {k: settings["vectors"]["text-dense"][k] for k in ("size", "distance")} == {
+        "size": dense.size, "distance": dense.distance.value}
+    assert settings["sparse_vectors"] == {"sparse": {"modifier": info.config.params.sparse_vectors["sparse"].modifier.value}}
+    assert settings["unnamed"] is False and settings["payload_indexes"] == {"doc_id": "keyword"}
+
+
 def test_deletes_by_id_and_filter_match_the_reference(tmp_path):
     rng = np.random.default_rng(1)
     points = _points(rng)

@@ -57,6 +57,62 @@ def test_sgpt_train_refuses_before_importing_torch(tmp_path, args, message):
     assert lines[-1] == "False", "torch was imported before the refusal"
 
 
+#: What an answer without work to do must not import (seconds of start-up between them).
+HEAVY = ("qdrant_client", "transformers", "torch", "llama_index")
+
+
+def _answers(steps: dict[str, list[str]], hold: str | None = None) -> dict[str, list]:
+    """sgpt-ingest ``argv`` per step in one fresh interpreter: [exit status, output, the heavy libraries
+    imported so far]. ``hold``: a store folder held open (by this interpreter) from the step "in use" on."""
+    code = (f"import json, sys; from click.testing import CliRunner; from sgpt_qdrant.ingest.cli import cli\n"
+            f"out = {{}}\n"
+            f"for name, argv in {steps!r}.items():\n"
+            f"    if name == 'in use':\n"
+            f"        from sgpt_qdrant.ingest.edge import EdgeClient; held = EdgeClient({hold!r})\n"
+            f"    r = CliRunner().invoke(cli, argv)\n"
+            f"    out[name] = [r.exit_code, r.output, [m for m in {HEAVY!r} if m in sys.modules]]\n"
+            f"print(json.dumps(out))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_missing_path_is_refused_before_any_heavy_import(tmp_path):
+    out = _answers({"missing path": [str(tmp_path / "nope"), "--qdrant-path", str(tmp_path / "q")]})
+    assert out == {"missing path": [2, f"sgpt-ingest: error: {tmp_path / 'nope'}: no such file or folder\n", []]}
+
+
+@pytest.mark.slow  # a first run, then a fresh interpreter for three answers: seconds
+def test_sgpt_ingest_with_nothing_to_do_imports_no_heavy_library(tmp_path, tiny_model_dir, tiny_encoder):
+    docs = _docs(tmp_path / "docs")
+    store = str(tmp_path / "q")
+    first = pipeline.ingest_paths([docs], store=StoreTarget(store), model=str(tiny_model_dir), encoder=tiny_encoder)
+    assert first.new == 2
+    common = ["--model", str(tiny_model_dir), "--qdrant-path", store]
+    steps = {"unchanged": [str(docs), *common], "dry run": [str(docs), "--dry-run", *common],
+             "in use": [str(docs), *common]}
+    out = _answers(steps, hold=store)
+    assert out["unchanged"][0] == 0 and "0 new, 0 changed, 2 unchanged; 0 chunks written" in out["unchanged"][1], out
+    assert out["dry run"][0] == 0 and "dry run: 2 files: 0 new, 0 changed, 2 unchanged" in out["dry run"][1], out
+    assert out["in use"][0] == 2 and "in use by another process" in out["in use"][1], out
+    assert {name: imported for name, (_, _, imported) in out.items()} == {name: [] for name in steps}
+
+
+@pytest.mark.slow  # two runs up to the first file to chunk (the model files fingerprinted each time)
+def test_a_damaged_tokenizer_is_a_set_up_error_at_the_first_file_to_chunk(tmp_path, tiny_model_dir):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "tokenizer.json").write_text("{broken")
+    docs = _docs(tmp_path / "docs")
+    with pytest.raises(pipeline.IngestError, match=r"tokenizer\.json: cannot be read as a GPT-2 tokenizer"):
+        pipeline.ingest_paths([docs], store=StoreTarget(tmp_path / "q"), model=str(model))
+    result = CliRunner().invoke(cli, [str(docs), "--model", str(model), "--qdrant-path", str(tmp_path / "q2")])
+    assert result.exit_code == 2 and "failed" not in result.output, result.output
+    assert result.output.count("tokenizer.json: cannot be read") == 1, result.output
+
+
 @pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_ray_with_nothing_to_embed_runs_in_process(tmp_path, tiny_model_dir, monkeypatch):
     docs = _docs(tmp_path / "docs")

@@ -220,6 +220,33 @@ def test_embedded_store_keeps_what_it_wrote(tmp_path):
         assert store.read_state(client, "c")["a"].complete("v")
 
 
+def test_state_read_on_the_embedded_store_equals_the_one_through_qdrant_client(tmp_path):
+    """The embedded store's state comes from Edge's own scroll (plain dicts); qdrant-client's scroll over
+    the same points (in-memory mode) is the reference: complete, half-written, foreign and other-share points."""
+    from sgpt_qdrant.ingest.chunk import Chunk
+    from sgpt_qdrant.ingest.edge import EdgeClient
+
+    def doc(doc_id, n, version, keep=None):
+        chunks = [Chunk(i, f"chunk {i} of {doc_id}", i * 20, i * 20 + 15, 5) for i in range(n)]
+        points = schema.make_points(doc_id, f"/d/{doc_id}", chunks, [[1.0, float(i)] for i in range(n)],
+                                    chunk_count=n, content_hash="h", version=version, model="m")
+        return [pt for pt in points if keep is None or pt.payload[schema.INDEX_FIELD] in keep]
+
+    points = doc("docs/a.md", 3, "v1") + doc("docs/b.md", 4, "v2", keep={0, 2}) + doc("notes/c.md", 2, "v1")
+    points.append(models.PointStruct(id=7, vector={schema.VECTOR_NAME: [0.0, 1.0]}, payload={"other": "app"}))
+    ref = QdrantClient(":memory:")
+    with EdgeClient(tmp_path / "q") as edge:
+        for client in (ref, edge):
+            ensure_collection(client, "c", 2, vector_name=schema.VECTOR_NAME)
+            client.upsert("c", points)
+        for owns in (None, lambda key: key.startswith("docs/")):
+            got, want = store.read_state(edge, "c", owns=owns, page=2), store.read_state(ref, "c", owns=owns, page=2)
+            assert got == want
+        assert set(got) == {"docs/a.md", "docs/b.md"} and got["docs/a.md"].complete("v1")
+        assert not got["docs/b.md"].complete("v2") and len(got["docs/b.md"].marks) == 2
+    ref.close()
+
+
 class _Recording:
     """A writer that records every delete it is given, then passes it on."""
 

@@ -68,6 +68,20 @@ def test_recovers_from_503_and_timeouts_without_loss_or_duplicates(standin):
     client.close()
 
 
+def test_an_uploader_given_nothing_sends_nothing_and_one_given_writes_ends_with_the_wait(standin):
+    client = _setup(standin)
+    before = len(standin.log)
+    with _fast(client) as up:  # an unchanged re-run: nothing to write, so no request, not even the final one
+        pass
+    assert up.requests == 0 and len(standin.log) == before
+    with _fast(client) as up:
+        up.delete([_pid("a", 0)], barrier=False)
+    writes = [e for e in standin.log[before:] if e["path"].startswith("/collections/c/points")]
+    assert [e["path"].rsplit("/", 1)[-1] for e in writes] == ["delete", "delete"]  # the delete, then the wait
+    assert writes[-1]["wait"] == "true" and writes[-1]["body"]["filter"]["must"][0]["has_id"] == [FLUSH_MARKER_ID]
+    client.close()
+
+
 def test_gives_up_with_a_clear_error_when_the_server_stays_down(standin):
     client = _setup(standin)
     standin.always_fail = "upsert"
