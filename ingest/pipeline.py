@@ -161,7 +161,9 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
     def load():
         from sgpt_qdrant.engine import Encoder
 
-        return Encoder(str(root), device=options.device, dtype=options.dtype)
+        # the tokenizer the chunker loaded, not a second parse of its files (the chunker counts on a
+        # private copy of its core: ingest.chunk.Counter)
+        return Encoder(ckpt.load(str(root), tokenizer=tokenizer), device=options.device, dtype=options.dtype)
 
     return _Model(name, model_id, dim, max_len, tokenizer, load)
 

@@ -313,3 +313,32 @@ def test_model_fingerprint_follows_the_files_not_the_path(tmp_path, monkeypatch)
     assert model_fingerprint(model) == first  # not a model file
     (model / "1_Dense" / "pytorch_model.bin").write_bytes(b"\x02" * 32)  # same size, other weights
     assert model_fingerprint(model) != first
+
+
+@pytest.mark.slow  # loads the model: full suite only
+def test_a_run_parses_the_tokenizer_files_once(tmp_path, tiny_model_dir, monkeypatch):
+    """The chunker's tokenizer is the encoder's: the files are read once, and the vectors are the
+    encoder's own for the chunk texts (an Encoder built apart, with its own tokenizer, is the reference)."""
+    import numpy as np
+
+    from sgpt_qdrant import checkpoint as ckpt
+    from sgpt_qdrant.engine import Encoder
+    from sgpt_qdrant.ingest import IngestOptions, StoreTarget, ingest_paths
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Bees\n\nBees find flowers by scent and colour.\n\nThey dance to say where.\n")
+    reference = Encoder(str(tiny_model_dir), device="cpu")
+    loads = []
+    real = ckpt.load_tokenizer
+    monkeypatch.setattr(ckpt, "load_tokenizer", lambda folder: loads.append(folder) or real(folder))
+    summary = ingest_paths([docs], store=StoreTarget(str(tmp_path / "q")), model=str(tiny_model_dir),
+                           options=IngestOptions(device="cpu", sparse="none"))
+    assert summary.chunks_written >= 1 and len(loads) == 1
+    with open_client(str(tmp_path / "q")) as client:
+        points, _ = client.scroll(schema.DEFAULT_COLLECTION, limit=100, with_payload=True, with_vectors=True)
+    texts = [json.loads(p.payload["_node_content"])["text"] for p in points]
+    got = np.array([p.vector[schema.VECTOR_NAME] for p in points])
+    want = reference.encode(texts)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)  # a cosine collection stores unit vectors
+    assert np.allclose(got, want, atol=1e-5)
