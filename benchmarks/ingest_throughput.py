@@ -165,17 +165,30 @@ def part_small(tmp: Path, model_dir: Path, count: int) -> None:
           f"{per_file[count] / per_file[count // 10]:.3f} (linear: about 1)", flush=True)
 
 
+#: Peak anonymous memory of the last :func:`_timed_command` child in MB (sampled every 0.2 s): the
+#: part of its RSS that is not the store's own files mapped from the page cache.
+LAST_PEAK_ANON_MB = 0.0
+
+
 def _timed_command(args: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB of the child, exit status) of the installed sgpt-ingest."""
+    """(wall seconds, peak RSS in MB of the child, exit status) of the installed sgpt-ingest; its peak
+    anonymous memory (RssAnon) goes to :data:`LAST_PEAK_ANON_MB`."""
+    global LAST_PEAK_ANON_MB
     binary = Path(sys.executable).parent / "sgpt-ingest"
     code = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
-            "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode; "
+            "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); anon = 0\n"
+            "while p.poll() is None:\n"
+            "    try:\n"
+            "        anon = max([anon] + [int(l.split()[1]) for l in open(f'/proc/{p.pid}/status') if l.startswith('RssAnon')])\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "    time.sleep(0.2)\n"
             "print(json.dumps([time.perf_counter() - t, "
-            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, rc]))")
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, p.returncode, anon / 1024]))")
     out = subprocess.run([sys.executable, "-c", code, str(binary), *args], capture_output=True, text=True, check=True)
     import json
 
-    wall, rss, rc = json.loads(out.stdout)
+    wall, rss, rc, LAST_PEAK_ANON_MB = json.loads(out.stdout)
     return wall, rss, rc
 
 
@@ -314,6 +327,7 @@ def part_size(tmp: Path, model_dir: Path, limit_bytes: int, copies: list[int], k
         store = tmp / f"size-q{n}"
         args = [str(tree), "--model", str(model_dir), "--qdrant-path", str(store), "--quiet"]
         first, rss, rc = _timed_command(args)
+        anon = LAST_PEAK_ANON_MB
         with EdgeClient(store) as client:
             chunks = client.count("documents").count
         rerun, rerun_rss, _ = _timed_command(args)
@@ -323,7 +337,7 @@ def part_size(tmp: Path, model_dir: Path, limit_bytes: int, copies: list[int], k
         cold = time.perf_counter() - t
         rows.append((n, chunks, first, rss, rerun, cold))
         print(f"size: {n} copies, {chunks} chunks: first run {first:.1f}s = {chunks / first:.0f} chunks/s (exit {rc}), "
-              f"peak RSS {rss:.0f} MB; unchanged re-run {rerun:.1f}s = {rerun / chunks * 1000:.3f} ms/chunk "
+              f"peak RSS {rss:.0f} MB (anonymous {anon:.0f} MB); unchanged re-run {rerun:.1f}s = {rerun / chunks * 1000:.3f} ms/chunk "
               f"(RSS {rerun_rss:.0f} MB); cold query_qdrant.py {cold:.1f}s (exit {query.returncode})", flush=True)
         if not keep:
             _shutil.rmtree(tree)

@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import ingest_throughput
 from ingest_throughput import _timed_command, write_corpus
 
 #: Chunks per generated file at the generator's default sizes (measured: ~45 blocks of prose).
@@ -101,12 +102,13 @@ def main() -> None:
 
     with EdgeClient(store, create=False) as client:
         chunks = client.count("documents", exact=True).count
-    print(f"first ingest: {chunks} chunks in {wall:.0f}s = {chunks / wall:.0f} chunks/s, peak RSS {rss:.0f} MB "
+    print(f"first ingest: {chunks} chunks in {wall:.0f}s = {chunks / wall:.0f} chunks/s, peak RSS {rss:.0f} MB, "
+          f"anonymous {ingest_throughput.LAST_PEAK_ANON_MB:.0f} MB (the rest: the store's files, mapped) "
           f"(exit {rc})", flush=True)
     queries(store, args.queries, "exact search")
     wall, rss, rc = _timed_command(base)
-    print(f"unchanged re-run: {wall:.1f}s = {wall / chunks * 1000:.3f} ms per stored chunk, peak RSS {rss:.0f} MB "
-          f"(exit {rc})", flush=True)
+    print(f"unchanged re-run: {wall:.1f}s = {wall / chunks * 1000:.3f} ms per stored chunk, peak RSS {rss:.0f} MB, "
+          f"anonymous {ingest_throughput.LAST_PEAK_ANON_MB:.0f} MB (exit {rc})", flush=True)
     if not args.no_index:
         t = time.perf_counter()
         out = subprocess.run([str(Path(sys.executable).parent / "sgpt-ingest"), *base[:-1], "--index"],
