@@ -3,7 +3,7 @@
     python benchmarks/chunk_stats.py [OLD_COMMIT]
 
 Corpus: docs/, examples/docs/ and a generated release-notes page of 300 entries plus the
-Markdown/reST samples of sgpt_qdrant/testing/samples.py. OLD_COMMIT's ingest/chunk.py is the "before".
+Markdown/reST samples of sgpt_qdrant/testing/samples.py. OLD_COMMIT's chunker (sgpt_qdrant/chunk.py, earlier ingest/chunk.py) is the "before".
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from sgpt_qdrant.ingest import chunk as new_chunk
-from sgpt_qdrant.ingest.blocks import units
+from sgpt_qdrant.blocks import units
 from sgpt_qdrant.ingest.read import find_files, read_document
 from sgpt_qdrant.testing import gpt2_tokenizer
 from sgpt_qdrant.testing.samples import ADMONITIONS, RST, changelog
@@ -25,8 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def old_chunker(commit: str):
-    source = subprocess.run(["git", "show", f"{commit}:ingest/chunk.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
+    for where in ("sgpt_qdrant/chunk.py", "ingest/chunk.py"):  # the chunker moved to the core
+        shown = subprocess.run(["git", "show", f"{commit}:{where}"], cwd=ROOT, capture_output=True, text=True)
+        if shown.returncode == 0:
+            break
+    shown.check_returncode()
+    source = shown.stdout
     path = Path(tempfile.mkdtemp()) / "old_chunk.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("old_chunk", path)

@@ -24,7 +24,7 @@ import numpy as np
 
 from sgpt_qdrant.ingest import collection_config as cc
 from sgpt_qdrant.ingest import schema, store
-from sgpt_qdrant.ingest.chunk import Chunk
+from sgpt_qdrant.chunk import Chunk
 from sgpt_qdrant.ingest.edge import EdgeClient
 
 NAME = "documents"

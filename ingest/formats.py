@@ -1,6 +1,6 @@
 """PDF, Word, PowerPoint, EPUB, OpenDocument and Jupyter files → Markdown-shaped text, and where each part is.
 
-The chunker knows Markdown (:mod:`ingest.blocks`), so every reader writes Markdown for the
+The chunker knows Markdown (:mod:`sgpt_qdrant.blocks`), so every reader writes Markdown for the
 structure it finds: headings as ``#``, list items as ``-``, table rows as ``| a | b |``, code as
 fenced blocks, paragraphs separated by a blank line. Chunks then follow sections, not line wraps.
 

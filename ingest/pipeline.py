@@ -162,7 +162,7 @@ def _model(model: str | os.PathLike[str] | None, encoder, options: IngestOptions
         from sgpt_qdrant.engine import Encoder
 
         # the tokenizer the chunker loaded, not a second parse of its files (the chunker counts on a
-        # private copy of its core: ingest.chunk.Counter)
+        # private copy of its core: sgpt_qdrant.chunk.Counter)
         return Encoder(ckpt.load(str(root), tokenizer=tokenizer), device=options.device, dtype=options.dtype)
 
     return _Model(name, model_id, dim, max_len, tokenizer, load)

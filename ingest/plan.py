@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sgpt_qdrant.checkpoint import CheckpointError
 
 from . import schema
-from .chunk import CHUNKER_VERSION, Chunk, chunk_sections
+from sgpt_qdrant.chunk import CHUNKER_VERSION, Chunk, chunk_sections
 from .read import Document, ReadOptions, Skipped, SourceFile, read_document
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from .chunk import Chunk
+from sgpt_qdrant.chunk import Chunk
 from .plan import ChunkSettings, Outcome, Prepared
 from .read import SourceFile
 from .run import CATEGORIES, Run, Summary, Writer, prune_ids

@@ -22,7 +22,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SGPTModel": (".model", "SGPTModel"),
     "TruncationWarning": (".tokens", "TruncationWarning"),
     "EmptyTextWarning": (".tokens", "EmptyTextWarning"),
-    "SGPTNodeParser": (".ingest.node_parser", "SGPTNodeParser"),
+    "SGPTNodeParser": (".node_parser", "SGPTNodeParser"),
     "SGPTFileReader": (".ingest.formats_llama", "SGPTFileReader"),
     "export_fastembed": (".fastembed_export", "export_fastembed"),
     "FastEmbedError": (".fastembed_register", "FastEmbedError"),
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .checkpoint import save as save_checkpoint
     from .embedding import SGPTEmbedding
     from .engine import Encoder
-    from .ingest.node_parser import SGPTNodeParser
+    from .node_parser import SGPTNodeParser
     from .ingest.formats_llama import SGPTFileReader
     from .fastembed_export import export_fastembed
     from .fastembed_register import FastEmbedError, FastEmbedModel, register_fastembed

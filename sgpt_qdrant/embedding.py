@@ -7,7 +7,7 @@ and serialisable, the model is loaded once into a private attribute, and batches
 What the model cannot see is said by the encoder, once per call, as a Python warning:
 a text over ``max_length`` tokens is cut there as the reference cuts it (:class:`TruncationWarning`,
 with how many texts and tokens; build nodes with
-:class:`~sgpt_qdrant.ingest.node_parser.SGPTNodeParser` so that none is); an empty or
+:class:`~sgpt_qdrant.node_parser.SGPTNodeParser` so that none is); an empty or
 whitespace-only text is embedded as the end-of-text token alone (:class:`EmptyTextWarning`);
 ``None`` or any non-string raises ``TypeError`` naming its position.
 """

@@ -34,7 +34,7 @@ def test_peek_reads_the_shape_from_the_config_files(tiny_model_dir):
 @pytest.mark.slow  # over half a second: full suite only, so the quick loop stays under a minute
 def test_peek_and_the_node_parser_follow_modules_json(transformer_in_a_subfolder):
     pytest.importorskip("llama_index.core")
-    from sgpt_qdrant.ingest.node_parser import model_tokenizer
+    from sgpt_qdrant.node_parser import model_tokenizer
 
     root = transformer_in_a_subfolder
     assert load_checkpoint(root).max_seq_length == 128

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from sgpt_qdrant.ingest.chunk import chunk_text
+from sgpt_qdrant.chunk import chunk_text
 from sgpt_qdrant.testing import gpt2_tokenizer
 from sgpt_qdrant.testing.samples import ADMONITIONS, RST, changelog
 
@@ -189,7 +189,7 @@ def test_one_long_line_is_tokenised_in_bounded_pieces():
 def test_counts_and_offsets_are_the_tokenizers_after_a_truncating_call():
     """The chunker counts on a private core of the tokenizer: a caller that used the same tokenizer
     with ``truncation=True`` (an encoder) leaves it capped, and the counts must not be."""
-    from sgpt_qdrant.ingest.chunk import Counter
+    from sgpt_qdrant.chunk import Counter
 
     tok = gpt2_tokenizer()
     tok(["tide " * 200], truncation=True, max_length=5)  # what an encoder sharing the tokenizer leaves set

@@ -12,8 +12,8 @@ import pytest
 from qdrant_client import QdrantClient
 
 from sgpt_qdrant.ingest import formats, schema, store
-from sgpt_qdrant.ingest.blocks import units
-from sgpt_qdrant.ingest.chunk import chunk_sections
+from sgpt_qdrant.blocks import units
+from sgpt_qdrant.chunk import chunk_sections
 from sgpt_qdrant.ingest.collection_config import ensure_collection
 from sgpt_qdrant.ingest.read import SourceFile, Skipped, find_files, read_document
 from sgpt_qdrant.ingest.plan import ChunkSettings

@@ -13,7 +13,7 @@ from qdrant_client import QdrantClient, models
 from sgpt_qdrant.ingest import schema, store
 from sgpt_qdrant.ingest.client import open_client
 from sgpt_qdrant.ingest.collection_config import CollectionMismatchError, check_collection, ensure_collection
-from sgpt_qdrant.ingest.chunk import chunk_text
+from sgpt_qdrant.chunk import chunk_text
 from sgpt_qdrant.ingest.read import SourceFile, Skipped, find_files, html_to_text, read_document, walk
 from sgpt_qdrant.ingest.plan import ChunkSettings
 from sgpt_qdrant.ingest.run import Run
@@ -223,7 +223,7 @@ def test_embedded_store_keeps_what_it_wrote(tmp_path):
 def test_state_read_on_the_embedded_store_equals_the_one_through_qdrant_client(tmp_path):
     """The embedded store's state comes from Edge's own scroll (plain dicts); qdrant-client's scroll over
     the same points (in-memory mode) is the reference: complete, half-written, foreign and other-share points."""
-    from sgpt_qdrant.ingest.chunk import Chunk
+    from sgpt_qdrant.chunk import Chunk
     from sgpt_qdrant.ingest.edge import EdgeClient
 
     def doc(doc_id, n, version, keep=None):

@@ -46,7 +46,7 @@ def test_every_layer_imports_only_the_layers_below_it(tmp_path):
 
 def test_a_core_module_importing_the_ingest_is_caught(tmp_path):
     tokens = (ROOT / "sgpt_qdrant" / "tokens.py").read_text(encoding="utf-8")
-    result = _lint(_view(tmp_path, {"tokens.py": tokens + "\nfrom .ingest import chunk  # noqa\n"}))
+    result = _lint(_view(tmp_path, {"tokens.py": tokens + "\nfrom .ingest import plan  # noqa\n"}))
     assert result.returncode == 1
-    assert "sgpt_qdrant.tokens -> sgpt_qdrant.ingest.chunk" in result.stdout
+    assert "sgpt_qdrant.tokens -> sgpt_qdrant.ingest.plan" in result.stdout
     assert "only the ingest imports the ingest" in result.stdout and "BROKEN" in result.stdout

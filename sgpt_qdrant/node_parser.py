@@ -25,7 +25,7 @@ from llama_index.core.schema import BaseNode, Document, MetadataMode, TextNode
 from llama_index.core.utils import get_tqdm_iterable
 from pydantic import Field, PrivateAttr
 
-from sgpt_qdrant.checkpoint import DEFAULT_MODEL, load_tokenizer, peek, resolve_model_name
+from .checkpoint import DEFAULT_MODEL, load_tokenizer, peek, resolve_model_name
 
 from .chunk import Counter, chunk_text
 
