@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sgpt_qdrant.ingest import chunk as new_chunk
+from sgpt_qdrant import chunk as new_chunk
 from sgpt_qdrant.blocks import units
 from sgpt_qdrant.ingest.read import find_files, read_document
 from sgpt_qdrant.testing import gpt2_tokenizer
