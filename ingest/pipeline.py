@@ -43,7 +43,7 @@ from . import rekey, verify
 from .sparse import SPARSE_MODES, SparseError
 from .sparse import resolve_mode as resolve_sparse
 from .read import Discovery, ReadOptions, walk
-from .plan import REWRITTEN, ChunkSettings
+from .plan import REWRITTEN, ChunkSettings, file_size
 from .run import Run, Summary, Writer
 from .store import DocState, read_state
 from .sync import sync
@@ -254,7 +254,7 @@ def ingest_paths(
                                   f"{m.max_tokens} tokens")
         except (ValueError, FileNotFoundError) as exc:
             raise IngestError(str(exc)) from None
-        summary = Summary(files_total=len(files), bytes_total=sum(_size(f.path) for f in files))
+        summary = Summary(files_total=len(files), bytes_total=sum(file_size(f) for f in files))
         for line in found.failures:  # folders that could not be listed: failures of this run
             summary.failed += 1
             summary.failures.append(schema.display(line))
@@ -387,13 +387,6 @@ def _on_ray(files, settings: ChunkSettings, run: Run, options: IngestOptions, se
                         batch_size=options.batch_size, options=options.ray, server=server)
     except RaySetupError as exc:
         raise IngestError(str(exc)) from None
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def _restore_after_interrupt(client, collection: str) -> None:

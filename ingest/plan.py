@@ -173,7 +173,8 @@ def chunks_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[tuple[DocRef, li
     return [(ref, positions, chunks) for ref, (positions, chunks) in groups.items()]
 
 
-def _size(source: SourceFile) -> int:
+def file_size(source: SourceFile) -> int:
+    """Bytes on disk (0 when it cannot be read: the read then fails with its own message)."""
     try:
         return source.path.stat().st_size
     except OSError:
@@ -211,7 +212,7 @@ class ChunkSettings:
         (``Prepared.kept``): they are not embedded again."""
         key = schema.doc_key(source.doc_id)
         where = schema.display(source.path)
-        size = _size(source)
+        size = file_size(source)
         try:
             doc = read_document(source, follow_links_outside=self.read.follow_links_outside,
                                 max_bytes=self.read.max_bytes, defer_formats=True)

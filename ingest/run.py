@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from . import schema
-from .plan import FAILED, REWRITTEN, SKIPPED, UNCHANGED, ChunkSettings, Outcome, _size
+from .plan import FAILED, REWRITTEN, SKIPPED, UNCHANGED, ChunkSettings, Outcome, file_size
 from .read import SourceFile
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class Run:
         if key in self._claimed:
             return Outcome(FAILED, key, message=f"{schema.display(source.path)}: document id {key!r} already "
                            "given by another input; ingest the folders into separate collections",
-                           size=_size(source))
+                           size=file_size(source))
         self._claimed.add(key)
         outcome = settings.prepare(source, self.state)
         if outcome.kind == SKIPPED:
