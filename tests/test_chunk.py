@@ -204,3 +204,90 @@ def test_counts_and_offsets_are_the_tokenizers_after_a_truncating_call():
     for p in paragraphs[:10]:
         want = REF(p, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         assert [tuple(o) for o in counter.offsets(p)] == [tuple(o) for o in want]
+
+
+def _whole_counts(monkeypatch) -> None:
+    """The chunker with every span tokenised whole: the reference for the additive counts."""
+    from sgpt_qdrant import chunk
+
+    real = chunk._facts
+
+    def facts(tokenizer):
+        f = real(tokenizer)
+        return chunk._Facts(f.core, f.longest, additive=False)
+
+    monkeypatch.setattr(chunk, "_facts", facts)
+
+
+def _tricky(rng: random.Random) -> str:
+    """Text whose joins test the whitespace rule: indentation, tabs, CRLF, quotes after a full stop,
+    non-ASCII spaces, a file separator (a space to Python, not to the tokenizer's regex), accents, emoji."""
+    words = ["river", "Bridge", "stone's", "naïve", "日本語", "🙂", "x=1", "(see", "note)", '"quoted."', "end.",
+             "\u00a0nbsp", "\u2003em", "\x1csep", "tab\tbed", "1,024", "--flag", "'ll", "under_score"]
+    seps = [" ", "\n", "\n\n", "\n  ", "\t", "\r\n", "\n\n\n", ". ", '." ', "\n- ", "\n\n## Head\n\n", "\u00a0", "\x1c\n"]
+    return "".join(rng.choice(words) + rng.choice(seps) for _ in range(rng.randint(20, 400)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlap", [0, 8])
+def test_additive_counts_give_the_chunks_of_whole_counts(monkeypatch, overlap):
+    """Counting a growing chunk by its new part only (GPT-2's pre-tokenizer cuts at whitespace) must
+    not move one boundary: the same chunks, counts and token ids as tokenising every span whole."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rng = random.Random(11)
+    texts = [p.read_text(encoding="utf-8") for p in sorted([root / "README.md", *(root / "docs").glob("*.md")])]
+    texts += [changelog(60, 5)[0], RST, ADMONITIONS] + [_tricky(rng) for _ in range(40)]
+    tok = gpt2_tokenizer()
+    fast = [chunk_text(t, tok, 40, overlap) for t in texts]
+    for chunks in fast:
+        for c in chunks:  # each chunk's ids are what the tokenizer makes of its text alone
+            assert list(c.token_ids) == REF(c.text, add_special_tokens=False)["input_ids"], c.text
+    _whole_counts(monkeypatch)
+    tok = gpt2_tokenizer()  # a fresh one: nothing cached from the additive run
+    slow = [chunk_text(t, tok, 40, overlap) for t in texts]
+    for a, b in zip(fast, slow):
+        assert [(c.start, c.end, c.n_tokens, list(c.token_ids)) for c in a] == \
+            [(c.start, c.end, c.n_tokens, list(c.token_ids)) for c in b]
+
+
+@pytest.mark.slow
+def test_ids_add_up_across_whitespace_as_the_chunker_assumes():
+    """The rule itself, on random cuts of real and tricky text: A (ending in a non-space) + B (starting
+    with ASCII whitespace) tokenises as A then B; a gap not ending in a space splits as all-but-last, last."""
+    from sgpt_qdrant.chunk import Counter
+
+    counter = Counter(gpt2_tokenizer(), 75)
+    assert counter.additive
+    rng = random.Random(3)
+
+    def ids(s: str) -> list[int]:
+        return REF(s, add_special_tokens=False)["input_ids"]
+
+    checked = 0
+    for _ in range(60):
+        text = _tricky(rng)
+        for _ in range(30):
+            a, m, e = sorted(rng.sample(range(len(text) + 1), 3))
+            left, right = text[a:m].strip(), text[m:e].rstrip()
+            if not left or not right.strip():
+                continue
+            got = counter.extend(ids(left), right)
+            if right[0] in " \t\n\r\x0b\x0c":
+                assert got == ids(left + right), (left, right)
+                checked += 1
+            else:
+                assert got is None
+            gap_end = m
+            while gap_end < e and text[gap_end] in " \t\n\r\x0b\x0c":
+                gap_end += 1
+            tail = text[gap_end:e].strip()
+            if gap_end > m and tail and not text[gap_end].isspace():
+                joined = counter.join(ids(left), text[m:gap_end], ids(tail))
+                if text[gap_end - 1] != " ":
+                    assert joined == ids(left + text[m:gap_end] + tail), (left, text[m:gap_end], tail)
+                    checked += 1
+                else:
+                    assert joined is None
+    assert checked > 500
