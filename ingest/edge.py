@@ -59,6 +59,14 @@ FORMAT = 1  # collection.json layout version
 #: which the next sgpt-ingest run redoes (its state is in the payload).
 FLUSH_POINTS = 4096
 FLUSH_SECONDS = 30.0
+#: Seal the growing segment after this many written points: Edge keeps a growing (appendable)
+#: segment's sparse and payload indexes and id tracker in RAM (about 2 KB per point while written),
+#: a sealed one on disk. Measured on 300k ingest-shaped points (32-d, BM25, 4 keyword indexes):
+#: peak RSS while writing 1,121 MB unsealed, 559 MB sealed every 100k (5 s per seal on 2 cores,
+#: no HNSW: plain segments, exact search, 5 ms instead of 9-13 ms); a fresh open 710 -> 272 MB.
+SEAL_POINTS = 20_000
+#: Sealed segments are not merged until there are more than this many (a merge rewrites them).
+_SEALED_SEGMENTS = 64
 RRF_K = 2  # Qdrant's default RRF constant (qdrant_client.hybrid.fusion.DEFAULT_RANKING_CONSTANT_K)
 _DEFAULT_HNSW = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000}
 
@@ -317,6 +325,28 @@ def _params(p: models.SearchParams | None) -> Any:
                            indexed_only=bool(p.indexed_only))
 
 
+def _shard_config(meta: dict, *, sealing: bool) -> Any:
+    """The shard's Edge config from its ``collection.json``. Everything Edge can keep on disk is on
+    disk (a sealed segment is mapped, not loaded); ``sealing``: segments sealed without HNSW (m=0:
+    exact search over a plain index), else the collection's HNSW (what ``--index`` builds)."""
+    cold = qe.Memory.Cold
+
+    def memory(on_disk: bool | None) -> Any:  # on_disk=False (asked for RAM): kept in the page cache
+        return qe.Memory.Cached if on_disk is False else cold
+
+    hnsw = meta.get("hnsw") or _DEFAULT_HNSW
+    return qe.EdgeConfig(
+        vectors={n: qe.EdgeVectorParams(size=v["size"], distance=_DISTANCE[v["distance"]], memory=memory(v.get("on_disk")))
+                 for n, v in meta["vectors"].items()} or None,
+        sparse_vectors={n: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf if s["modifier"] == "idf" else None,
+                                                     memory=cold)
+                        for n, s in meta.get("sparse_vectors", {}).items()} or None,
+        payload_memory=memory(meta.get("on_disk_payload")), id_tracker_memory=cold,
+        hnsw_config=qe.HnswIndexConfig(m=0 if sealing else hnsw["m"], ef_construct=hnsw["ef_construct"],
+                                       full_scan_threshold=hnsw["full_scan_threshold"]),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1, default_segment_number=_SEALED_SEGMENTS))
+
+
 # ---- the client ----------------------------------------------------------------------------------
 
 class EdgeClient:
@@ -330,6 +360,7 @@ class EdgeClient:
         self._shards: dict[str, Any] = {}
         self._metas: dict[str, dict] = {}
         self._written = 0
+        self._growing: dict[str, int] = {}  # points written into each collection's growing segment
         self._last_flush = time.monotonic()
         self._lock_fd: int | None = None
         self._guard = threading.RLock()
@@ -454,16 +485,8 @@ class EdgeClient:
             "on_disk_payload": on_disk_payload, "hnsw": hnsw,
             "indexing_threshold": getattr(optimizers_config, "indexing_threshold", None),
         }
-        config = qe.EdgeConfig(
-            vectors={name: qe.EdgeVectorParams(size=v["size"], distance=_DISTANCE[v["distance"]],
-                                               on_disk=v.get("on_disk"))
-                     for name, v in dense.items()} or None,
-            sparse_vectors={name: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf if s["modifier"] == "idf" else None)
-                            for name, s in sparse.items()} or None,
-            on_disk_payload=on_disk_payload,
-            hnsw_config=qe.HnswIndexConfig(m=hnsw["m"], ef_construct=hnsw["ef_construct"],
-                                           full_scan_threshold=hnsw["full_scan_threshold"]),
-        )
+        meta["sealing"] = True  # the shard is made with the sealing config (see _seal)
+        config = _shard_config(meta, sealing=True)
         root = self.path / COLLECTIONS_DIR
         root.mkdir(exist_ok=True)
         staging = root / f".new-{collection_name}-{uuid.uuid4().hex[:8]}"
@@ -571,7 +594,9 @@ class EdgeClient:
         kind = getattr(kind, "value", kind)
         if kind not in _SCHEMA:
             raise ValueError(f"payload index type {schema!r} is not supported by the embedded store")
-        self._update(collection_name, qe.UpdateOperation.create_field_index(field_name, _SCHEMA[kind]))
+        # a keyword index on disk: in a sealed segment it is mapped, not held in RAM (see SEAL_POINTS)
+        params = qe.KeywordIndexParams(on_disk=True) if kind == "keyword" else _SCHEMA[kind]
+        self._update(collection_name, qe.UpdateOperation.create_field_index(field_name, params))
         return _completed()
 
     def delete_payload_index(self, collection_name: str, field_name: str, wait: bool = True, **_: Any) -> rest.UpdateResult:
@@ -583,8 +608,33 @@ class EdgeClient:
         with self._guard:
             self._shard(name).update(operation)
             self._written += max(points, 1)
+            self._growing[name] = self._growing.get(name, 0) + points
             if self._written >= FLUSH_POINTS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
                 self.flush()
+            if self._growing[name] >= SEAL_POINTS:
+                self._seal(name)
+
+    def _seal(self, name: str) -> None:
+        """Turn the growing segment into a sealed one (on disk, plain index: no HNSW), so the
+        ingest's memory stays flat as the store grows. Not for a collection given ``--index``: its
+        new segments wait for the next build (which runs in a child, see :mod:`ingest.index`).
+
+        A collection made before sealing existed gets the sealing config at its first seal. Edge
+        builds the sealed segment aside and swaps it in: a kill meanwhile leaves the growing one."""
+        self._growing[name] = 0
+        meta = self._meta(name)
+        if meta.get("indexing_threshold") is not None:
+            return
+        shard = self._shard(name)
+        shard.flush()
+        if not meta.get("sealing"):
+            shard.close()
+            self._shards.pop(name, None)
+            self._shards[name] = shard = qe.EdgeShard.load(str(self._dir(name) / SHARD_DIR),
+                                                           _shard_config(meta, sealing=True))
+            self._save_meta(name, {**meta, "sealing": True})
+        shard.optimize()
+        shard.flush()
 
     def flush(self) -> None:
         """Write every shard's pending changes to disk (a power cut keeps what was flushed)."""
@@ -797,13 +847,10 @@ class EdgeClient:
                 if shard is not None:
                     shard.flush()
                     shard.close()
-                config = qe.EdgeConfig(
-                    vectors={n: qe.EdgeVectorParams(size=v["size"], distance=_DISTANCE[v["distance"]],
-                                                    on_disk=v.get("on_disk")) for n, v in meta["vectors"].items()} or None,
-                    sparse_vectors={n: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf if s["modifier"] == "idf" else None)
-                                    for n, s in meta.get("sparse_vectors", {}).items()} or None,
-                    optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1))
+                config = _shard_config(meta, sealing=False)  # HNSW as the collection asks (sealed segments are rebuilt)
                 self._shards[collection_name] = qe.EdgeShard.load(str(self._dir(collection_name) / SHARD_DIR), config)
+                if meta.get("indexing_threshold") is None:  # from now on its new segments wait for the next build
+                    self._save_meta(collection_name, {**meta, "indexing_threshold": 1})
             done = self._shard(collection_name).optimize()
             self._shards[collection_name].flush()
             return done

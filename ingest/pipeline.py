@@ -173,11 +173,14 @@ class _LazyEncode:
     It reports its own times: the model's load, and embedding (what :func:`ingest.sync.sync` leaves
     to the encoder)."""
 
+    takes_token_ids = True  # see ingest.sync.sync
+
     def __init__(self, model: _Model, summary: Summary, on_message: Callable[[str], None]) -> None:
         self.model, self.summary, self.on_message = model, summary, on_message
         self.encode = None
+        self.encode_ids = None
 
-    def __call__(self, texts: list[str]):
+    def __call__(self, texts: list[str], token_ids: list | None = None):
         if self.encode is None:
             import warnings
 
@@ -194,8 +197,16 @@ class _LazyEncode:
             self.on_message(f"model loaded in {self.summary.model_load_seconds:.1f}s"
                             + (f" on {device}" if device is not None else ""))
             self.encode = encoder.encode
+            # the chunker's ids are the encoder's own (one tokenizer, see _model) where it takes ids
+            # and the chunks are within its length (else its tokenize would cut them: texts instead)
+            if hasattr(encoder, "encode_ids") and getattr(encoder, "max_length", None):
+                self.encode_ids, self.max_length = encoder.encode_ids, int(encoder.max_length)
         t = time.perf_counter()
-        vectors = self.encode(texts)
+        if token_ids is not None and self.encode_ids is not None and all(0 < len(x) <= self.max_length
+                                                                         for x in token_ids):
+            vectors = self.encode_ids(token_ids)
+        else:
+            vectors = self.encode(texts)
         self.summary.embed_seconds += time.perf_counter() - t
         return vectors
 

@@ -72,10 +72,16 @@ class Counter:
         self.additive = facts.additive
         self._gaps: dict[str, list[int]] = {}
 
+    def _encode(self, text: str):
+        """The core's encoding of ``text`` as it is, without special tokens. Through ``encode_batch``:
+        it lets go of the GIL while it works (``encode`` holds it), so the ingest's reading thread
+        chunks while the main thread builds payloads, at the same cost per call (measured 67 vs 74 us)."""
+        return self._core.encode_batch([text], add_special_tokens=False)[0]
+
     def ids(self, text: str) -> list[int]:
         """Token ids of the stripped ``text``."""
         if self._core is not None:
-            return self._core.encode(text.strip(), add_special_tokens=False).ids
+            return self._encode(text.strip()).ids
         return self.tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
 
     def count(self, text: str) -> int:
@@ -85,7 +91,7 @@ class Counter:
         """The ids of ``text`` (already stripped) and the tokenizer's encoding (``None`` without a core)."""
         if self._core is None:
             return self.ids(text), None
-        encoding = self._core.encode(text, add_special_tokens=False)
+        encoding = self._encode(text)
         return encoding.ids, encoding
 
     def cut(self, ids: list[int], encoding: Any, length: int, following: str) -> list[int] | None:
@@ -108,7 +114,7 @@ class Counter:
         unit it adds: 1.1M tokens encoded for 1.5 MB of real docs became 0.6M."""
         if not self.additive or not rest or rest[0] not in _ASCII_SPACE:
             return None
-        return ids + self._core.encode(rest, add_special_tokens=False).ids
+        return ids + self._encode(rest).ids
 
     def join(self, ids: list[int], gap: str, after: list[int]) -> list[int] | None:
         """The ids of ``A + gap + B`` from those of ``A`` and of ``B`` (both stripped), where ``gap``
@@ -121,9 +127,7 @@ class Counter:
             return None
         between = self._gaps.get(gap)
         if between is None:
-            encode = self._core.encode
-            between = (encode(gap[:-1], add_special_tokens=False).ids if len(gap) > 1 else []) + \
-                encode(gap[-1], add_special_tokens=False).ids
+            between = (self._encode(gap[:-1]).ids if len(gap) > 1 else []) + self._encode(gap[-1]).ids
             if len(self._gaps) < 256:
                 self._gaps[gap] = between
         return ids + between + after
@@ -135,7 +139,7 @@ class Counter:
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         if self._core is not None:
-            return self._core.encode(text, add_special_tokens=False).offsets
+            return self._encode(text).offsets
         return self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
 
 

@@ -296,3 +296,70 @@ def test_open_client_gives_the_edge_store_and_refuses_legacy_and_held_folders(tm
         assert str(info.value) == (f"{legacy}: a store written by qdrant-client local mode (an earlier sgpt-qdrant); "
                                    f"migrate it once with: sgpt-store migrate --qdrant-path {legacy}")
     assert sorted(p.name for p in legacy.iterdir()) == ["collection", "meta.json"]  # untouched, no lock file
+
+
+def _segments(client: EdgeClient, name: str) -> int:
+    return client._shard(name).info().segments_count
+
+
+@pytest.mark.slow
+def test_growing_segment_is_sealed_and_answers_stay_the_references(tmp_path, monkeypatch):
+    """Every SEAL_POINTS written points the growing segment is sealed (on disk, no HNSW): the
+    answers stay those of qdrant-client's in-memory mode; a collection given --index is not sealed."""
+    from sgpt_qdrant.ingest import edge as edge_module
+
+    monkeypatch.setattr(edge_module, "SEAL_POINTS", 25)
+    rng = np.random.default_rng(1)
+    points = _points(rng)
+    ref = QdrantClient(":memory:")
+    edge = EdgeClient(tmp_path / "store")
+    for client in (ref, edge):
+        client.create_collection("c", vectors_config={"text-dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+                                 sparse_vectors_config={"sparse": models.SparseVectorParams(modifier=models.Modifier.IDF)})
+    edge.create_payload_index("c", "doc_id", field_schema=models.PayloadSchemaType.KEYWORD)
+    for start in range(0, N, 10):
+        for client in (ref, edge):
+            client.upsert("c", points=points[start:start + 10], wait=True)
+    assert _segments(edge, "c") >= N // 25  # sealed ones and the growing one
+    edge.close()
+    edge = EdgeClient(tmp_path / "store")  # what was sealed reads back after a reopen
+    assert edge.count("c", exact=True).count == N
+    for flt in (None, models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value="doc3"))])):
+        for p in points[:5]:
+            want = ref.query_points("c", query=p.vector["text-dense"], using="text-dense", limit=7, query_filter=flt).points
+            got = edge.query_points("c", query=p.vector["text-dense"], using="text-dense", limit=7, query_filter=flt).points
+            assert [q.id for q in got] == [q.id for q in want]
+            assert np.allclose([q.score for q in got], [q.score for q in want], atol=1e-5)
+    edge.optimize("c", index=True)  # --index: from now on new points wait for the next build
+    before = _segments(edge, "c")
+    edge.upsert("c", points=[models.PointStruct(id=10_000 + i, vector={"text-dense": rng.standard_normal(DIM).tolist()},
+                                                payload={"doc_id": "new"}) for i in range(60)], wait=True)
+    assert _segments(edge, "c") <= before + 1
+    assert edge.count("c", exact=True).count == N + 60
+    edge.close()
+    ref.close()
+
+
+def test_a_collection_made_before_sealing_gets_it_at_its_first_seal(tmp_path, monkeypatch):
+    from sgpt_qdrant.ingest import edge as edge_module
+
+    path = tmp_path / "store"
+    edge = EdgeClient(path)
+    edge.create_collection("c", vectors_config={"text-dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)})
+    edge.close()
+    meta_file = path / "collections" / "c" / "collection.json"
+    meta = json.loads(meta_file.read_text())
+    meta.pop("sealing")  # as an earlier version wrote it
+    meta_file.write_text(json.dumps(meta))
+    monkeypatch.setattr(edge_module, "SEAL_POINTS", 40)  # (Edge seals a segment over 1 KB of vectors: 32 of 8-d)
+    edge = EdgeClient(path)
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((100, DIM))
+    for start in range(0, 100, 10):
+        edge.upsert("c", points=[models.PointStruct(id=i, vector={"text-dense": vectors[i].tolist()}) for i in range(start, start + 10)])
+    assert json.loads(meta_file.read_text())["sealing"] is True and _segments(edge, "c") >= 3
+    q = rng.standard_normal(DIM)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    want = list(np.argsort(-(unit @ (q / np.linalg.norm(q))))[:5])  # exact cosine top 5 by hand
+    assert [p.id for p in edge.query_points("c", query=q.tolist(), using="text-dense", limit=5).points] == want
+    edge.close()
