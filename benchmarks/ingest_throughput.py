@@ -239,7 +239,8 @@ def _peer_side(side: str, label: str, corpus: Path, store: Path, model_dir: Path
     from llama_index.vector_stores.qdrant import QdrantVectorStore
     from qdrant_client import QdrantClient
 
-    import transformers  # noqa: F401 - the checkpoint's config and tokenizer classes, before the clock on both sides
+    from transformers import GPT2TokenizerFast, GPTNeoConfig  # noqa: F401 - the checkpoint's classes (transformers
+    # imports them lazily, ~1 s): library imports, before the clock on both sides like the others
     import sgpt_qdrant.engine  # noqa: F401 - torch and the runtime, imported before the clock on both sides
     from sgpt_qdrant import SGPTEmbedding, SGPTNodeParser
     from sgpt_qdrant import checkpoint as ckpt

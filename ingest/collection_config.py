@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .client import client_url, is_embedded, is_local
-from .schema import DOC_ID_FIELD
+from .schema import DOC_ID_FIELD, STATE_FIELD
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
 
 #: Payload fields that get a keyword index (what LlamaIndex deletes by, what the examples filter on).
-KEYWORD_INDEXES = (DOC_ID_FIELD, "ref_doc_id", "file_name", "file_path")
+KEYWORD_INDEXES = (DOC_ID_FIELD, "ref_doc_id", "file_name", "file_path", STATE_FIELD)
 
 __all__ = [
     "DOC_ID_FIELD",

@@ -24,13 +24,13 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from .client import client_url, is_local
-from .schema import DOC_ID_FIELD
+from .collection_config import KEYWORD_INDEXES
 from .upload import Uploader
 
 __all__ = ["CopyError", "CopyReport", "copy_collection", "KEYWORD_FIELDS", "store_name"]
 
 #: Fields every copy indexes as keywords (what ingest, the examples and LlamaIndex filter on).
-KEYWORD_FIELDS = (DOC_ID_FIELD, "ref_doc_id", "file_name", "file_path")
+KEYWORD_FIELDS = KEYWORD_INDEXES
 SAMPLE = 64
 RTOL, ATOL = 1e-5, 1e-6
 

@@ -62,6 +62,11 @@ def _moved_payload(payload: dict, doc_id: str, new_id: str) -> dict:
         if name in payload:
             payload[name] = key
     payload[schema.SOURCE_FIELD] = schema.doc_key(schema.source_of(doc_id))
+    added = [schema.SOURCE_FIELD]
+    version, count = payload.get(schema.VERSION_FIELD), payload.get(schema.COUNT_FIELD)
+    if isinstance(version, str) and isinstance(count, int):
+        payload[schema.STATE_FIELD] = schema.state_value(key, version, count, payload[schema.SOURCE_FIELD])
+        added.append(schema.STATE_FIELD)
     content = payload.get("_node_content")
     if isinstance(content, str):
         try:
@@ -70,11 +75,12 @@ def _moved_payload(payload: dict, doc_id: str, new_id: str) -> dict:
             node = None
         if isinstance(node, dict):
             node["id_"] = new_id
-            if isinstance(node.get("metadata"), dict):
-                node["metadata"][schema.SOURCE_FIELD] = payload[schema.SOURCE_FIELD]
-            for keys in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
-                if isinstance(node.get(keys), list) and schema.SOURCE_FIELD not in node[keys]:
-                    node[keys].append(schema.SOURCE_FIELD)
+            for field in added:
+                if isinstance(node.get("metadata"), dict):
+                    node["metadata"][field] = payload[field]
+                for keys in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
+                    if isinstance(node.get(keys), list) and field not in node[keys]:
+                        node[keys].append(field)
             for rel in (node.get("relationships") or {}).values():
                 if isinstance(rel, dict) and "node_id" in rel:
                     rel["node_id"] = key

@@ -18,6 +18,7 @@ ingest in the current id layout, the only points ``--prune`` may remove.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,13 +38,17 @@ VERSION_FIELD, COUNT_FIELD, INDEX_FIELD = "ingest_version", "chunk_count", "chun
 #: The document id's first part (the folder's name or --source); absent on points of an older layout.
 SOURCE_FIELD = "ingest_source"
 STATE_FIELDS = [DOC_ID_FIELD, VERSION_FIELD, COUNT_FIELD, INDEX_FIELD, SOURCE_FIELD]
+#: The document's state in one keyword (``[doc_id, version, chunk_count, source]`` as JSON), indexed:
+#: a run reads every document's state from Edge's facet counts of it (:func:`ingest.store.read_state`)
+#: without touching a payload.
+STATE_FIELD = "ingest_state"
 #: Metadata kept out of the LLM prompt (LlamaIndex shows only file_path / file_name).
 #: Hash of what a point holds beyond its version (text, file path, model name): with the version it
 #: says a stored chunk equals the one a fresh run would write, so a resumed run keeps it.
 CHUNK_HASH_FIELD = "chunk_hash"
 RESUME_FIELDS = [*STATE_FIELDS, CHUNK_HASH_FIELD]
 INTERNAL_KEYS = [INDEX_FIELD, COUNT_FIELD, "char_start", "char_end", "content_hash", VERSION_FIELD, "model",
-                 CHUNK_HASH_FIELD, SOURCE_FIELD]
+                 CHUNK_HASH_FIELD, SOURCE_FIELD, STATE_FIELD]
 
 
 def name_bytes(name: str) -> bytes:
@@ -56,6 +61,29 @@ def doc_key(doc_id: str) -> str:
 
     Identical to ``doc_id`` for every UTF-8 name without a backslash; one-to-one for all names."""
     return name_bytes(doc_id.replace("\\", "\\\\")).decode("utf-8", "backslashreplace")
+
+
+def doc_id_of(key: str) -> str:
+    """The document id a :func:`doc_key` was made from (its inverse)."""
+    if "\\" not in key:
+        return key
+    out, i = bytearray(), 0
+    while i < len(key):
+        if key.startswith("\\\\", i):
+            out += b"\\"
+            i += 2
+        elif key.startswith("\\x", i) and len(key) >= i + 4:
+            out.append(int(key[i + 2:i + 4], 16))
+            i += 4
+        else:
+            out += key[i].encode("utf-8", "surrogatepass")
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def state_value(key: str, version: str, chunk_count: int, source: str) -> str:
+    """What :data:`STATE_FIELD` holds for every point of a document written whole at ``version``."""
+    return json.dumps([key, version, chunk_count, source], ensure_ascii=False, separators=(",", ":"))
 
 
 def legacy_key(doc_id: str) -> str:
@@ -101,6 +129,7 @@ def make_points(doc_id: str, file_path: str, chunks: Sequence, vectors, *, chunk
     from qdrant_client import models
 
     key, file_path = doc_key(doc_id), display(file_path)
+    state = state_value(key, version, chunk_count, doc_key(source_of(doc_id)))
     sparse_vectors = _sparse(sparse, [c.text for c in chunks])
     points = []
     for i, (chunk, vector) in enumerate(zip(chunks, vectors)):
@@ -111,6 +140,7 @@ def make_points(doc_id: str, file_path: str, chunks: Sequence, vectors, *, chunk
             "content_hash": content_hash, VERSION_FIELD: version, "model": model,
             CHUNK_HASH_FIELD: chunk_hash(chunk.text, file_path, model),
             SOURCE_FIELD: doc_key(source_of(doc_id)),
+            STATE_FIELD: state,
         }
         metadata.update(getattr(chunk, "meta", None) or {})  # where in the file: page_label, slide, chapter
         node = TextNode(

@@ -17,12 +17,14 @@ qdrant-client import, no pydantic record per point.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import schema
 from .schema import (CHUNK_HASH_FIELD, COUNT_FIELD, DOC_ID_FIELD, INDEX_FIELD, RESUME_FIELDS, SOURCE_FIELD,
-                     VERSION_FIELD)
+                     STATE_FIELD, VERSION_FIELD, point_id)
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -63,16 +65,85 @@ def mark(version: str, chunk_hash: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{version}\0{chunk_hash}".encode(), digest_size=8).digest(), "big")
 
 
+class PointIds(Sequence):
+    """The ids ``point_id(doc_id, 0 .. n-1)`` of a document written whole, made when asked for: an
+    unchanged document's ids are never needed, and making them costs seconds per million."""
+
+    def __init__(self, doc_id: str, n: int) -> None:
+        self.doc_id, self.n = doc_id, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [point_id(self.doc_id, k) for k in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return point_id(self.doc_id, i % self.n)
+
+
+#: Documents to read point by point (an index lookup each) before one scroll of every payload is cheaper.
+_FEW = 1000
+
+
 def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], bool] | None = None,
                page: int | None = None) -> dict[str, DocState]:
-    """Per stored document id (:func:`ingest.schema.doc_key`): its :class:`DocState`. One scroll.
+    """Per stored document id (:func:`ingest.schema.doc_key`): its :class:`DocState`.
 
+    On the embedded store, from two facet counts of indexed fields (no payload read): a document
+    whose points all carry one :data:`ingest.schema.STATE_FIELD` value, as many as that value's
+    chunk count, is complete at that version (its ids are the deterministic ones: they are made
+    from the chunk index, so that many distinct points are the indices 0 .. n-1); every other
+    document (half-written, several versions, points of an older layout or of another writer) is
+    read point by point, or, where there are many, by one scroll of every payload, as elsewhere.
     ``owns`` keeps only the documents of this worker's partition."""
+    if client is None or not client.collection_exists(name):
+        return {}
+    from .edge import EdgeClient
+
+    if isinstance(client, EdgeClient):
+        state = _from_facets(client, name, owns)
+        if state is not None:
+            return state
+    return _scan(_payloads(client, name, page or 8192), owns)
+
+
+def _from_facets(client, name: str, owns: Callable[[str], bool] | None) -> dict[str, DocState] | None:
+    points_of = client.facet_counts(name, DOC_ID_FIELD)
+    states = client.facet_counts(name, STATE_FIELD) if points_of is not None else None
+    if states is None:
+        return None
+    by_doc: dict[str, list[tuple[str, int, str, int]]] = {}
+    for value, n in states.items():
+        try:
+            key, version, count, source = json.loads(value)
+        except (ValueError, TypeError):
+            continue
+        by_doc.setdefault(key, []).append((version, count, source, n))
+    state: dict[str, DocState] = {}
+    unclear = []
+    for key, n in points_of.items():
+        if not isinstance(key, str) or (owns is not None and not owns(key)):
+            continue
+        found = by_doc.get(key, [])
+        if len(found) == 1 and found[0][1] == found[0][3] == n:
+            version, count, source, _ = found[0]
+            state[key] = DocState(PointIds(schema.doc_id_of(key), n), set(range(n)), {version}, {count}, {source})
+        else:
+            unclear.append(key)
+    if len(unclear) > _FEW:
+        return None
+    for key in unclear:
+        state.update(_scan(client.iter_points_of(name, DOC_ID_FIELD, key, RESUME_FIELDS), None))
+    return state
+
+
+def _scan(payloads: Iterable[tuple[object, dict]], owns: Callable[[str], bool] | None) -> dict[str, DocState]:
+    """The state of the documents of ``(point id, payload)`` pairs (their :data:`RESUME_FIELDS`)."""
     state: dict[str, DocState] = {}
     others: set[str] = set()  # documents of other partitions
-    if client is None or not client.collection_exists(name):
-        return state
-    for point_id, payload in _payloads(client, name, page or 8192):
+    for pid, payload in payloads:
         doc_id = payload.get(DOC_ID_FIELD)
         if not isinstance(doc_id, str):  # not a document's point (written by something else): leave it
             continue
@@ -84,8 +155,8 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
                 others.add(doc_id)
                 continue
             doc = state[doc_id] = DocState()
-        point_id = str(point_id)
-        doc.ids.append(point_id)
+        pid = str(pid)
+        doc.ids.append(pid)
         index = payload.get(INDEX_FIELD)
         doc.indices.add(index if isinstance(index, int) else -1)
         version = str(payload.get(VERSION_FIELD))
@@ -95,7 +166,7 @@ def read_state(client: QdrantClient | None, name: str, *, owns: Callable[[str], 
         source = payload.get(SOURCE_FIELD)
         doc.sources.add(source if isinstance(source, str) else "")
         if isinstance(chunk_hash := payload.get(CHUNK_HASH_FIELD), str):
-            doc.marks[point_id] = mark(version, chunk_hash)
+            doc.marks[pid] = mark(version, chunk_hash)
     for doc in state.values():
         if len(doc.versions) == 1 and doc.complete(next(iter(doc.versions))):
             doc.marks = {}  # unchanged (skipped) or rewritten whole: nothing to keep

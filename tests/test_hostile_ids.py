@@ -130,10 +130,11 @@ def _to_old_layout(client) -> None:
         node = json.loads(payload["_node_content"])
         node["id_"] = pid
         node["relationships"]["1"]["node_id"] = rel
-        del node["metadata"][schema.SOURCE_FIELD]
-        for keys in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
-            node[keys].remove(schema.SOURCE_FIELD)
-        del payload[schema.SOURCE_FIELD]
+        for field in (schema.SOURCE_FIELD, schema.STATE_FIELD):  # neither existed then
+            del node["metadata"][field]
+            for keys in ("excluded_embed_metadata_keys", "excluded_llm_metadata_keys"):
+                node[keys].remove(field)
+            del payload[field]
         payload.update(doc_id=rel, document_id=rel, ref_doc_id=rel, _node_content=json.dumps(node))
         old.append(models.PointStruct(id=pid, vector=p.vector, payload=payload))
     client.upsert(COLLECTION, points=old)

@@ -221,8 +221,9 @@ def test_embedded_store_keeps_what_it_wrote(tmp_path):
 
 
 def test_state_read_on_the_embedded_store_equals_the_one_through_qdrant_client(tmp_path):
-    """The embedded store's state comes from Edge's own scroll (plain dicts); qdrant-client's scroll over
-    the same points (in-memory mode) is the reference: complete, half-written, foreign and other-share points."""
+    """The embedded store's state comes from Edge's facet counts (complete documents) and its own scroll
+    (plain dicts: the rest); qdrant-client's scroll over the same points (in-memory mode) is the
+    reference: complete, half-written, foreign and other-share points."""
     from sgpt_qdrant.chunk import Chunk
     from sgpt_qdrant.ingest.edge import EdgeClient
 
@@ -239,9 +240,12 @@ def test_state_read_on_the_embedded_store_equals_the_one_through_qdrant_client(t
         for client in (ref, edge):
             ensure_collection(client, "c", 2, vector_name=schema.VECTOR_NAME)
             client.upsert("c", points)
+        def canon(state):  # the order of a document's ids means nothing
+            return {k: (sorted(d.ids), d.indices, d.versions, d.chunk_counts, d.sources, d.marks) for k, d in state.items()}
+
         for owns in (None, lambda key: key.startswith("docs/")):
             got, want = store.read_state(edge, "c", owns=owns, page=2), store.read_state(ref, "c", owns=owns, page=2)
-            assert got == want
+            assert canon(got) == canon(want)
         assert set(got) == {"docs/a.md", "docs/b.md"} and got["docs/a.md"].complete("v1")
         assert not got["docs/b.md"].complete("v2") and len(got["docs/b.md"].marks) == 2
     ref.close()
@@ -342,3 +346,35 @@ def test_a_run_parses_the_tokenizer_files_once(tmp_path, tiny_model_dir, monkeyp
     want = reference.encode(texts)
     want /= np.linalg.norm(want, axis=1, keepdims=True)  # a cosine collection stores unit vectors
     assert np.allclose(got, want, atol=1e-5)
+
+
+def test_state_read_on_the_embedded_store_reads_no_payload_of_a_complete_document(tmp_path, monkeypatch):
+    """Complete documents come from the facet counts alone (no scroll of payloads); a store whose
+    points lack the state field (an older version wrote them) is scanned as before, same answer."""
+    from sgpt_qdrant.chunk import Chunk
+    from sgpt_qdrant.ingest.edge import EdgeClient
+
+    def doc(doc_id, n):
+        chunks = [Chunk(i, f"chunk {i}", i * 20, i * 20 + 15, 5) for i in range(n)]
+        return schema.make_points(doc_id, f"/d/{doc_id}", chunks, [[1.0, float(i)] for i in range(n)],
+                                  chunk_count=n, content_hash="h", version="v", model="m")
+
+    points = doc("docs/a.md", 3) + doc("docs/we\\ird\udcff.md", 2)
+    with EdgeClient(tmp_path / "new") as edge:
+        ensure_collection(edge, "c", 2, vector_name=schema.VECTOR_NAME)
+        edge.upsert("c", points)
+        with monkeypatch.context() as m:
+            m.setattr(EdgeClient, "iter_payloads", lambda *a, **k: pytest.fail("payloads scanned"))
+            m.setattr(EdgeClient, "iter_points_of", lambda *a, **k: pytest.fail("a document read point by point"))
+            fast = store.read_state(edge, "c")
+        assert all(d.complete("v") for d in fast.values())
+        # the ids are the ones stored (made from the document id behind the stored key, undecodable bytes too)
+        assert sorted(i for d in fast.values() for i in d.ids) == sorted(str(p.id) for p in points)
+    old = [models.PointStruct(id=p.id, vector=p.vector, payload={k: v for k, v in p.payload.items()
+                                                                  if k != schema.STATE_FIELD}) for p in points]
+    with EdgeClient(tmp_path / "old") as edge:
+        ensure_collection(edge, "c", 2, vector_name=schema.VECTOR_NAME)
+        edge.upsert("c", old)
+        slow = store.read_state(edge, "c")
+    assert {k: (sorted(d.ids), d.versions, d.chunk_counts, d.sources) for k, d in slow.items()} == \
+        {k: (sorted(d.ids), d.versions, d.chunk_counts, d.sources) for k, d in fast.items()}
