@@ -10,7 +10,9 @@ For a document left half-written it keeps which points are stored as this run wo
 (``marks``: version and chunk hash per id), so a resumed run embeds only the missing chunks.
 
 The schema is :mod:`ingest.schema`, the client :mod:`ingest.client`. On the embedded store the
-payloads come from Edge as plain dicts (:meth:`ingest.edge.EdgeClient.iter_payloads`): no
+state of every complete document comes from two facet counts of indexed keywords (``doc_id`` and
+``ingest_state``: no payload is read, 1.4 s instead of 5.9 s for an unchanged re-run of 105k
+chunks); the rest from Edge as plain dicts (:meth:`ingest.edge.EdgeClient.iter_payloads`): no
 qdrant-client import, no pydantic record per point.
 """
 
