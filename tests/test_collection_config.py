@@ -61,7 +61,7 @@ def test_creates_cosine_collection_then_reuses_it(tmp_path):
         assert (vectors.size, vectors.distance) == (16, models.Distance.COSINE)
         schema = client.get_collection("docs").payload_schema
         assert {k: v.data_type for k, v in schema.items()} == {
-            k: models.PayloadSchemaType.KEYWORD for k in ("doc_id", "ref_doc_id", "file_name", "file_path")}
+            k: models.PayloadSchemaType.KEYWORD for k in ("doc_id", "ref_doc_id", "file_name", "file_path", "ingest_state")}
         again = ensure_collection(client, "docs", 16)
         assert not again.created and not again.differences
 
@@ -122,7 +122,7 @@ def test_server_creation_sends_the_settings_and_a_doc_id_index(standin):
     assert info.config.params.vectors.on_disk is True and info.config.hnsw_config.m == 32
     assert info.config.quantization_config.scalar.type == models.ScalarType.INT8
     assert {k: v.data_type for k, v in info.payload_schema.items()} == {
-        k: models.PayloadSchemaType.KEYWORD for k in ("doc_id", "ref_doc_id", "file_name", "file_path")}
+        k: models.PayloadSchemaType.KEYWORD for k in ("doc_id", "ref_doc_id", "file_name", "file_path", "ingest_state")}
     client.close()
 
 
