@@ -3,6 +3,7 @@ swallows the KeyboardInterrupt (one raised in a destructor or callback is only p
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -73,6 +74,13 @@ def test_sigint_at_any_moment_of_start_up_and_run_is_one_line_and_130(tmp_path, 
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=300)
+        if delay < 0.3 and proc.returncode == 0 and not out + err:
+            # on a loaded machine the first moment can still fall inside the interpreter's start-up,
+            # where site swallows the interrupt: then the run is not interrupted at all and must be whole
+            check = subprocess.run([str(script), str(docs), "--qdrant-path", str(store), "--model",
+                                    str(tiny_model_dir), "--dry-run", "--json"], capture_output=True, text=True)
+            assert check.returncode == 0 and json.loads(check.stdout)["unchanged"] == json.loads(check.stdout)["files_seen"]
+            continue
         assert proc.returncode == 130, (delay, out, err)
         lines = (out + err).strip().splitlines()
         assert len(lines) == 1 and lines[0] in accepted, (delay, out, err)
