@@ -137,7 +137,7 @@ def _from_facets(client, name: str, owns: Callable[[str], bool] | None) -> dict[
     if len(unclear) > _FEW:
         return None
     for key in unclear:
-        state.update(_scan(client.iter_points_of(name, DOC_ID_FIELD, key, RESUME_FIELDS), None))
+        state.update(_scan(client.iter_payloads(name, RESUME_FIELDS, page=1024, where=(DOC_ID_FIELD, key)), None))
     return state
 
 

@@ -364,8 +364,7 @@ def test_state_read_on_the_embedded_store_reads_no_payload_of_a_complete_documen
         ensure_collection(edge, "c", 2, vector_name=schema.VECTOR_NAME)
         edge.upsert("c", points)
         with monkeypatch.context() as m:
-            m.setattr(EdgeClient, "iter_payloads", lambda *a, **k: pytest.fail("payloads scanned"))
-            m.setattr(EdgeClient, "iter_points_of", lambda *a, **k: pytest.fail("a document read point by point"))
+            m.setattr(EdgeClient, "iter_payloads", lambda *a, **k: pytest.fail("payloads read"))
             fast = store.read_state(edge, "c")
         assert all(d.complete("v") for d in fast.values())
         # the ids are the ones stored (made from the document id behind the stored key, undecodable bytes too)
